@@ -1,0 +1,29 @@
+"""Model backends. Each adapter module exposes `from_options(name, options, deps)`; they are
+imported only when the catalog names them, so that an unused backend costs no cold start."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from .base import BackendDeps, ChatBackend, Deadline
+
+ADAPTERS = {
+    "echo": "chatgw.backends.echo",
+    "openai": "chatgw.backends.openai_http",
+    "bedrock": "chatgw.backends.bedrock",
+}
+
+
+class CatalogError(ValueError):
+    """A model catalog entry that cannot be used; the message names the model and field."""
+
+
+def build_backend(kind: str, name: str, options: Mapping[str, Any], deps: BackendDeps) -> ChatBackend:
+    module = importlib.import_module(ADAPTERS[kind])
+    backend: ChatBackend = module.from_options(name, options, deps)
+    return backend
+
+
+__all__ = ["ADAPTERS", "BackendDeps", "CatalogError", "ChatBackend", "Deadline", "build_backend"]

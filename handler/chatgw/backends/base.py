@@ -1,0 +1,95 @@
+"""The backend interface: what the service needs of a model backend, and the shared parts
+(HTTP client, AWS clients) that backends get from `compose.py` instead of making their own."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..errors import UnsupportedParameter
+from ..wire import ChatRequest, Completion, Piece
+
+ALWAYS_SUPPORTED = frozenset({"model", "messages", "stream", "stream_options"})
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """When the answer must be complete, on the `time.monotonic()` clock."""
+
+    at: float
+
+    @classmethod
+    def in_seconds(cls, seconds: float) -> Deadline:
+        return cls(time.monotonic() + seconds)
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+
+class ChatBackend(Protocol):
+    kind: str
+    """"echo", "openai" or "bedrock": written to the usage ledger."""
+
+    def check(self, request: ChatRequest) -> None:
+        """Raise `UnsupportedParameter` naming the first parameter this backend cannot honour."""
+
+    async def complete(self, request: ChatRequest, deadline: Deadline) -> Completion: ...
+
+    def stream(self, request: ChatRequest, deadline: Deadline) -> AsyncIterator[Piece]:
+        """An async generator of pieces. The first piece's choices carry `role`; a piece with
+        `usage` may come last. Closing the generator closes the upstream call."""
+
+    async def aclose(self) -> None: ...
+
+
+def refuse_unsupported(request: ChatRequest, supported: Iterable[str], backend: str) -> None:
+    allowed = ALWAYS_SUPPORTED | frozenset(supported)
+    for name in sorted(request.given() - allowed):
+        raise UnsupportedParameter(
+            f"The parameter `{name}` is not supported by the {backend} backend of model "
+            f"'{request.model}'.",
+            param=name,
+        )
+
+
+class BackendDeps:
+    """Shared, lazily made clients: one per container, handed to every backend."""
+
+    def __init__(
+        self,
+        http_client_factory: Callable[[], Any] | None = None,
+        aws_client_factory: Callable[..., Any] | None = None,
+    ) -> None:
+        self._http_client_factory = http_client_factory
+        self._aws_client_factory = aws_client_factory
+        self._http_client: Any = None
+        self._aws_clients: dict[tuple[str, str | None], Any] = {}
+
+    def http_client(self) -> Any:
+        """The one `httpx.AsyncClient` of the container (connection reuse, no redirects)."""
+        if self._http_client is None:
+            if self._http_client_factory is None:
+                import httpx
+
+                self._http_client = httpx.AsyncClient(follow_redirects=False, timeout=None)
+            else:
+                self._http_client = self._http_client_factory()
+        return self._http_client
+
+    def aws_client(self, service: str, region: str | None = None) -> Any:
+        key = (service, region)
+        if key not in self._aws_clients:
+            if self._aws_client_factory is not None:
+                self._aws_clients[key] = self._aws_client_factory(service, region)
+            else:
+                import boto3
+
+                self._aws_clients[key] = boto3.session.Session().client(service, region_name=region)
+        return self._aws_clients[key]
+
+    async def aclose(self) -> None:
+        if self._http_client is not None:
+            await self._http_client.aclose()
+            self._http_client = None

@@ -1,0 +1,142 @@
+"""The model catalog: `CHATGW_MODELS` (a JSON file path or inline JSON) to backends.
+
+    {"<public name>": {"backend": "openai" | "bedrock" | "echo",
+                       "description": "...", "price_per_million_tokens": {"input": 0.15, "output": 0.6},
+                       "fallbacks": ["<other public name>", ...], ...backend options}}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .backends import ADAPTERS, BackendDeps, CatalogError, ChatBackend, build_backend
+from .errors import ModelNotFound
+
+COMMON_FIELDS = ("backend", "description", "price_per_million_tokens", "fallbacks")
+ECHO_DESCRIPTION = (
+    "Development model: answers deterministically by echoing the last user message. Not a language model."
+)
+DEFAULT_MODELS: dict[str, dict[str, Any]] = {"echo": {"backend": "echo"}}
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    input: float
+    output: float
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    name: str
+    backend: ChatBackend
+    description: str
+    price: Price | None = None
+    fallbacks: tuple[str, ...] = ()
+
+    @property
+    def development(self) -> bool:
+        return self.backend.kind == "echo"
+
+
+class Catalog:
+    def __init__(self, entries: Mapping[str, ModelEntry]) -> None:
+        self._entries = dict(entries)
+
+    def get(self, name: str) -> ModelEntry:
+        entry = self._entries.get(name)
+        if entry is None:
+            raise ModelNotFound(f"The model `{name}` does not exist.", param="model")
+        return entry
+
+    def chain(self, name: str) -> list[ModelEntry]:
+        """The model followed by its fallbacks, in the order they are tried."""
+        entry = self.get(name)
+        return [entry, *(self._entries[f] for f in entry.fallbacks)]
+
+    def entries(self) -> list[ModelEntry]:
+        return list(self._entries.values())
+
+    async def aclose(self) -> None:
+        for entry in self._entries.values():
+            await entry.backend.aclose()
+
+
+def read_source(source: str | None) -> dict[str, Any]:
+    """Parse `CHATGW_MODELS`: unset means the echo model alone."""
+    if source is None or not source.strip():
+        return dict(DEFAULT_MODELS)
+    text = source
+    if not source.lstrip().startswith("{"):
+        path = Path(source).expanduser()
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise CatalogError(f"CHATGW_MODELS: cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CatalogError(f"CHATGW_MODELS: not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or not data:
+        raise CatalogError("CHATGW_MODELS: must be a non-empty JSON object of model name to options")
+    return data
+
+
+def _price(name: str, value: Any) -> Price | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or set(value) != {"input", "output"}
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in value.values())
+    ):
+        raise CatalogError(
+            f"CHATGW_MODELS: model '{name}': field 'price_per_million_tokens' must be "
+            '{"input": <number >= 0>, "output": <number >= 0>}'
+        )
+    return Price(float(value["input"]), float(value["output"]))
+
+
+def load_catalog(source: str | None, deps: BackendDeps) -> Catalog:
+    data = read_source(source)
+    entries: dict[str, ModelEntry] = {}
+    for name, spec in data.items():
+        if not isinstance(spec, dict):
+            raise CatalogError(f"CHATGW_MODELS: model '{name}': must be an object")
+        kind = spec.get("backend")
+        if kind not in ADAPTERS:
+            raise CatalogError(
+                f"CHATGW_MODELS: model '{name}': field 'backend' must be one of {sorted(ADAPTERS)}, got {kind!r}"
+            )
+        fallbacks = spec.get("fallbacks", [])
+        if not isinstance(fallbacks, list) or not all(isinstance(f, str) for f in fallbacks):
+            raise CatalogError(f"CHATGW_MODELS: model '{name}': field 'fallbacks' must be a list of model names")
+        description = spec.get("description")
+        if description is not None and not isinstance(description, str):
+            raise CatalogError(f"CHATGW_MODELS: model '{name}': field 'description' must be a string")
+        options = {k: v for k, v in spec.items() if k not in COMMON_FIELDS}
+        backend = build_backend(kind, name, options, deps)
+        if description is None:
+            description = ECHO_DESCRIPTION if kind == "echo" else f"{name} ({kind} backend)"
+        elif kind == "echo" and "development" not in description.lower():
+            description = f"Development model. {description}"
+        entries[name] = ModelEntry(
+            name=name,
+            backend=backend,
+            description=description,
+            price=_price(name, spec.get("price_per_million_tokens")),
+            fallbacks=tuple(fallbacks),
+        )
+    for entry in entries.values():
+        for fallback in entry.fallbacks:
+            if fallback not in entries or fallback == entry.name:
+                raise CatalogError(
+                    f"CHATGW_MODELS: model '{entry.name}': fallback '{fallback}' is not another model of the catalog"
+                )
+    return Catalog(entries)

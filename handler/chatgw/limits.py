@@ -1,0 +1,87 @@
+"""Rate-limit and budget arithmetic (pure): windows, what a store's counters mean, and headers."""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from .errors import RateLimited
+
+
+def minute_window(now: datetime) -> int:
+    """The start of the current one-minute window, in epoch seconds."""
+    return int(now.timestamp()) // 60 * 60
+
+
+def month_of(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y-%m")
+
+
+def day_of(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def seconds_to_next_minute(now: datetime) -> int:
+    return max(1, minute_window(now) + 60 - int(now.timestamp()))
+
+
+def seconds_to_next_month(now: datetime) -> int:
+    now = now.astimezone(UTC)
+    days = calendar.monthrange(now.year, now.month)[1]
+    end = datetime(now.year, now.month, days, tzinfo=UTC).timestamp() + 86400
+    return max(1, int(end - now.timestamp()))
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What a store's admission step saw: the counters after this request was (or was not) counted.
+
+    `refused` names the limit that refused it: "requests", "tokens" or "budget"; None if admitted.
+    """
+
+    refused: str | None
+    requests_used: int = 0
+    tokens_used: int = 0
+    month_tokens_used: int = 0
+
+    @property
+    def admitted(self) -> bool:
+        return self.refused is None
+
+
+def raise_if_refused(admission: Admission, *, rpm: int | None, tpm: int | None, now: datetime) -> None:
+    headers = rate_headers(admission, rpm=rpm, tpm=tpm, now=now)
+    if admission.refused == "requests":
+        raise RateLimited(
+            f"Rate limit reached: {rpm} requests per minute for this key.",
+            retry_after=seconds_to_next_minute(now),
+            headers=headers,
+        )
+    if admission.refused == "tokens":
+        raise RateLimited(
+            f"Rate limit reached: {tpm} tokens per minute for this key.",
+            retry_after=seconds_to_next_minute(now),
+            headers=headers,
+        )
+    if admission.refused == "budget":
+        raise RateLimited(
+            "This key has used its monthly token budget.",
+            retry_after=seconds_to_next_month(now),
+            code="insufficient_quota",
+            headers=headers,
+        )
+
+
+def rate_headers(admission: Admission, *, rpm: int | None, tpm: int | None, now: datetime) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    reset = f"{seconds_to_next_minute(now)}s"
+    if rpm is not None:
+        headers["x-ratelimit-limit-requests"] = str(rpm)
+        headers["x-ratelimit-remaining-requests"] = str(max(0, rpm - admission.requests_used))
+        headers["x-ratelimit-reset-requests"] = reset
+    if tpm is not None:
+        headers["x-ratelimit-limit-tokens"] = str(tpm)
+        headers["x-ratelimit-remaining-tokens"] = str(max(0, tpm - admission.tokens_used))
+        headers["x-ratelimit-reset-tokens"] = reset
+    return headers

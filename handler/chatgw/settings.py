@@ -1,0 +1,113 @@
+"""Every knob of the running gateway, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    models: str | None = None
+    """CHATGW_MODELS: the model catalog, a JSON file path or inline JSON; unset: `echo` alone."""
+    keys_table: str | None = None
+    """CHATGW_KEYS_TABLE: DynamoDB keys table; with CHATGW_USAGE_TABLE selects the DynamoDB store."""
+    usage_table: str | None = None
+    """CHATGW_USAGE_TABLE: DynamoDB usage table."""
+    state_dir: Path = Path(".chatgw")
+    """CHATGW_STATE_DIR: folder of the embedded SQLite store when no tables are set."""
+    key_cache_seconds: float = 30.0
+    """CHATGW_KEY_CACHE_SECONDS: how long a container reuses a key record: the revocation delay."""
+    key_pepper: str = ""
+    """CHATGW_KEY_PEPPER: server-side secret mixed into key hashes (keep it in the function's env)."""
+    max_body_bytes: int = 6 * 1024 * 1024
+    """CHATGW_MAX_BODY_BYTES: larger request bodies are refused with 413."""
+    request_timeout_s: float = 300.0
+    """CHATGW_REQUEST_TIMEOUT_S: deadline of one request when Lambda gives none."""
+    keepalive_s: float = 15.0
+    """CHATGW_KEEPALIVE_S: idle seconds before a stream sends `: keep-alive`."""
+    usage_ttl_days: int = 90
+    """CHATGW_USAGE_TTL_DAYS: how long usage events are kept (aggregates are kept)."""
+    log_level: str = "INFO"
+    """CHATGW_LOG_LEVEL."""
+    log_prompts: bool = False
+    """CHATGW_LOG_PROMPTS: log request messages (off: prompts are never logged)."""
+
+    @property
+    def uses_dynamodb(self) -> bool:
+        return bool(self.keys_table and self.usage_table)
+
+    @property
+    def pepper(self) -> bytes:
+        return self.key_pepper.encode()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        keys_table = env.get("CHATGW_KEYS_TABLE") or None
+        usage_table = env.get("CHATGW_USAGE_TABLE") or None
+        if bool(keys_table) != bool(usage_table):
+            raise SettingsError("CHATGW_KEYS_TABLE and CHATGW_USAGE_TABLE must be set together")
+        level = env.get("CHATGW_LOG_LEVEL", "INFO").upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise SettingsError(f"CHATGW_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+        return cls(
+            models=env.get("CHATGW_MODELS") or None,
+            keys_table=keys_table,
+            usage_table=usage_table,
+            state_dir=Path(env.get("CHATGW_STATE_DIR") or ".chatgw"),
+            key_cache_seconds=_float(env, "CHATGW_KEY_CACHE_SECONDS", 30.0),
+            key_pepper=env.get("CHATGW_KEY_PEPPER", ""),
+            max_body_bytes=_int(env, "CHATGW_MAX_BODY_BYTES", 6 * 1024 * 1024, minimum=1024),
+            request_timeout_s=_float(env, "CHATGW_REQUEST_TIMEOUT_S", 300.0, minimum=1.0),
+            keepalive_s=_float(env, "CHATGW_KEEPALIVE_S", 15.0, minimum=0.01),
+            usage_ttl_days=_int(env, "CHATGW_USAGE_TTL_DAYS", 90, minimum=1),
+            log_level=level,
+            log_prompts=_bool(env, "CHATGW_LOG_PROMPTS", False),
+        )
+
+
+SETTING_NAMES = [f.name for f in fields(Settings)]

@@ -1,0 +1,410 @@
+"""The wire format: the chat-completions request (validated with OpenAI's rules) and the
+response, chunk and usage objects the gateway sends back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ROUTING_OR_CREDENTIAL_FIELDS = frozenset(
+    {
+        "api_base",
+        "base_url",
+        "api_key",
+        "api_version",
+        "extra_headers",
+        "headers",
+        "endpoint",
+        "endpoint_url",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "aws_region_name",
+        "organization",
+        "custom_llm_provider",
+    }
+)
+"""Names that could choose where the gateway connects or with what credentials.
+Refused wherever they appear in a body (they are unknown fields everywhere, and
+refused as keys of the free-form `metadata` map too)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# ---- content parts -------------------------------------------------------------------
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(_Strict):
+    url: str = Field(min_length=1)
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(_Strict):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class InputAudio(_Strict):
+    data: str
+    format: Literal["wav", "mp3"]
+
+
+class AudioPart(_Strict):
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+class FileRef(_Strict):
+    file_data: str | None = None
+    file_id: str | None = None
+    filename: str | None = None
+
+
+class FilePart(_Strict):
+    type: Literal["file"]
+    file: FileRef
+
+
+class RefusalPart(_Strict):
+    type: Literal["refusal"]
+    refusal: str
+
+
+UserPart = Annotated[TextPart | ImagePart | AudioPart | FilePart, Field(discriminator="type")]
+AssistantPart = Annotated[TextPart | RefusalPart, Field(discriminator="type")]
+
+# ---- messages ------------------------------------------------------------------------
+
+
+class ToolCallFunction(_Strict):
+    name: str
+    arguments: str
+
+
+class ToolCall(_Strict):
+    id: str
+    type: Literal["function"]
+    function: ToolCallFunction
+
+
+class SystemMessage(_Strict):
+    role: Literal["system"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+
+class DeveloperMessage(_Strict):
+    role: Literal["developer"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+
+class UserMessage(_Strict):
+    role: Literal["user"]
+    content: str | list[UserPart]
+    name: str | None = None
+
+
+class AssistantAudioRef(_Strict):
+    id: str
+
+
+class AssistantMessage(_Strict):
+    role: Literal["assistant"]
+    content: str | list[AssistantPart] | None = None
+    refusal: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    name: str | None = None
+    audio: AssistantAudioRef | None = None
+
+    @model_validator(mode="after")
+    def _content_or_tool_calls(self) -> AssistantMessage:
+        if self.content is None and not self.tool_calls and self.refusal is None and self.audio is None:
+            raise ValueError("an assistant message needs `content` unless it has `tool_calls`")
+        return self
+
+
+class ToolMessage(_Strict):
+    role: Literal["tool"]
+    content: str | list[TextPart]
+    tool_call_id: str
+
+
+Message = Annotated[
+    SystemMessage | DeveloperMessage | UserMessage | AssistantMessage | ToolMessage,
+    Field(discriminator="role"),
+]
+
+# ---- tools and formats ---------------------------------------------------------------
+
+
+class FunctionDefinition(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(_Strict):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(_Strict):
+    name: str
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: FunctionName
+
+
+class JSONSchemaFormat(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class TextFormat(_Strict):
+    type: Literal["text"]
+
+
+class JSONObjectFormat(_Strict):
+    type: Literal["json_object"]
+
+
+class JSONSchemaResponseFormat(_Strict):
+    type: Literal["json_schema"]
+    json_schema: JSONSchemaFormat
+
+
+ResponseFormat = Annotated[
+    TextFormat | JSONObjectFormat | JSONSchemaResponseFormat, Field(discriminator="type")
+]
+
+
+class StreamOptions(_Strict):
+    include_usage: bool | None = None
+    include_obfuscation: bool | None = None
+
+
+class AudioOutput(_Strict):
+    voice: str
+    format: Literal["wav", "aac", "mp3", "flac", "opus", "pcm16"]
+
+
+class Prediction(_Strict):
+    type: Literal["content"]
+    content: str | list[TextPart]
+
+
+# ---- the request ---------------------------------------------------------------------
+
+
+class ChatRequest(_Strict):
+    model: str = Field(min_length=1, max_length=256)
+    messages: list[Message] = Field(min_length=1)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    logit_bias: dict[str, Annotated[int, Field(ge=-100, le=100)]] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    n: int | None = Field(default=None, ge=1, le=128)
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    seed: int | None = None
+    user: str | None = None
+    response_format: ResponseFormat | None = None
+    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = None
+    store: bool | None = None
+    modalities: list[Literal["text", "audio"]] | None = None
+    audio: AudioOutput | None = None
+    prediction: Prediction | None = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_keys(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return value
+        if len(value) > 16:
+            raise ValueError("at most 16 metadata pairs")
+        for key in value:
+            if len(key) > 64:
+                raise ValueError(f"metadata key {key[:64]!r}... is longer than 64 characters")
+            if key.lower() in ROUTING_OR_CREDENTIAL_FIELDS:
+                raise ValueError(f"metadata key {key!r} is not allowed: the gateway chooses upstreams")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ChatRequest:
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("`stream_options` is only allowed when `stream` is true")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("`top_logprobs` requires `logprobs` to be true")
+        if self.tool_choice not in (None, "none") and not self.tools:
+            raise ValueError("`tool_choice` is only allowed when `tools` are given")
+        if isinstance(self.stop, list) and any(not s for s in self.stop):
+            raise ValueError("`stop` sequences must not be empty")
+        return self
+
+    @property
+    def token_cap(self) -> int | None:
+        """The completion-token cap the client asked for, whichever name it used."""
+        if self.max_completion_tokens is not None:
+            return self.max_completion_tokens
+        return self.max_tokens
+
+    @property
+    def stop_sequences(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream and self.stream_options and self.stream_options.include_usage)
+
+    def given(self) -> set[str]:
+        """The parameters the client actually sent (not defaults)."""
+        return set(self.model_fields_set)
+
+
+def text_of(content: str | list[Any] | None) -> str:
+    """The plain text of a message's content (text parts joined, other parts skipped)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(part.text for part in content if isinstance(part, TextPart))
+
+
+# ---- what backends return, and what the gateway sends --------------------------------
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            **self.extra,
+        }
+
+
+@dataclass(slots=True)
+class Choice:
+    index: int
+    content: str | None
+    finish_reason: str
+    tool_calls: list[dict[str, Any]] | None = None
+    refusal: str | None = None
+    logprobs: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Further fields of the upstream's `message` (annotations, audio, ...), passed through."""
+
+    def to_dict(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": self.content, "refusal": self.refusal}
+        if self.tool_calls:
+            message["tool_calls"] = self.tool_calls
+        message.update(self.extra)
+        return {
+            "index": self.index,
+            "message": message,
+            "logprobs": self.logprobs,
+            "finish_reason": self.finish_reason,
+        }
+
+
+@dataclass(slots=True)
+class Completion:
+    """A backend's buffered answer, before the gateway stamps id, created and model."""
+
+    choices: list[Choice]
+    usage: Usage | None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Top-level fields worth passing through (`system_fingerprint`, `service_tier`)."""
+
+
+@dataclass(slots=True)
+class ChunkChoice:
+    index: int
+    delta: dict[str, Any]
+    finish_reason: str | None = None
+    logprobs: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"index": self.index, "delta": self.delta, "finish_reason": self.finish_reason}
+        if self.logprobs is not None:
+            out["logprobs"] = self.logprobs
+        return out
+
+
+@dataclass(slots=True)
+class Piece:
+    """One streamed step of a backend: some chunk choices, or the final usage, or both."""
+
+    choices: list[ChunkChoice] = field(default_factory=list)
+    usage: Usage | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def completion_body(
+    completion: Completion, *, completion_id: str, created: int, model: str, usage: Usage
+) -> dict[str, Any]:
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [c.to_dict() for c in completion.choices],
+        "usage": usage.to_dict(),
+        **completion.extra,
+    }
+
+
+def chunk_body(
+    piece: Piece, *, completion_id: str, created: int, model: str, usage: Usage | None = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [c.to_dict() for c in piece.choices],
+        **piece.extra,
+    }
+    if usage is not None:
+        body["usage"] = usage.to_dict()
+    return body
