@@ -11,6 +11,10 @@ from typing import Any, Protocol
 from ..errors import UnsupportedParameter
 from ..wire import ChatRequest, Completion, Piece
 
+class CatalogError(ValueError):
+    """A model catalog entry that cannot be used; the message names the model and field."""
+
+
 ALWAYS_SUPPORTED = frozenset({"model", "messages", "stream", "stream_options"})
 
 
