@@ -14,7 +14,17 @@ from typing import Any
 
 from ..errors import UnsupportedParameter
 from ..tokens import estimate_prompt_tokens
-from ..wire import ChatRequest, Choice, ChunkChoice, Completion, Piece, TextFormat, Usage, UserMessage, text_of
+from ..wire import (
+    ChatRequest,
+    Choice,
+    ChunkChoice,
+    Completion,
+    Piece,
+    TextFormat,
+    Usage,
+    UserMessage,
+    text_of,
+)
 from .base import BackendDeps, CatalogError, Deadline, refuse_unsupported
 
 SUPPORTED = frozenset(
@@ -43,9 +53,10 @@ _WORD = re.compile(r"\s*\S+")
 
 def answer(request: ChatRequest) -> tuple[list[str], str]:
     """The words of the echo answer and its finish reason."""
-    text = next(
-        (text_of(m.content) for m in reversed(request.messages) if isinstance(m, UserMessage)), ""
-    ).strip() or NO_TEXT
+    text = (
+        next((text_of(m.content) for m in reversed(request.messages) if isinstance(m, UserMessage)), "").strip()
+        or NO_TEXT
+    )
     finish = "stop"
     cut = min((text.find(s) for s in request.stop_sequences if s in text), default=-1)
     if cut >= 0:
