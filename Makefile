@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STATE_DIR ?= .chatgw
 
-.PHONY: install run test lint typecheck unit build deploy bench clean
+.PHONY: install run test lint typecheck unit build deploy bench bench-quick clean
 
 install: $(STAMP)
 
@@ -29,6 +29,19 @@ typecheck: install
 
 test: lint typecheck
 	$(BIN)/pytest
+
+# The benchmark (bench/, docs/bench.md): loopback only, bounded; about 5 minutes on 2 cores.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,126 @@
+"""Cold start: import time of the entry points against `import fastapi, mangum, boto3` (the floor), in the
+same run, interleaved, medians of N; and the time from process start to the first answered request."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from .load import Target, first_answer
+from .procs import PY, ROOT, Server
+from .targets import CHAT_PATH
+
+FLOOR = "import fastapi, mangum, boto3"
+IMPORTS = {
+    "floor: import fastapi, mangum, boto3": FLOOR,
+    "interpreter: pass": "pass",
+    "buffered entry: import chatgw.lambda_buffered (builds the app)": "import chatgw.lambda_buffered",
+}
+STREAMING_IMPORTS = {
+    "streaming entry: import chatgw.lambda_streaming": "import chatgw.lambda_streaming",
+    "streaming entry + app build": "import chatgw.lambda_streaming, chatgw.compose as c; c.app()",
+}
+
+
+def _wall(code: str, env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run([PY, "-c", code], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, timeout=60)
+    return time.perf_counter() - started
+
+
+def import_times(env: dict[str, str], repeats: int, streaming: bool) -> dict[str, Any]:
+    """Median wall time of `python -c CODE` for each entry, interleaved so that drift hits all alike."""
+    full_env = {**os.environ, **env}
+    commands = dict(IMPORTS, **(STREAMING_IMPORTS if streaming else {}))
+    for code in commands.values():  # warm the OS page cache and __pycache__
+        _wall(code, full_env)
+    samples: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(repeats):
+        for name, code in commands.items():
+            samples[name].append(_wall(code, full_env))
+    medians = {name: statistics.median(v) for name, v in samples.items()}
+    floor = medians["floor: import fastapi, mangum, boto3"]
+    return {
+        name: {"median_s": round(m, 4), "ratio_to_floor": round(m / floor, 3), "samples_s": [round(s, 4) for s in v]}
+        for (name, m), v in zip(medians.items(), samples.values(), strict=True)
+    }
+
+
+def http_first_answer(server: Server, key: str, body: bytes, timeout: float = 30.0) -> float | None:
+    """Seconds from spawning `server` to its first answered chat request (polling every 5 ms)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        server.argv,
+        cwd=ROOT,
+        env={**os.environ, **server.env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    server.process = process
+    try:
+        target = Target("127.0.0.1", server.port, CHAT_PATH, key)
+        answered = asyncio.run(first_answer(target, body, stream=False, timeout_s=timeout))
+        return None if answered is None else answered - started
+    finally:
+        server.stop()
+
+
+def buffered_first_answer(env: dict[str, str], key: str, event_path: Path, model: str) -> float | None:
+    """Seconds from starting `python -m bench.cold_buffered` (import of the buffered entry, then one event
+    through its Mangum handler) to the moment it has the answer."""
+    started = time.time()
+    done = subprocess.run(
+        [PY, "-m", "bench.cold_buffered", str(event_path), key, model],
+        cwd=ROOT,
+        env={**os.environ, **env, "CHATGW_LOG_LEVEL": "WARNING"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if done.returncode != 0:
+        return None
+    return float(done.stdout.strip().splitlines()[-1]) - started
+
+
+def load_event(event_path: Path, key: str, model: str) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads(event_path.read_text().replace("CHATGW_DEV_KEY", key))
+    body = json.loads(event["body"])
+    body["model"] = model
+    event["body"] = json.dumps(body)
+    return event
+
+
+def streaming_first_answer(env: dict[str, str], key: str, event_path: Path, model: str) -> float | None:
+    """Seconds from starting the streaming runtime (`python -m chatgw.lambda_streaming`) against a fake
+    Runtime API on loopback to the end of its first streamed response."""
+    from chatgw.local_runtime import FakeRuntimeAPI  # type: ignore[import-not-found,unused-ignore]
+
+    with FakeRuntimeAPI() as fake:
+        invocation = fake.push(load_event(event_path, key, model))
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [PY, "-m", "chatgw.lambda_streaming"],
+            cwd=ROOT,
+            env={**os.environ, **env, "AWS_LAMBDA_RUNTIME_API": fake.address, "CHATGW_LOG_LEVEL": "WARNING"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            finished = invocation.wait(30)
+            elapsed = time.perf_counter() - started
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        return elapsed if finished and invocation.succeeded else None

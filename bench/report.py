@@ -1,0 +1,256 @@
+"""The results as a table on stdout, the budget lines met or not, JSON, a markdown page and a plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+BASELINE = "baseline"
+GATEWAY = "chatgw-sqlite"
+CPU_RATIO_MAX = 2.0
+CHUNK_US_MAX = 50.0
+IMPORT_RATIO_MAX = 1.2
+FIRST_ANSWER_MAX_S = 1.0
+RSS_MAX_MIB = 100.0
+GROWTH_MAX_MIB = 1.0
+
+
+def find(results: dict[str, Any], target: str, mode: str, concurrency: int) -> dict[str, Any] | None:
+    for row in results["runs"]:
+        if row["target"] == target and row["mode"] == mode and row["concurrency"] == concurrency:
+            return dict(row)
+    return None
+
+
+def cpu(results: dict[str, Any], target: str, mode: str, concurrency: int) -> float | None:
+    row = find(results, target, mode, concurrency)
+    return row["cpu_ms_per_request"] if row else None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
+
+
+def line(name: str, measured: str, met: bool | None) -> dict[str, Any]:
+    return {"line": name, "measured": measured, "status": "n/a" if met is None else ("met" if met else "NOT met")}
+
+
+def budget(results: dict[str, Any], c: int) -> list[dict[str, Any]]:
+    lines = []
+    for mode, label in (("buffered", "buffered request"), ("stream20", "20-chunk stream")):
+        gw, base = cpu(results, GATEWAY, mode, c), cpu(results, BASELINE, mode, c)
+        r = ratio(gw, base)
+        lines.append(
+            line(
+                f"server CPU per {label} <= {CPU_RATIO_MAX}x baseline (c={c})",
+                f"{gw} ms vs {base} ms: {r}x",
+                None if r is None else r <= CPU_RATIO_MAX,
+            )
+        )
+    per_chunk: dict[str, float | None] = {}
+    for target in (GATEWAY, BASELINE):
+        c20, c100 = cpu(results, target, "stream20", c), cpu(results, target, "stream100", c)
+        per_chunk[target] = round((c100 - c20) * 1000 / 80, 1) if c20 is not None and c100 is not None else None
+    gw_chunk = per_chunk[GATEWAY]
+    lines.append(
+        line(
+            f"CPU per extra streamed chunk < {CHUNK_US_MAX:.0f} us (20 vs 100 chunks, c={c})",
+            f"{gw_chunk} us (baseline {per_chunk[BASELINE]} us)",
+            None if gw_chunk is None else gw_chunk < CHUNK_US_MAX,
+        )
+    )
+    cold = results.get("cold_start") or {}
+    for name, v in (cold.get("imports") or {}).items():
+        if name.startswith(("buffered entry", "streaming entry + app")):
+            lines.append(
+                line(
+                    f"cold import <= {IMPORT_RATIO_MAX}x floor: {name}",
+                    f"{v['median_s'] * 1000:.0f} ms: {v['ratio_to_floor']}x",
+                    v["ratio_to_floor"] <= IMPORT_RATIO_MAX,
+                )
+            )
+    for name, v in (cold.get("first_answer") or {}).items():
+        if name.startswith("baseline"):
+            continue
+        s = v["median_s"]
+        lines.append(
+            line(
+                f"first answer from a cold process < {FIRST_ANSWER_MAX_S:.0f} s: {name}",
+                f"{s} s",
+                None if s is None else s < FIRST_ANSWER_MAX_S,
+            )
+        )
+    mem = results.get("memory")
+    if mem:
+        lines.append(
+            line(
+                f"RSS after {mem['served_10k']} requests < {RSS_MAX_MIB:.0f} MiB",
+                f"{mem['rss_10k_mib']} MiB",
+                mem["rss_10k_mib"] < RSS_MAX_MIB,
+            )
+        )
+        lines.append(
+            line(
+                f"RSS not growing between the 5,000th and 10,000th request (<= {GROWTH_MAX_MIB} MiB)",
+                f"{mem['rss_5k_mib']} -> {mem['rss_10k_mib']} MiB ({mem['growth_5k_to_10k_mib']:+} MiB)",
+                mem["growth_5k_to_10k_mib"] <= GROWTH_MAX_MIB,
+            )
+        )
+    for store, by_mode in (results.get("round_trips") or {}).items():
+        for mode, counts in by_mode.items():
+            per = counts["per_request"]
+            prefix = "aws." if store.endswith("dynamodb") else "store."
+            before = sum(v for k, v in per.items() if k.startswith(f"before_backend:{prefix}"))
+            after = sum(v for k, v in per.items() if k.startswith(f"after_answer:{prefix}"))
+            detail = ", ".join(f"{k} {v}" for k, v in per.items() if k.split(":")[1].startswith(prefix))
+            lines.append(
+                line(
+                    f"store round trips before the backend <= 1 (key cached), writes after: {store} {mode}",
+                    f"{before:g} before, {after:g} after ({detail})",
+                    before <= 1,
+                )
+            )
+    return lines
+
+
+def _fmt(v: Any, digits: int = 1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def runs_table(results: dict[str, Any]) -> list[str]:
+    head = "| target | mode | c | req/s | p50 ms | p95 ms | p99 ms | TTFB p50 ms | CPU ms/req | x baseline | RSS MiB |"
+    out = [head, "|---" * (head.count("|") - 1) + "|"]
+    for row in results["runs"]:
+        base = cpu(results, BASELINE, row["mode"], row["concurrency"])
+        r = ratio(row["cpu_ms_per_request"], base) if row["target"].startswith("chatgw") else None
+        errors = f" ({row['errors']} errors)" if row["errors"] else ""
+        out.append(
+            f"| {row['target']} | {row['mode']} | {row['concurrency']} | {_fmt(row['rps'])}{errors} "
+            f"| {_fmt(row['p50_ms'], 2)} | {_fmt(row['p95_ms'], 2)} | {_fmt(row['p99_ms'], 2)} "
+            f"| {_fmt(row['ttfb_p50_ms'], 2)} | {_fmt(row['cpu_ms_per_request'], 3)} | {_fmt(r, 2)} "
+            f"| {_fmt(row['rss_mib'])} |"
+        )
+    return out
+
+
+def budget_table(results: dict[str, Any]) -> list[str]:
+    out = ["| budget line | measured | status |", "|---|---|---|"]
+    out += [f"| {b['line']} | {b['measured']} | {b['status']} |" for b in results.get("budget", [])]
+    return out
+
+
+def cold_table(results: dict[str, Any]) -> list[str]:
+    cold = results.get("cold_start")
+    if not cold:
+        return []
+    out = ["| cold start | median | x floor |", "|---|---|---|"]
+    for name, v in cold["imports"].items():
+        out.append(f"| {name} | {v['median_s'] * 1000:.0f} ms | {v['ratio_to_floor']} |")
+    for name, v in cold["first_answer"].items():
+        out.append(f"| first answer: {name} | {_fmt(v['median_s'], 3)} s | |")
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    parts = ["", *runs_table(results), "", *cold_table(results), "", *budget_table(results)]
+    mem = results.get("memory")
+    if mem:
+        parts += ["", f"memory: {mem}"]
+    for store, rt in (results.get("round_trips") or {}).items():
+        parts += [f"round trips per request, {store}: {json.dumps({k: v['per_request'] for k, v in rt.items()})}"]
+    return "\n".join(parts)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    f = results["features"]
+    m = results["machine"]
+    parts = [
+        "# chatgw benchmark: latest results",
+        "",
+        f"Made by `make bench` (`python -m bench.run`) on {results['started']}: Python {m['python']}, "
+        f"{m['cpus']} CPUs, {m['platform']}; {results['seconds']} s. chatgw backend: "
+        + ("`openai` to the fake upstream" if f["openai_backend"] else "`echo` (the openai backend was not present)")
+        + f"; DynamoDB store: {'yes (moto server)' if f['dynamodb_store'] else 'not present'}; "
+        f"streaming runtime: {'yes' if f['streaming_runtime'] else 'not present'}.",
+        "",
+        "CPU is user+system of the server's process tree over the requests served (after a warm-up); "
+        "`x baseline` is chatgw / the bare FastAPI pass-through in the same run and at the same concurrency.",
+        "",
+        "## Budget",
+        "",
+        *budget_table(results),
+        "",
+        "## Runs",
+        "",
+        *runs_table(results),
+        "",
+        "## Cold start",
+        "",
+        *cold_table(results),
+        "",
+        "## Memory and store round trips",
+        "",
+        f"`{json.dumps(results.get('memory'))}`",
+        "",
+    ]
+    for store, rt in (results.get("round_trips") or {}).items():
+        for mode, counts in rt.items():
+            parts.append(
+                f"- {store} {mode}: per request `{json.dumps(counts['per_request'])}`; "
+                f"first request (key not cached) `{json.dumps(counts['first_request'])}`"
+            )
+    return "\n".join(parts) + "\n"
+
+
+def plot(results: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    targets = [
+        t for t in ("upstream", BASELINE, GATEWAY, "chatgw-dynamodb") if any(r["target"] == t for r in results["runs"])
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    c = results["settings"]["headline_c"]
+    for ax, mode in zip(axes[:2], ("buffered", "stream20"), strict=True):
+        values = [cpu(results, t, mode, c) or 0 for t in targets]
+        bars = ax.bar(targets, values, color=["#999", "#4a7", "#37c", "#c73"][: len(targets)])
+        ax.bar_label(bars, fmt="%.2f")
+        ax.set_title(f"server CPU ms per request, {mode}, c={c}")
+        ax.tick_params(axis="x", labelrotation=15)
+    ax = axes[2]
+    for t in targets:
+        for mode, style in (("buffered", "-o"), ("stream20", "--s")):
+            rows = sorted(
+                (r for r in results["runs"] if r["target"] == t and r["mode"] == mode), key=lambda r: r["concurrency"]
+            )
+            if rows:
+                ax.plot([r["concurrency"] for r in rows], [r["rps"] for r in rows], style, label=f"{t} {mode}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("concurrency")
+    ax.set_title("requests/s (2 cores, loopback)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def write(results: dict[str, Any], out: Path, plot_it: bool = True) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = results["started"].replace(":", "").replace("-", "")
+    text = json.dumps(results, indent=2, default=str)
+    (out / f"run-{stamp}.json").write_text(text)
+    (out / "latest.json").write_text(text)
+    (out / "latest.md").write_text(markdown(results))
+    if plot_it and not plot(results, out / "latest.png"):
+        print("matplotlib is not installed: no plot (pip install -e '.[bench]')")

@@ -1,0 +1,142 @@
+"""The servers under test and how to start them: the fake upstream, the baseline, chatgw (`chatgw serve`
+on SQLite, or on DynamoDB in a moto server), and what each one is asked."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .load import chat_body
+from .procs import PY, Server, free_port
+
+CHAT_PATH = "/v1/chat/completions"
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",  # moto's placeholder, not a credential
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+KEYS_TABLE, USAGE_TABLE = "bench-keys", "bench-usage"
+CHUNK_COUNTS = (20, 100)
+
+
+def has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+@dataclass(frozen=True)
+class Features:
+    openai_backend: bool
+    dynamodb_store: bool
+    streaming_runtime: bool
+
+    @classmethod
+    def detect(cls) -> Features:
+        return cls(
+            openai_backend=has("chatgw.backends.openai_http"),
+            dynamodb_store=has("chatgw.store.dynamodb") and has("moto"),
+            streaming_runtime=has("chatgw.lambda_streaming") and has("chatgw.local_runtime"),
+        )
+
+
+def model_for(target: str, chunks: int, features: Features) -> str:
+    """The model name to ask for `chunks` streamed pieces (and a buffered answer of as many words)."""
+    if target.startswith("chatgw") and not features.openai_backend:
+        return "echo"
+    return f"fake-{chunks}"
+
+
+def body_for(target: str, stream: bool, chunks: int, features: Features) -> bytes:
+    model = model_for(target, chunks, features)
+    # echo answers with the last user message word by word: as many words as chunks wanted
+    words = chunks if model == "echo" else 8
+    return chat_body(model, stream, words=words)
+
+
+def catalog(upstream_port: int) -> str:
+    return json.dumps(
+        {
+            f"fake-{n}": {
+                "backend": "openai",
+                "base_url": f"http://127.0.0.1:{upstream_port}/v1",
+                "api_key_env": "BENCH_UPSTREAM_KEY",
+                "upstream_model": f"fake-{n}",
+            }
+            for n in CHUNK_COUNTS
+        }
+    )
+
+
+def upstream_server(log: Path, chunk_delay_ms: float = 0.0) -> Server:
+    port = free_port()
+    argv = [PY, "-m", "bench.fake_upstream", "--port", str(port), "--chunk-delay-ms", str(chunk_delay_ms)]
+    return Server("upstream", argv, port, log=log)
+
+
+def baseline_server(upstream_port: int, key: str, log: Path) -> Server:
+    port = free_port()
+    env = {"BENCH_UPSTREAM": f"http://127.0.0.1:{upstream_port}/v1", "BENCH_KEY": key}
+    return Server("baseline", [PY, "-m", "bench.baseline", "--port", str(port)], port, env=env, log=log)
+
+
+def chatgw_env(state_dir: Path, upstream_port: int, features: Features, dynamodb_port: int | None) -> dict[str, str]:
+    env = {
+        "CHATGW_STATE_DIR": str(state_dir),
+        "BENCH_UPSTREAM_KEY": "upstream-key",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    if features.openai_backend:
+        env["CHATGW_MODELS"] = catalog(upstream_port)
+    if dynamodb_port is not None:
+        env.update(AWS_ENV)
+        env["AWS_ENDPOINT_URL_DYNAMODB"] = f"http://127.0.0.1:{dynamodb_port}"
+        env["CHATGW_KEYS_TABLE"], env["CHATGW_USAGE_TABLE"] = KEYS_TABLE, USAGE_TABLE
+    return env
+
+
+def chatgw_server(name: str, env: dict[str, str], log: Path, counted_out: Path | None = None) -> Server:
+    port = free_port()
+    if counted_out is not None:
+        argv = [PY, "-m", "bench.chatgw_counted", "--port", str(port)]
+        env = {**env, "BENCH_COUNTS_OUT": str(counted_out)}
+    else:
+        # the store comes from the environment (CHATGW_STATE_DIR, or the DynamoDB tables), as in Lambda
+        argv = [PY, "-m", "chatgw.cli", "serve", "--port", str(port)]
+    return Server(name, argv, port, env=env, log=log)
+
+
+def moto_server(log: Path) -> Server:
+    port = free_port()
+    argv = [PY, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    return Server("moto", argv, port, env=AWS_ENV, log=log)
+
+
+def create_key(env: dict[str, str]) -> str:
+    """A key with limits (so that every request passes admission), in the store `env` selects."""
+    from chatgw.compose import open_store
+    from chatgw.keys import Limits, new_key
+    from chatgw.settings import Settings
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        settings = Settings.from_env()
+        if settings.uses_dynamodb:
+            from chatgw.store import dynamodb
+
+            dynamodb.create_tables(dynamodb.make_client(), KEYS_TABLE, USAGE_TABLE)  # type: ignore[attr-defined]
+        store = open_store(settings)
+        limits = Limits(requests_per_minute=10**9, tokens_per_minute=10**12, monthly_token_budget=10**15)
+        key, record = new_key("bench", pepper=settings.pepper, limits=limits, owner="bench")
+        store.create_key(record)
+        store.close()
+        return key
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

@@ -1,0 +1,43 @@
+"""The benchmark harness runs (a few requests, no soak, no cold start) and prints its table.
+Nothing here looks at a time: the figures are the benchmark's business, not the tests'."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def test_quick_bench_prints_the_table(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--quick",
+            "--skip-dynamodb",
+            "--requests",
+            "5",
+            "--concurrency",
+            "1",
+            "2",
+            "--headline-c",
+            "2",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| target | mode | c | req/s |" in done.stdout
+    results = json.loads((tmp_path / "quick.json").read_text())
+    targets = {(r["target"], r["mode"]) for r in results["runs"]}
+    assert {("baseline", "buffered"), ("chatgw-sqlite", "buffered"), ("chatgw-sqlite", "stream100")} <= targets
+    assert all(r["errors"] == 0 for r in results["runs"]), [r["first_error"] for r in results["runs"]]
+    assert {b["line"].split(" <=")[0] for b in results["budget"]} >= {"server CPU per buffered request"}
