@@ -96,42 +96,56 @@ class ChatStream:
 
     # consumer ------------------------------------------------------------------------
 
+    async def _next(self, keepalive_s: float) -> Piece | ChatgwError | End | None:
+        """The next item, at once if one is ready; None after `keepalive_s` of silence."""
+        if self._first is not None:
+            item, self._first = self._first, None
+            return item
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        try:
+            return await asyncio.wait_for(self._queue.get(), keepalive_s)
+        except TimeoutError:
+            return None
+
     async def frames(self, keepalive_s: float) -> AsyncIterator[bytes]:
-        """The SSE body. Ends with `[DONE]`, or with an in-band error and no `[DONE]`."""
+        """The SSE body. Ends with `[DONE]`, or with an in-band error and no `[DONE]`.
+        Frames leave as soon as they are made; those the backend has already produced while the
+        last ones were being sent leave together, in one write (nothing ever waits to be batched)."""
         request = self.prepared.request
         cid, created, model = f"chatcmpl-{self.call.request_id}", int(self.call.now.timestamp()), request.model
         first_chunk = True
+        ready: list[bytes] = []
         while True:
-            if self._first is not None:
-                item: Piece | ChatgwError | End = self._first
-                self._first = None
-            else:
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), keepalive_s)
-                except TimeoutError:
-                    yield KEEPALIVE
-                    continue
+            item = await self._next(keepalive_s)
+            if item is None:
+                yield KEEPALIVE
+                continue
             if item == END:
                 break
             if isinstance(item, ChatgwError):
                 self.status = "error"
-                yield frame({"error": item.envelope(self.call.request_id)["error"]})
+                ready.append(frame({"error": item.envelope(self.call.request_id)["error"]}))
+                yield b"".join(ready)
                 return
             assert isinstance(item, Piece)
             if item.usage is not None:
                 self._usage = item.usage
-            if not item.choices:
-                continue
-            if first_chunk:
-                first_chunk = False
-                item.choices[0].delta.setdefault("role", "assistant")
-            self._observe(item)
-            yield frame(chunk_body(item, completion_id=cid, created=created, model=model))
+            if item.choices:
+                if first_chunk:
+                    first_chunk = False
+                    item.choices[0].delta.setdefault("role", "assistant")
+                self._observe(item)
+                ready.append(frame(chunk_body(item, completion_id=cid, created=created, model=model)))
+            if ready and self._queue.empty():
+                yield b"".join(ready)
+                ready.clear()
         if request.include_usage:
             usage, _ = self.usage()
-            yield frame(chunk_body(Piece(), completion_id=cid, created=created, model=model, usage=usage))
+            ready.append(frame(chunk_body(Piece(), completion_id=cid, created=created, model=model, usage=usage)))
         self.status = "ok"
-        yield DONE
+        ready.append(DONE)
+        yield b"".join(ready)
 
     def _observe(self, piece: Piece) -> None:
         for choice in piece.choices:
