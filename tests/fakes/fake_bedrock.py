@@ -38,6 +38,8 @@ class Script:
     chunk_delay_s: float = 0.0
     exception_after_events: int | None = None
     exception_type: str = "modelStreamErrorException"
+    end_after_events: int | None = None
+    """End the stream cleanly but early (no messageStop) after this many events."""
     stop_reason: str | None = None
     send_metadata: bool = True
     gate: threading.Event | None = None
@@ -158,6 +160,8 @@ class FakeBedrock:
         completed = False
         try:
             for n, (kind, payload) in enumerate(events):
+                if n == script.end_after_events:
+                    return
                 if n == script.exception_after_events:
                     yield eventstream.exception(script.exception_type, script.message)
                     return
