@@ -48,7 +48,11 @@ def _openai(request: pytest.FixtureRequest) -> Harness:
     server: fake_openai.FakeOpenAI = request.getfixturevalue("fake_openai")
     return Harness(
         "openai",
-        {"base_url": server.base_url, "upstream_model": "gpt-fake", "unsupported_params": ["logprobs", "seed"]},
+        {
+            "base_url": server.base_url,
+            "upstream_model": "gpt-fake",
+            "unsupported_params": ["logprobs", "seed"],
+        },
         BackendDeps,
         slow=lambda: server.then(fake_openai.Script(chunk_delay_s=0.2)),
         aborted=server.stream_aborted.wait,

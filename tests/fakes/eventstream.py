@@ -1,9 +1,9 @@
 """The `application/vnd.amazon.eventstream` binary framing, encoder side:
 
-    prelude:  total length (uint32) | headers length (uint32) | CRC32 of those 8 bytes
-    headers:  name length (uint8) | name | value type (7 = string) | value length (uint16) | value
-    payload
-    CRC32 of everything before it (uint32), all big-endian.
+prelude:  total length (uint32) | headers length (uint32) | CRC32 of those 8 bytes
+headers:  name length (uint8) | name | value type (7 = string) | value length (uint16) | value
+payload
+CRC32 of everything before it (uint32), all big-endian.
 """
 
 from __future__ import annotations

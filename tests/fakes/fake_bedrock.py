@@ -154,7 +154,9 @@ class FakeBedrock:
         if error is not None:
             return error
         events = _events(_think(body), script)
-        return StreamingResponse(self._frames(events, script), media_type="application/vnd.amazon.eventstream")
+        return StreamingResponse(
+            self._frames(events, script), media_type="application/vnd.amazon.eventstream"
+        )
 
     async def _frames(self, events: list[tuple[str, dict[str, Any]]], script: Script) -> AsyncIterator[bytes]:
         completed = False
@@ -165,9 +167,9 @@ class FakeBedrock:
                 if n == script.exception_after_events:
                     yield eventstream.exception(script.exception_type, script.message)
                     return
-                if script.gate is not None and n == len(events) - 4:
-                    if not await asyncio.to_thread(script.gate.wait, script.gate_wait_s):
-                        self.gate_timed_out = True
+                at_gate = script.gate is not None and n == len(events) - 4
+                if at_gate and not await asyncio.to_thread(script.gate.wait, script.gate_wait_s):
+                    self.gate_timed_out = True
                 if n and script.chunk_delay_s:
                     await asyncio.sleep(script.chunk_delay_s)
                 yield eventstream.event(kind, payload)
@@ -221,7 +223,9 @@ def _events(answer: Answer, script: Script) -> list[tuple[str, dict[str, Any]]]:
     events: list[tuple[str, dict[str, Any]]] = [("messageStart", {"role": "assistant"})]
     block = 0
     if answer.pieces:
-        events += [("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": p}}) for p in answer.pieces]
+        events += [
+            ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": p}}) for p in answer.pieces
+        ]
         events.append(("contentBlockStop", {"contentBlockIndex": 0}))
         block = 1
     for offset, call in enumerate(answer.tool_calls):
@@ -231,7 +235,9 @@ def _events(answer: Answer, script: Script) -> list[tuple[str, dict[str, Any]]]:
         arguments = json.dumps(call.arguments)
         half = len(arguments) // 2
         for part in (arguments[:half], arguments[half:]):
-            events.append(("contentBlockDelta", {"contentBlockIndex": index, "delta": {"toolUse": {"input": part}}}))
+            events.append(
+                ("contentBlockDelta", {"contentBlockIndex": index, "delta": {"toolUse": {"input": part}}})
+            )
         events.append(("contentBlockStop", {"contentBlockIndex": index}))
     events.append(("messageStop", {"stopReason": script.stop_reason or STOP_REASONS[answer.finish]}))
     if script.send_metadata:

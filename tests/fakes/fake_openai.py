@@ -126,14 +126,16 @@ class FakeOpenAI:
                 if n == script.drop_after_chunks:
                     raise ConnectionAbortedError("scripted drop")
                 if n == script.error_event_after_chunks:
-                    yield _event({"error": {"message": "The model crashed mid-stream.", "type": "server_error"}})
+                    yield _event(
+                        {"error": {"message": "The model crashed mid-stream.", "type": "server_error"}}
+                    )
                     return
                 if n == script.garbage_sse_after_chunks:
                     yield b"data: {this is not json\n\n"
                     return
-                if script.gate is not None and n == len(chunks) - 2:
-                    if not await asyncio.to_thread(script.gate.wait, script.gate_wait_s):
-                        self.gate_timed_out = True
+                at_gate = script.gate is not None and n == len(chunks) - 2
+                if at_gate and not await asyncio.to_thread(script.gate.wait, script.gate_wait_s):
+                    self.gate_timed_out = True
                 if n and script.chunk_delay_s:
                     await asyncio.sleep(script.chunk_delay_s)
                 yield _event(chunk)
@@ -220,7 +222,12 @@ def _chunks(body: dict[str, Any], answer: Answer) -> list[dict[str, Any]]:
     out = [chunk({"role": "assistant", "content": ""})]
     out += [chunk({"content": piece}) for piece in answer.pieces]
     for i, call in enumerate(answer.tool_calls):
-        head = {"index": i, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
+        head = {
+            "index": i,
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }
         out.append(chunk({"tool_calls": [head]}))
         arguments = arguments_json(call)
         half = len(arguments) // 2

@@ -65,7 +65,9 @@ def run(
     return asyncio.run(main())
 
 
-def buffered(server: FakeBedrock, request: ChatRequest | None = None, seconds: float = 20, **options: Any) -> Any:
+def buffered(
+    server: FakeBedrock, request: ChatRequest | None = None, seconds: float = 20, **options: Any
+) -> Any:
     async def scenario(backend: BedrockBackend) -> Any:
         request_ = request or ask()
         backend.check(request_)
@@ -74,7 +76,9 @@ def buffered(server: FakeBedrock, request: ChatRequest | None = None, seconds: f
     return run(server, scenario, **options)
 
 
-def streamed(server: FakeBedrock, request: ChatRequest | None = None) -> tuple[list[Piece], ChatgwError | None]:
+def streamed(
+    server: FakeBedrock, request: ChatRequest | None = None
+) -> tuple[list[Piece], ChatgwError | None]:
     async def scenario(backend: BedrockBackend) -> tuple[list[Piece], ChatgwError | None]:
         pieces: list[Piece] = []
         try:
@@ -99,7 +103,10 @@ def test_the_request_is_mapped_to_converse(fake_bedrock: FakeBedrock) -> None:
             {"role": "user", "content": "first"},
             {
                 "role": "user",
-                "content": [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": image}}],
+                "content": [
+                    {"type": "text", "text": "what is this?"},
+                    {"type": "image_url", "image_url": {"url": image}},
+                ],
             },
         ],
         temperature=0.2,
@@ -118,7 +125,12 @@ def test_the_request_is_mapped_to_converse(fake_bedrock: FakeBedrock) -> None:
     content = body["messages"][0]["content"]
     assert content[:2] == [{"text": "first"}, {"text": "what is this?"}]
     assert content[2]["image"]["format"] == "png" and seen.images == [PNG]
-    assert body["inferenceConfig"] == {"maxTokens": 50, "temperature": 0.2, "topP": 0.5, "stopSequences": ["END"]}
+    assert body["inferenceConfig"] == {
+        "maxTokens": 50,
+        "temperature": 0.2,
+        "topP": 0.5,
+        "stopSequences": ["END"],
+    }
     assert body["toolConfig"] == {
         "tools": [
             {
@@ -153,7 +165,9 @@ def test_a_tool_call_round_trip(fake_bedrock: FakeBedrock) -> None:
         ],
     )
     fake_bedrock.then(Script())
-    pieces, error = streamed(fake_bedrock, ChatRequest.model_validate({**follow_up.model_dump(), "stream": True}))
+    pieces, error = streamed(
+        fake_bedrock, ChatRequest.model_validate({**follow_up.model_dump(), "stream": True})
+    )
     assert error is None
     messages = fake_bedrock.requests[1].body["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "user"]
@@ -184,7 +198,11 @@ def test_streamed_tool_calls_become_openai_deltas(fake_bedrock: FakeBedrock) -> 
 
 @pytest.mark.parametrize(
     ("stop_reason", "finish"),
-    [("guardrail_intervened", "content_filter"), ("content_filtered", "content_filter"), ("max_tokens", "length")],
+    [
+        ("guardrail_intervened", "content_filter"),
+        ("content_filtered", "content_filter"),
+        ("max_tokens", "length"),
+    ],
 )
 def test_stop_reasons_map_to_finish_reasons(fake_bedrock: FakeBedrock, stop_reason: str, finish: str) -> None:
     fake_bedrock.then(Script(stop_reason=stop_reason), Script(stop_reason=stop_reason))
@@ -230,7 +248,9 @@ def test_a_transient_failure_is_retried(fake_bedrock: FakeBedrock) -> None:
 
 
 def test_validation_errors_pass_through_as_400(fake_bedrock: FakeBedrock) -> None:
-    fake_bedrock.then(Script(status=400, error_type="ValidationException", message="temperature: must be <= 1"))
+    fake_bedrock.then(
+        Script(status=400, error_type="ValidationException", message="temperature: must be <= 1")
+    )
     with pytest.raises(UpstreamRejected) as caught:
         buffered(fake_bedrock)
     assert caught.value.status == 400 and caught.value.message == "temperature: must be <= 1"
@@ -317,8 +337,12 @@ def test_each_event_is_yielded_as_soon_as_bedrock_sends_it(fake_bedrock: FakeBed
 
 @pytest.mark.parametrize(
     ("options", "field"),
-    [({}, "model_id"), ({"model_id": ""}, "model_id"), ({"model_id": "m", "region": 3}, "region"),
-     ({"model_id": "m", "endpoint_url": "http://x"}, "endpoint_url")],
+    [
+        ({}, "model_id"),
+        ({"model_id": ""}, "model_id"),
+        ({"model_id": "m", "region": 3}, "region"),
+        ({"model_id": "m", "endpoint_url": "http://x"}, "endpoint_url"),
+    ],
 )
 def test_bad_options_name_the_model_and_field(options: dict[str, Any], field: str) -> None:
     with pytest.raises(CatalogError) as caught:

@@ -48,7 +48,9 @@ def run(options: dict[str, Any], scenario: Callable[[OpenAIBackend], Coroutine[A
     return asyncio.run(main())
 
 
-def buffered(server: FakeOpenAI, request: ChatRequest | None = None, seconds: float = 20, **options: Any) -> Any:
+def buffered(
+    server: FakeOpenAI, request: ChatRequest | None = None, seconds: float = 20, **options: Any
+) -> Any:
     async def scenario(backend: OpenAIBackend) -> Any:
         return await backend.complete(request or ask(), Deadline.in_seconds(seconds))
 
@@ -107,7 +109,10 @@ def test_the_upstream_gets_every_parameter_its_model_name_key_and_headers(
         "top_p": 0.9,
         "tools": tools,
         "tool_choice": "auto",
-        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "x", "schema": {"type": "object"}},
+        },
         "user": "end-user-1",
     }
 
@@ -218,7 +223,9 @@ def test_nothing_is_retried_after_the_first_byte(fake_openai: FakeOpenAI) -> Non
 
 
 def test_redirects_are_not_followed(fake_openai: FakeOpenAI) -> None:
-    fake_openai.then(Script(status=307, headers={"location": f"{fake_openai.base_url}/chat/completions"}, body=b""))
+    fake_openai.then(
+        Script(status=307, headers={"location": f"{fake_openai.base_url}/chat/completions"}, body=b"")
+    )
     with pytest.raises(UpstreamError, match="redirect"):
         buffered(fake_openai)
     assert len(fake_openai.requests) == 1
@@ -239,10 +246,14 @@ def test_upstream_auth_failure_is_a_502_that_never_echoes_the_key(
     fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_UPSTREAM_KEY", "sk-do-not-leak")
-    fake_openai.then(Script(status=401, body={"error": {"message": "Incorrect API key provided: sk-do-not-leak"}}))
+    fake_openai.then(
+        Script(status=401, body={"error": {"message": "Incorrect API key provided: sk-do-not-leak"}})
+    )
     with pytest.raises(UpstreamError) as caught:
         buffered(fake_openai, api_key_env="FAKE_UPSTREAM_KEY")
-    assert "sk-do-not-leak" not in str(caught.value) and "sk-do-not-leak" not in repr(caught.value.envelope("r"))
+    assert "sk-do-not-leak" not in str(caught.value) and "sk-do-not-leak" not in repr(
+        caught.value.envelope("r")
+    )
 
 
 def test_a_missing_key_variable_is_a_502_naming_the_variable(fake_openai: FakeOpenAI) -> None:
@@ -355,7 +366,12 @@ def test_bad_options_name_the_model_and_field(options: dict[str, Any], field: st
 
 def test_base_url_query_is_kept_for_azure_style_upstreams() -> None:
     backend = build_backend(
-        "openai", "m", {"base_url": "https://r.example/openai/deployments/d?api-version=2024-10-21"}, BackendDeps()
+        "openai",
+        "m",
+        {"base_url": "https://r.example/openai/deployments/d?api-version=2024-10-21"},
+        BackendDeps(),
     )
     assert isinstance(backend, OpenAIBackend)
-    assert str(backend.url) == "https://r.example/openai/deployments/d/chat/completions?api-version=2024-10-21"
+    assert (
+        str(backend.url) == "https://r.example/openai/deployments/d/chat/completions?api-version=2024-10-21"
+    )

@@ -78,7 +78,12 @@ def test_building_the_backend_touches_no_network(fake_openai: FakeOpenAI) -> Non
     def refuse(*args: Any) -> Any:
         raise AssertionError("an AWS client was made at catalog build")
 
-    build_backend("openai", "m", {"base_url": fake_openai.base_url, "api_key_secret": "x"}, BackendDeps(
-        http_client_factory=refuse, aws_client_factory=refuse
-    ))
-    build_backend("bedrock", "b", {"model_id": "x"}, BackendDeps(http_client_factory=refuse, aws_client_factory=refuse))
+    build_backend(
+        "openai",
+        "m",
+        {"base_url": fake_openai.base_url, "api_key_secret": "x"},
+        BackendDeps(http_client_factory=refuse, aws_client_factory=refuse),
+    )
+    build_backend(
+        "bedrock", "b", {"model_id": "x"}, BackendDeps(http_client_factory=refuse, aws_client_factory=refuse)
+    )

@@ -106,13 +106,17 @@ def test_tool_arguments_that_are_not_an_object_are_refused() -> None:
 def test_tool_spec_defaults_to_an_empty_object_schema() -> None:
     config = mapping.converse_request(ask(tools=TOOLS, tool_choice="auto"))["toolConfig"]
     assert config == {
-        "tools": [{"toolSpec": {"name": "lookup", "inputSchema": {"json": {"type": "object", "properties": {}}}}}],
+        "tools": [
+            {"toolSpec": {"name": "lookup", "inputSchema": {"json": {"type": "object", "properties": {}}}}}
+        ],
         "toolChoice": {"auto": {}},
     }
 
 
 def test_cached_prompt_tokens_count_as_prompt_tokens() -> None:
-    usage = mapping.usage_from({"inputTokens": 10, "outputTokens": 3, "cacheReadInputTokens": 100, "totalTokens": 113})
+    usage = mapping.usage_from(
+        {"inputTokens": 10, "outputTokens": 3, "cacheReadInputTokens": 100, "totalTokens": 113}
+    )
     assert usage is not None
     assert usage.to_dict() == {
         "prompt_tokens": 110,
@@ -127,9 +131,19 @@ def test_stream_mapper_numbers_tool_calls_from_zero_whatever_the_block_index() -
     events = [
         {"messageStart": {"role": "assistant"}},
         {"contentBlockDelta": {"contentBlockIndex": 0, "delta": {"text": "Let me look."}}},
-        {"contentBlockStart": {"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "a", "name": "x"}}}},
+        {
+            "contentBlockStart": {
+                "contentBlockIndex": 1,
+                "start": {"toolUse": {"toolUseId": "a", "name": "x"}},
+            }
+        },
         {"contentBlockDelta": {"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{}"}}}},
-        {"contentBlockStart": {"contentBlockIndex": 2, "start": {"toolUse": {"toolUseId": "b", "name": "y"}}}},
+        {
+            "contentBlockStart": {
+                "contentBlockIndex": 2,
+                "start": {"toolUse": {"toolUseId": "b", "name": "y"}},
+            }
+        },
         {"contentBlockDelta": {"contentBlockIndex": 2, "delta": {"toolUse": {"input": "{}"}}}},
         {"messageStop": {"stopReason": "tool_use"}},
     ]

@@ -16,7 +16,18 @@ def events(lines: list[str]) -> list[tuple[str, str]]:
 
 
 def test_data_lines_join_and_comments_are_skipped() -> None:
-    lines = [": keep-alive", "", "data: {\"a\":", "data: 1}", "", "event: error", "data:x", "", "data: [DONE]", ""]
+    lines = [
+        ": keep-alive",
+        "",
+        'data: {"a":',
+        "data: 1}",
+        "",
+        "event: error",
+        "data:x",
+        "",
+        "data: [DONE]",
+        "",
+    ]
     assert events(lines) == [("", '{"a":\n1}'), ("error", "x"), ("", "[DONE]")]
 
 

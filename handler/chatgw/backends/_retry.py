@@ -31,7 +31,7 @@ class Retryable(Exception):
 
 
 def backoff(attempt: int, retry_after: float | None) -> float:
-    delay = BACKOFF_BASE_S * (2**attempt) * random.uniform(0.5, 1.0)
+    delay: float = BACKOFF_BASE_S * (2**attempt) * random.uniform(0.5, 1.0)
     if retry_after is not None:
         delay = max(delay, retry_after)
     return delay

@@ -5,6 +5,7 @@ loop; a stream is read by one thread that hands events to the loop through a que
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -83,10 +84,8 @@ class BedrockBackend:
 
         def hand_over(kind: str, item: Any) -> None:
             if not stop.is_set():
-                try:
+                with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
                     loop.call_soon_threadsafe(queue.put_nowait, (kind, item))
-                except RuntimeError:  # the loop is closed: nobody is listening any more
-                    pass
 
         def pump() -> None:
             try:
@@ -129,7 +128,9 @@ class BedrockBackend:
 
     def _threads(self) -> ThreadPoolExecutor:
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix=f"bedrock-{self.name}")
+            self._executor = ThreadPoolExecutor(
+                max_workers=THREADS, thread_name_prefix=f"bedrock-{self.name}"
+            )
         return self._executor
 
     def _client(self) -> Any:
@@ -137,7 +138,9 @@ class BedrockBackend:
         if not getattr(client, "_chatgw_retries_off", False):
             # This backend retries itself (SPEC 5: at most 2 more tries, within the deadline);
             # botocore's own retry handler would multiply that.
-            client.meta.events.unregister("needs-retry.bedrock-runtime", unique_id="retry-config-bedrock-runtime")
+            client.meta.events.unregister(
+                "needs-retry.bedrock-runtime", unique_id="retry-config-bedrock-runtime"
+            )
             client._chatgw_retries_off = True
         return client
 
@@ -186,7 +189,9 @@ class BedrockBackend:
     def _map_code(self, code: str, message: str, status: int) -> ChatgwError | Retryable:
         key = code.lower()
         if key in RATE_LIMITED or status == 429:
-            limited = UpstreamRateLimited(f"Bedrock is throttling model '{self.name}': {message}", retry_after=1)
+            limited = UpstreamRateLimited(
+                f"Bedrock is throttling model '{self.name}': {message}", retry_after=1
+            )
             return Retryable(limited)
         if key in REJECTED:
             return UpstreamRejected(message)
@@ -205,12 +210,8 @@ class BedrockBackend:
 def _close(events: Any) -> None:
     """Stop reading: wake the reading thread (shut the socket's read side), then close."""
     raw = getattr(events, "_raw_stream", None)
-    try:
+    with contextlib.suppress(ValueError, RuntimeError, OSError):
         if raw is not None and hasattr(raw, "shutdown"):
             raw.shutdown()
-    except (ValueError, RuntimeError, OSError):
-        pass
-    try:
+    with contextlib.suppress(Exception):  # best effort: the stream is abandoned either way
         events.close()
-    except Exception:  # closing is best effort; the stream is abandoned either way
-        pass

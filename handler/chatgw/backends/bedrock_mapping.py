@@ -29,7 +29,9 @@ from ..wire import (
 )
 from .base import ALWAYS_SUPPORTED
 
-SUPPORTED = frozenset({"temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "tools", "tool_choice"})
+SUPPORTED = frozenset(
+    {"temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "tools", "tool_choice"}
+)
 SUPPORTED_AS_NO_OP = frozenset({"user"})
 """Identifies the end user to OpenAI; Converse has no such field and the answer does not depend on it."""
 NO_OP_VALUES: dict[str, Any] = {
@@ -40,7 +42,13 @@ NO_OP_VALUES: dict[str, Any] = {
     "presence_penalty": 0,
 }
 """Parameters Converse cannot express, accepted only at the value that changes nothing."""
-IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
+IMAGE_FORMATS = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/jpg": "jpeg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+}
 FINISH_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -240,7 +248,11 @@ def completion_from(response: dict[str, Any]) -> Completion:
             use = block["toolUse"]
             arguments = json.dumps(use.get("input") or {})
             tool_calls.append(
-                {"id": use["toolUseId"], "type": "function", "function": {"name": use["name"], "arguments": arguments}}
+                {
+                    "id": use["toolUseId"],
+                    "type": "function",
+                    "function": {"name": use["name"], "arguments": arguments},
+                }
             )
     choice = Choice(
         index=0,

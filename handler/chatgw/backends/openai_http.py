@@ -253,11 +253,11 @@ class OpenAIBackend:
             )
         if status == 429:
             retry_after = retry_after_seconds(headers)
-            error = UpstreamRateLimited(
+            limited = UpstreamRateLimited(
                 f"The upstream of model '{self.name}' is rate limited: {message or 'HTTP 429'}",
                 retry_after=int(retry_after or 1),
             )
-            return Retryable(error, retry_after)
+            return Retryable(limited, retry_after)
         if status == 408:
             return Retryable(self._timeout())
         if status in (401, 403):
@@ -265,9 +265,12 @@ class OpenAIBackend:
                 f"The upstream of model '{self.name}' refused the gateway's credentials (HTTP {status})."
             )
         if 400 <= status < 500:
-            return UpstreamRejected(message or f"The upstream rejected the request (HTTP {status}).", param=param)
+            return UpstreamRejected(
+                message or f"The upstream rejected the request (HTTP {status}).", param=param
+            )
         error = UpstreamError(
-            f"The upstream of model '{self.name}' failed (HTTP {status})" + (f": {message}" if message else ".")
+            f"The upstream of model '{self.name}' failed (HTTP {status})"
+            + (f": {message}" if message else ".")
         )
         return Retryable(error, retry_after_seconds(headers)) if status >= 500 else error
 
@@ -359,10 +362,12 @@ def _int(value: Any, default: int) -> int:
 def parse_usage(value: Any) -> Usage | None:
     if not isinstance(value, dict):
         return None
-    prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
-    if _int(prompt, -1) < 0 or _int(completion, -1) < 0:
+    prompt, completion = _int(value.get("prompt_tokens"), -1), _int(value.get("completion_tokens"), -1)
+    if prompt < 0 or completion < 0:
         return None
-    extra = {k: v for k, v in value.items() if k not in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    extra = {
+        k: v for k, v in value.items() if k not in ("prompt_tokens", "completion_tokens", "total_tokens")
+    }
     return Usage(prompt_tokens=prompt, completion_tokens=completion, extra=extra)
 
 

@@ -59,7 +59,7 @@ class KeySource:
 
 
 def _region_of(name: str) -> str | None:
-    """The region of an ARN (`arn:aws:secretsmanager:REGION:...`), so that a secret of another region works."""
+    """The region of an ARN (`arn:aws:secretsmanager:REGION:...`): a secret may live in another region."""
     parts = name.split(":")
     return parts[3] if name.startswith("arn:") and len(parts) > 4 and parts[3] else None
 
