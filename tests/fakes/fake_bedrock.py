@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -95,6 +96,13 @@ class FakeBedrock:
         self.stream_completed.clear()
         self.gate_timed_out = False
 
+    def wait_for_requests(self, count: int, timeout: float = 10.0) -> int:
+        """How many requests arrived, once `count` did (or `timeout` passed): for calls that were abandoned."""
+        limit = time.monotonic() + timeout
+        while len(self.requests) < count and time.monotonic() < limit:
+            time.sleep(0.01)
+        return len(self.requests)
+
     def then(self, *scripts: Script) -> FakeBedrock:
         self.scripts.extend(scripts)
         return self
@@ -103,9 +111,7 @@ class FakeBedrock:
         """A real boto3 client pointed at this server (an `aws_client_factory` for `BackendDeps`)."""
         import boto3
 
-        return boto3.session.Session().client(
-            service, region_name=region or "us-east-1", endpoint_url=self.url
-        )
+        return boto3.session.Session().client(service, region_name=region or "us-east-1", endpoint_url=self.url)
 
     # ---- the server ---------------------------------------------------------------------------
 
@@ -137,9 +143,7 @@ class FakeBedrock:
             return error
         answer = _think(body)
         content: list[dict[str, Any]] = [{"text": answer.text}] if answer.text else []
-        content += [
-            {"toolUse": {"toolUseId": c.id, "name": c.name, "input": c.arguments}} for c in answer.tool_calls
-        ]
+        content += [{"toolUse": {"toolUseId": c.id, "name": c.name, "input": c.arguments}} for c in answer.tool_calls]
         return JSONResponse(
             {
                 "output": {"message": {"role": "assistant", "content": content}},
@@ -154,9 +158,7 @@ class FakeBedrock:
         if error is not None:
             return error
         events = _events(_think(body), script)
-        return StreamingResponse(
-            self._frames(events, script), media_type="application/vnd.amazon.eventstream"
-        )
+        return StreamingResponse(self._frames(events, script), media_type="application/vnd.amazon.eventstream")
 
     async def _frames(self, events: list[tuple[str, dict[str, Any]]], script: Script) -> AsyncIterator[bytes]:
         completed = False
@@ -223,9 +225,7 @@ def _events(answer: Answer, script: Script) -> list[tuple[str, dict[str, Any]]]:
     events: list[tuple[str, dict[str, Any]]] = [("messageStart", {"role": "assistant"})]
     block = 0
     if answer.pieces:
-        events += [
-            ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": p}}) for p in answer.pieces
-        ]
+        events += [("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": p}}) for p in answer.pieces]
         events.append(("contentBlockStop", {"contentBlockIndex": 0}))
         block = 1
     for offset, call in enumerate(answer.tool_calls):
@@ -235,9 +235,7 @@ def _events(answer: Answer, script: Script) -> list[tuple[str, dict[str, Any]]]:
         arguments = json.dumps(call.arguments)
         half = len(arguments) // 2
         for part in (arguments[:half], arguments[half:]):
-            events.append(
-                ("contentBlockDelta", {"contentBlockIndex": index, "delta": {"toolUse": {"input": part}}})
-            )
+            events.append(("contentBlockDelta", {"contentBlockIndex": index, "delta": {"toolUse": {"input": part}}}))
         events.append(("contentBlockStop", {"contentBlockIndex": index}))
     events.append(("messageStop", {"stopReason": script.stop_reason or STOP_REASONS[answer.finish]}))
     if script.send_metadata:

@@ -87,6 +87,13 @@ class FakeOpenAI:
         self.last_chunk_sent_at = None
         self.gate_timed_out = False
 
+    def wait_for_requests(self, count: int, timeout: float = 10.0) -> int:
+        """How many requests arrived, once `count` did (or `timeout` passed): for calls that were abandoned."""
+        limit = time.monotonic() + timeout
+        while len(self.requests) < count and time.monotonic() < limit:
+            time.sleep(0.01)
+        return len(self.requests)
+
     def then(self, *scripts: Script) -> FakeOpenAI:
         self.scripts.extend(scripts)
         return self
@@ -126,9 +133,7 @@ class FakeOpenAI:
                 if n == script.drop_after_chunks:
                     raise ConnectionAbortedError("scripted drop")
                 if n == script.error_event_after_chunks:
-                    yield _event(
-                        {"error": {"message": "The model crashed mid-stream.", "type": "server_error"}}
-                    )
+                    yield _event({"error": {"message": "The model crashed mid-stream.", "type": "server_error"}})
                     return
                 if n == script.garbage_sse_after_chunks:
                     yield b"data: {this is not json\n\n"

@@ -49,9 +49,7 @@ def ask(stream: bool = False, **params: Any) -> ChatRequest:
     return ChatRequest.model_validate(body)
 
 
-def run(
-    server: FakeBedrock, scenario: Callable[[BedrockBackend], Coroutine[Any, Any, T]], **options: Any
-) -> T:
+def run(server: FakeBedrock, scenario: Callable[[BedrockBackend], Coroutine[Any, Any, T]], **options: Any) -> T:
     async def main() -> T:
         deps = BackendDeps(aws_client_factory=server.client)
         backend = build_backend("bedrock", "claude", {"model_id": MODEL_ID, **options}, deps)
@@ -65,9 +63,7 @@ def run(
     return asyncio.run(main())
 
 
-def buffered(
-    server: FakeBedrock, request: ChatRequest | None = None, seconds: float = 20, **options: Any
-) -> Any:
+def buffered(server: FakeBedrock, request: ChatRequest | None = None, seconds: float = 20, **options: Any) -> Any:
     async def scenario(backend: BedrockBackend) -> Any:
         request_ = request or ask()
         backend.check(request_)
@@ -76,9 +72,7 @@ def buffered(
     return run(server, scenario, **options)
 
 
-def streamed(
-    server: FakeBedrock, request: ChatRequest | None = None
-) -> tuple[list[Piece], ChatgwError | None]:
+def streamed(server: FakeBedrock, request: ChatRequest | None = None) -> tuple[list[Piece], ChatgwError | None]:
     async def scenario(backend: BedrockBackend) -> tuple[list[Piece], ChatgwError | None]:
         pieces: list[Piece] = []
         try:
@@ -165,9 +159,7 @@ def test_a_tool_call_round_trip(fake_bedrock: FakeBedrock) -> None:
         ],
     )
     fake_bedrock.then(Script())
-    pieces, error = streamed(
-        fake_bedrock, ChatRequest.model_validate({**follow_up.model_dump(), "stream": True})
-    )
+    pieces, error = streamed(fake_bedrock, ChatRequest.model_validate({**follow_up.model_dump(), "stream": True}))
     assert error is None
     messages = fake_bedrock.requests[1].body["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "user"]
@@ -211,9 +203,7 @@ def test_stop_reasons_map_to_finish_reasons(fake_bedrock: FakeBedrock, stop_reas
     assert [c.finish_reason for p in pieces for c in p.choices if c.finish_reason] == [finish]
 
 
-def test_endpoint_from_the_environment_is_honoured(
-    fake_bedrock: FakeBedrock, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_endpoint_from_the_environment_is_honoured(fake_bedrock: FakeBedrock, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", fake_bedrock.url)
 
     async def scenario() -> Any:
@@ -248,9 +238,7 @@ def test_a_transient_failure_is_retried(fake_bedrock: FakeBedrock) -> None:
 
 
 def test_validation_errors_pass_through_as_400(fake_bedrock: FakeBedrock) -> None:
-    fake_bedrock.then(
-        Script(status=400, error_type="ValidationException", message="temperature: must be <= 1")
-    )
+    fake_bedrock.then(Script(status=400, error_type="ValidationException", message="temperature: must be <= 1"))
     with pytest.raises(UpstreamRejected) as caught:
         buffered(fake_bedrock)
     assert caught.value.status == 400 and caught.value.message == "temperature: must be <= 1"
@@ -275,7 +263,7 @@ def test_the_deadline_bounds_the_call(fake_bedrock: FakeBedrock) -> None:
     fake_bedrock.then(Script(delay_s=1.5))
     with pytest.raises(UpstreamTimeout):
         buffered(fake_bedrock, seconds=0.3)
-    assert len(fake_bedrock.requests) == 1
+    assert fake_bedrock.wait_for_requests(1) == 1
 
 
 @pytest.mark.parametrize(

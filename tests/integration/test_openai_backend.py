@@ -48,9 +48,7 @@ def run(options: dict[str, Any], scenario: Callable[[OpenAIBackend], Coroutine[A
     return asyncio.run(main())
 
 
-def buffered(
-    server: FakeOpenAI, request: ChatRequest | None = None, seconds: float = 20, **options: Any
-) -> Any:
+def buffered(server: FakeOpenAI, request: ChatRequest | None = None, seconds: float = 20, **options: Any) -> Any:
     async def scenario(backend: OpenAIBackend) -> Any:
         return await backend.complete(request or ask(), Deadline.in_seconds(seconds))
 
@@ -223,9 +221,7 @@ def test_nothing_is_retried_after_the_first_byte(fake_openai: FakeOpenAI) -> Non
 
 
 def test_redirects_are_not_followed(fake_openai: FakeOpenAI) -> None:
-    fake_openai.then(
-        Script(status=307, headers={"location": f"{fake_openai.base_url}/chat/completions"}, body=b"")
-    )
+    fake_openai.then(Script(status=307, headers={"location": f"{fake_openai.base_url}/chat/completions"}, body=b""))
     with pytest.raises(UpstreamError, match="redirect"):
         buffered(fake_openai)
     assert len(fake_openai.requests) == 1
@@ -246,14 +242,10 @@ def test_upstream_auth_failure_is_a_502_that_never_echoes_the_key(
     fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_UPSTREAM_KEY", "sk-do-not-leak")
-    fake_openai.then(
-        Script(status=401, body={"error": {"message": "Incorrect API key provided: sk-do-not-leak"}})
-    )
+    fake_openai.then(Script(status=401, body={"error": {"message": "Incorrect API key provided: sk-do-not-leak"}}))
     with pytest.raises(UpstreamError) as caught:
         buffered(fake_openai, api_key_env="FAKE_UPSTREAM_KEY")
-    assert "sk-do-not-leak" not in str(caught.value) and "sk-do-not-leak" not in repr(
-        caught.value.envelope("r")
-    )
+    assert "sk-do-not-leak" not in str(caught.value) and "sk-do-not-leak" not in repr(caught.value.envelope("r"))
 
 
 def test_a_missing_key_variable_is_a_502_naming_the_variable(fake_openai: FakeOpenAI) -> None:
@@ -304,13 +296,14 @@ def test_a_slow_upstream_is_a_504_and_is_not_retried(fake_openai: FakeOpenAI) ->
     fake_openai.then(Script(delay_s=1.5))
     with pytest.raises(UpstreamTimeout):
         buffered(fake_openai, timeout_s=0.3)
-    assert len(fake_openai.requests) == 1
+    assert fake_openai.wait_for_requests(1) == 1
 
 
 def test_the_deadline_bounds_the_call(fake_openai: FakeOpenAI) -> None:
     fake_openai.then(Script(delay_s=1.5))
     with pytest.raises(UpstreamTimeout):
         buffered(fake_openai, seconds=0.3)
+    assert fake_openai.wait_for_requests(1) == 1
 
 
 def test_a_stream_that_stalls_is_a_504_after_its_pieces(fake_openai: FakeOpenAI) -> None:
@@ -372,6 +365,4 @@ def test_base_url_query_is_kept_for_azure_style_upstreams() -> None:
         BackendDeps(),
     )
     assert isinstance(backend, OpenAIBackend)
-    assert (
-        str(backend.url) == "https://r.example/openai/deployments/d/chat/completions?api-version=2024-10-21"
-    )
+    assert str(backend.url) == "https://r.example/openai/deployments/d/chat/completions?api-version=2024-10-21"

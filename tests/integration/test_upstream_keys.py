@@ -65,9 +65,7 @@ def test_key_from_an_ssm_secure_string(aws: None, fake_openai: FakeOpenAI) -> No
     assert [r.headers["authorization"] for r in fake_openai.requests] == ["Bearer sk-from-ssm"] * 2
 
 
-def test_a_missing_secret_is_a_502_naming_it_without_calling_the_upstream(
-    aws: None, fake_openai: FakeOpenAI
-) -> None:
+def test_a_missing_secret_is_a_502_naming_it_without_calling_the_upstream(aws: None, fake_openai: FakeOpenAI) -> None:
     with pytest.raises(UpstreamError, match="chatgw/missing") as caught:
         twice({"base_url": fake_openai.base_url, "api_key_secret": "chatgw/missing"})
     assert "ResourceNotFoundException" in caught.value.message
@@ -84,6 +82,4 @@ def test_building_the_backend_touches_no_network(fake_openai: FakeOpenAI) -> Non
         {"base_url": fake_openai.base_url, "api_key_secret": "x"},
         BackendDeps(http_client_factory=refuse, aws_client_factory=refuse),
     )
-    build_backend(
-        "bedrock", "b", {"model_id": "x"}, BackendDeps(http_client_factory=refuse, aws_client_factory=refuse)
-    )
+    build_backend("bedrock", "b", {"model_id": "x"}, BackendDeps(http_client_factory=refuse, aws_client_factory=refuse))

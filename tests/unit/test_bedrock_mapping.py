@@ -14,9 +14,7 @@ TOOLS = [{"type": "function", "function": {"name": "lookup"}}]
 
 
 def ask(**params: Any) -> ChatRequest:
-    return ChatRequest.model_validate(
-        {"model": "claude", "messages": [{"role": "user", "content": "hi"}], **params}
-    )
+    return ChatRequest.model_validate({"model": "claude", "messages": [{"role": "user", "content": "hi"}], **params})
 
 
 @pytest.mark.parametrize(
@@ -106,17 +104,13 @@ def test_tool_arguments_that_are_not_an_object_are_refused() -> None:
 def test_tool_spec_defaults_to_an_empty_object_schema() -> None:
     config = mapping.converse_request(ask(tools=TOOLS, tool_choice="auto"))["toolConfig"]
     assert config == {
-        "tools": [
-            {"toolSpec": {"name": "lookup", "inputSchema": {"json": {"type": "object", "properties": {}}}}}
-        ],
+        "tools": [{"toolSpec": {"name": "lookup", "inputSchema": {"json": {"type": "object", "properties": {}}}}}],
         "toolChoice": {"auto": {}},
     }
 
 
 def test_cached_prompt_tokens_count_as_prompt_tokens() -> None:
-    usage = mapping.usage_from(
-        {"inputTokens": 10, "outputTokens": 3, "cacheReadInputTokens": 100, "totalTokens": 113}
-    )
+    usage = mapping.usage_from({"inputTokens": 10, "outputTokens": 3, "cacheReadInputTokens": 100, "totalTokens": 113})
     assert usage is not None
     assert usage.to_dict() == {
         "prompt_tokens": 110,

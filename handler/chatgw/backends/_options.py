@@ -41,9 +41,7 @@ class Options:
 
     def string_map(self, field: str) -> dict[str, str]:
         value = self._options.get(field, {})
-        if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-        ):
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
             raise self.error(field, "must be an object of string to string")
         return dict(value)
 

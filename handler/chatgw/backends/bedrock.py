@@ -56,9 +56,7 @@ def from_options(name: str, options: Mapping[str, Any], deps: BackendDeps) -> Be
 class BedrockBackend:
     kind = "bedrock"
 
-    def __init__(
-        self, name: str, *, model_id: str, region: str | None, max_retries: int, deps: BackendDeps
-    ) -> None:
+    def __init__(self, name: str, *, model_id: str, region: str | None, max_retries: int, deps: BackendDeps) -> None:
         self.name = name
         self.model_id = model_id
         self.region = region
@@ -128,9 +126,7 @@ class BedrockBackend:
 
     def _threads(self) -> ThreadPoolExecutor:
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                max_workers=THREADS, thread_name_prefix=f"bedrock-{self.name}"
-            )
+            self._executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix=f"bedrock-{self.name}")
         return self._executor
 
     def _client(self) -> Any:
@@ -138,9 +134,7 @@ class BedrockBackend:
         if not getattr(client, "_chatgw_retries_off", False):
             # This backend retries itself (SPEC 5: at most 2 more tries, within the deadline);
             # botocore's own retry handler would multiply that.
-            client.meta.events.unregister(
-                "needs-retry.bedrock-runtime", unique_id="retry-config-bedrock-runtime"
-            )
+            client.meta.events.unregister("needs-retry.bedrock-runtime", unique_id="retry-config-bedrock-runtime")
             client._chatgw_retries_off = True
         return client
 
@@ -189,9 +183,7 @@ class BedrockBackend:
     def _map_code(self, code: str, message: str, status: int) -> ChatgwError | Retryable:
         key = code.lower()
         if key in RATE_LIMITED or status == 429:
-            limited = UpstreamRateLimited(
-                f"Bedrock is throttling model '{self.name}': {message}", retry_after=1
-            )
+            limited = UpstreamRateLimited(f"Bedrock is throttling model '{self.name}': {message}", retry_after=1)
             return Retryable(limited)
         if key in REJECTED:
             return UpstreamRejected(message)

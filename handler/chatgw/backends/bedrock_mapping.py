@@ -29,9 +29,7 @@ from ..wire import (
 )
 from .base import ALWAYS_SUPPORTED
 
-SUPPORTED = frozenset(
-    {"temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "tools", "tool_choice"}
-)
+SUPPORTED = frozenset({"temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "tools", "tool_choice"})
 SUPPORTED_AS_NO_OP = frozenset({"user"})
 """Identifies the end user to OpenAI; Converse has no such field and the answer does not depend on it."""
 NO_OP_VALUES: dict[str, Any] = {
@@ -152,9 +150,7 @@ def _user_blocks(request: ChatRequest, message: UserMessage) -> list[dict[str, A
 
 def _image(request: ChatRequest, url: str) -> dict[str, Any]:
     if not url.startswith("data:"):
-        raise _unsupported(
-            request, "messages", ": images must be sent inline as `data:` URLs, not fetched from a URL"
-        )
+        raise _unsupported(request, "messages", ": images must be sent inline as `data:` URLs, not fetched from a URL")
     header, _, data = url[5:].partition(",")
     mime, _, encoding = header.partition(";")
     image_format = IMAGE_FORMATS.get(mime.lower())
@@ -182,9 +178,7 @@ def _assistant_blocks(request: ChatRequest, message: AssistantMessage) -> list[d
         except json.JSONDecodeError:
             arguments = None
         if not isinstance(arguments, dict):
-            raise _unsupported(
-                request, "messages", f": the arguments of tool call `{call.id}` must be a JSON object"
-            )
+            raise _unsupported(request, "messages", f": the arguments of tool call `{call.id}` must be a JSON object")
         blocks.append({"toolUse": {"toolUseId": call.id, "name": call.function.name, "input": arguments}})
     return blocks
 

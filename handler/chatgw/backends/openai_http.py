@@ -203,9 +203,7 @@ class OpenAIBackend:
             if remaining <= 0:
                 raise self._timeout()
             timeout = httpx.Timeout(min(self.timeout_s, remaining))
-            request = client.build_request(
-                "POST", self.url, content=content, headers=headers, timeout=timeout
-            )
+            request = client.build_request("POST", self.url, content=content, headers=headers, timeout=timeout)
             request.headers["content-type"] = "application/json"
             try:
                 async with asyncio.timeout(remaining):
@@ -265,12 +263,9 @@ class OpenAIBackend:
                 f"The upstream of model '{self.name}' refused the gateway's credentials (HTTP {status})."
             )
         if 400 <= status < 500:
-            return UpstreamRejected(
-                message or f"The upstream rejected the request (HTTP {status}).", param=param
-            )
+            return UpstreamRejected(message or f"The upstream rejected the request (HTTP {status}).", param=param)
         error = UpstreamError(
-            f"The upstream of model '{self.name}' failed (HTTP {status})"
-            + (f": {message}" if message else ".")
+            f"The upstream of model '{self.name}' failed (HTTP {status})" + (f": {message}" if message else ".")
         )
         return Retryable(error, retry_after_seconds(headers)) if status >= 500 else error
 
@@ -365,9 +360,7 @@ def parse_usage(value: Any) -> Usage | None:
     prompt, completion = _int(value.get("prompt_tokens"), -1), _int(value.get("completion_tokens"), -1)
     if prompt < 0 or completion < 0:
         return None
-    extra = {
-        k: v for k, v in value.items() if k not in ("prompt_tokens", "completion_tokens", "total_tokens")
-    }
+    extra = {k: v for k, v in value.items() if k not in ("prompt_tokens", "completion_tokens", "total_tokens")}
     return Usage(prompt_tokens=prompt, completion_tokens=completion, extra=extra)
 
 
