@@ -299,6 +299,61 @@ def test_a_stream_without_metadata_has_no_usage_piece(fake_bedrock: FakeBedrock)
     assert all(p.usage is None for p in pieces)
 
 
+def test_a_client_gone_before_the_first_byte_closes_the_stream_bedrock_opens_later(
+    fake_bedrock: FakeBedrock,
+) -> None:
+    fake_bedrock.then(Script(delay_s=0.5, chunk_delay_s=0.2))
+
+    async def scenario(backend: BedrockBackend) -> None:
+        async def consume() -> None:
+            async for _ in backend.stream(ask(stream=True), Deadline.in_seconds(20)):
+                raise AssertionError("no piece should arrive")
+
+        task = asyncio.create_task(consume())
+        assert await asyncio.to_thread(fake_bedrock.wait_for_requests, 1) == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await asyncio.to_thread(fake_bedrock.stream_aborted.wait, 10)
+
+    run(fake_bedrock, scenario)
+    assert not fake_bedrock.stream_completed.is_set()
+
+
+def test_connection_errors_are_retried_then_a_502(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    import boto3
+
+    for name, value in FakeBedrock.AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    made: list[Any] = []
+
+    def factory(service: str, region: str | None) -> Any:
+        client = boto3.session.Session().client(
+            service, region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{port}"
+        )
+        attempts: list[str] = []
+        client.meta.events.register("before-send.bedrock-runtime", lambda **kw: attempts.append("try"))
+        made.append(attempts)
+        return client
+
+    async def scenario() -> None:
+        deps = BackendDeps(aws_client_factory=factory)
+        backend = build_backend("bedrock", "claude", {"model_id": "m"}, deps)
+        try:
+            with pytest.raises(UpstreamError, match="connection"):
+                await backend.complete(ask(), Deadline.in_seconds(20))
+        finally:
+            await backend.aclose()
+
+    asyncio.run(scenario())
+    assert made == [["try"] * 3]
+
+
 # ---- pacing ---------------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ..errors import (
@@ -145,12 +145,16 @@ class BedrockBackend:
             remaining = deadline.remaining()
             if remaining <= 0:
                 raise self._timeout()
-            future = asyncio.get_running_loop().run_in_executor(self._threads(), call, client)
+            future = self._threads().submit(call, client)
             try:
                 async with asyncio.timeout(remaining):
-                    return await future
+                    return await asyncio.wrap_future(future)
             except TimeoutError:
+                future.add_done_callback(_close_abandoned)
                 raise self._timeout() from None
+            except asyncio.CancelledError:
+                future.add_done_callback(_close_abandoned)
+                raise
             except Exception as exc:
                 raise self._map(exc) from None
 
@@ -197,6 +201,14 @@ class BedrockBackend:
         if 400 <= status < 500 and key not in {"modelstreamerrorexception", "modelerrorexception"}:
             return UpstreamRejected(message)
         return failed
+
+
+def _close_abandoned(future: Future[Any]) -> None:
+    """A call nobody waits for any more: the thread cannot be stopped, but a stream it opened is closed."""
+    if not future.cancelled() and future.exception() is None:
+        result = future.result()
+        if isinstance(result, dict) and "stream" in result:
+            _close(result["stream"])
 
 
 def _close(events: Any) -> None:

@@ -284,8 +284,9 @@ class OpenAIBackend:
                 param = error.get("param") if isinstance(error.get("param"), str) else None
             elif isinstance(error, str):
                 message = error
-        if self._key is not None and self._key._value:
-            message = message.replace(self._key._value, "***")
+        key = self._key.cached if self._key is not None else None
+        if key:
+            message = message.replace(key, "***")
         return message, param
 
     # ---- the answer --------------------------------------------------------------------------

@@ -21,6 +21,11 @@ class KeySource:
         self._value: str | None = None
         self._lock = asyncio.Lock()
 
+    @property
+    def cached(self) -> str | None:
+        """The key, if it was read already (to scrub it from upstream error messages)."""
+        return self._value
+
     async def get(self) -> str:
         if self._value is None:
             async with self._lock:
