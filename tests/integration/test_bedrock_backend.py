@@ -260,10 +260,15 @@ def test_model_timeout_is_a_504(fake_bedrock: FakeBedrock) -> None:
 
 
 def test_the_deadline_bounds_the_call(fake_bedrock: FakeBedrock) -> None:
-    fake_bedrock.then(Script(delay_s=1.5))
-    with pytest.raises(UpstreamTimeout):
-        buffered(fake_bedrock, seconds=0.3)
-    assert fake_bedrock.wait_for_requests(1) == 1
+    fake_bedrock.then(Script(), Script(delay_s=4))
+
+    async def scenario(backend: BedrockBackend) -> None:
+        await backend.complete(ask(), Deadline.in_seconds(20))  # the client is made and warm
+        with pytest.raises(UpstreamTimeout):
+            await backend.complete(ask(), Deadline.in_seconds(1))
+
+    run(fake_bedrock, scenario)
+    assert fake_bedrock.wait_for_requests(2) <= 2
 
 
 @pytest.mark.parametrize(
