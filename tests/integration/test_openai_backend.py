@@ -367,3 +367,27 @@ def test_base_url_query_is_kept_for_azure_style_upstreams() -> None:
     )
     assert isinstance(backend, OpenAIBackend)
     assert str(backend.url) == "https://r.example/openai/deployments/d/chat/completions?api-version=2024-10-21"
+
+
+def test_each_retry_is_logged_without_secrets(
+    fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    monkeypatch.setenv("FAKE_UPSTREAM_KEY", "sk-never-logged")
+    logger = logging.getLogger("chatgw")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="chatgw"):
+            fake_openai.then(Script(status=503), Script(status=429, headers={"retry-after": "0"}))
+            buffered(fake_openai, api_key_env="FAKE_UPSTREAM_KEY")
+    finally:
+        logger.removeHandler(caplog.handler)
+    unique = {id(r): r for r in caplog.records}.values()  # the handler may see a record twice
+    retries = [r for r in unique if r.getMessage() == "upstream_retry"]
+    fields = [r.fields for r in retries]  # type: ignore[attr-defined]
+    assert [(f["model"], f["retry"], f["error"]) for f in fields] == [
+        ("public", 1, "upstream_error"),
+        ("public", 2, "upstream_rate_limited"),
+    ]
+    assert "sk-never-logged" not in caplog.text and all("sk-never" not in str(f) for f in fields)

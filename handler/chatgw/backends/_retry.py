@@ -5,11 +5,13 @@ the upstream's Retry-After, and never past the deadline."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from ..errors import ChatgwError
+from ..logs import event
 from .base import Deadline
 
 T = TypeVar("T")
@@ -37,7 +39,7 @@ def backoff(attempt: int, retry_after: float | None) -> float:
     return delay
 
 
-async def with_retries(attempt: Callable[[], Awaitable[T]], *, max_retries: int, deadline: Deadline) -> T:
+async def with_retries(attempt: Callable[[], Awaitable[T]], *, max_retries: int, deadline: Deadline, model: str) -> T:
     tries = 0
     while True:
         try:
@@ -47,4 +49,12 @@ async def with_retries(attempt: Callable[[], Awaitable[T]], *, max_retries: int,
             if tries >= max_retries or delay > min(MAX_WAIT_S, deadline.remaining() - MARGIN_S):
                 raise retry.error from retry.__cause__
             tries += 1
+            event(
+                "upstream_retry",
+                logging.WARNING,
+                model=model,
+                retry=tries,
+                error=retry.error.code,
+                wait_ms=round(delay * 1000),
+            )
             await asyncio.sleep(delay)

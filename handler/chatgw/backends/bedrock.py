@@ -158,7 +158,7 @@ class BedrockBackend:
             except Exception as exc:
                 raise self._map(exc) from None
 
-        return await with_retries(attempt, max_retries=self.max_retries, deadline=deadline)
+        return await with_retries(attempt, max_retries=self.max_retries, deadline=deadline, model=self.name)
 
     # ---- errors --------------------------------------------------------------------------
 

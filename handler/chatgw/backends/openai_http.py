@@ -224,7 +224,7 @@ class OpenAIBackend:
                 await response.aclose()
             raise self._status_error(response.status_code, response.headers, raw)
 
-        return await with_retries(attempt, max_retries=self.max_retries, deadline=deadline)
+        return await with_retries(attempt, max_retries=self.max_retries, deadline=deadline, model=self.name)
 
     # ---- errors ------------------------------------------------------------------------------
 
