@@ -53,6 +53,8 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: Any
+    header_list: list[tuple[str, str]] = field(default_factory=list)
+    """Every header line as sent, repeats included."""
 
 
 class FakeOpenAI:
@@ -106,7 +108,8 @@ class FakeOpenAI:
             body = json.loads(raw)
         except json.JSONDecodeError:
             body = None
-        self.requests.append(Recorded(request.url.path, dict(request.headers), body))
+        header_list = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+        self.requests.append(Recorded(request.url.path, dict(request.headers), body, header_list))
         script = self.scripts.popleft() if self.scripts else Script()
         if script.delay_s:
             await asyncio.sleep(script.delay_s)

@@ -94,10 +94,11 @@ def test_the_upstream_gets_every_parameter_its_model_name_key_and_headers(
         request,
         upstream_model="gpt-upstream",
         api_key_env="FAKE_UPSTREAM_KEY",
-        headers={"OpenAI-Organization": "org-1"},
+        headers={"OpenAI-Organization": "org-1", "Authorization": "Bearer overridden-by-the-key"},
     )
     (seen,) = fake_openai.requests
     assert seen.headers["authorization"] == "Bearer sk-upstream-secret"
+    assert [v for k, v in seen.header_list if k == "authorization"] == ["Bearer sk-upstream-secret"]
     assert seen.headers["openai-organization"] == "org-1"
     assert seen.body == {
         "model": "gpt-upstream",

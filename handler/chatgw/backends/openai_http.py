@@ -186,8 +186,10 @@ class OpenAIBackend:
             body.pop("stream_options", None)
         return body
 
-    async def _headers_for_call(self) -> dict[str, str]:
-        headers = {"accept": "application/json", **self._headers}
+    async def _headers_for_call(self) -> httpx.Headers:
+        headers = httpx.Headers({"accept": "application/json"})
+        headers.update(self._headers)
+        headers["content-type"] = "application/json"
         if self._key is not None:
             headers["authorization"] = f"Bearer {await self._key.get()}"
         return headers
@@ -204,7 +206,6 @@ class OpenAIBackend:
                 raise self._timeout()
             timeout = httpx.Timeout(min(self.timeout_s, remaining))
             request = client.build_request("POST", self.url, content=content, headers=headers, timeout=timeout)
-            request.headers["content-type"] = "application/json"
             try:
                 async with asyncio.timeout(remaining):
                     response = await client.send(request, stream=True, follow_redirects=False)
