@@ -93,7 +93,8 @@ class SqliteStore:
     def save_key(self, record: KeyRecord) -> None:
         with self._tx() as db:
             cur = db.execute(
-                "UPDATE keys SET record = ? WHERE key_id = ?", (json.dumps(key_to_dict(record)), record.key_id)
+                "UPDATE keys SET record = ? WHERE key_id = ?",
+                (json.dumps(key_to_dict(record)), record.key_id),
             )
             if cur.rowcount == 0:
                 raise KeyNotFound(record.key_id)
@@ -141,7 +142,8 @@ class SqliteStore:
     @staticmethod
     def _month_tokens(db: sqlite3.Connection, key_id: str, month: str) -> int:
         row = db.execute(
-            "SELECT prompt_tokens + completion_tokens FROM aggregates WHERE key_id = ? AND period = ? AND model = ?",
+            "SELECT prompt_tokens + completion_tokens FROM aggregates "
+            "WHERE key_id = ? AND period = ? AND model = ?",
             (key_id, month, ALL_MODELS),
         ).fetchone()
         return int(row[0]) if row else 0
@@ -181,7 +183,12 @@ class SqliteStore:
             rows = db.execute(sql + " ORDER BY key_id, model", args).fetchall()
         return [
             UsageRow(
-                key_id=r[0], period=r[1], model=r[2] or None, requests=r[3], prompt_tokens=r[4], completion_tokens=r[5]
+                key_id=r[0],
+                period=r[1],
+                model=r[2] or None,
+                requests=r[3],
+                prompt_tokens=r[4],
+                completion_tokens=r[5],
             )
             for r in rows
         ]
