@@ -22,7 +22,7 @@ PREFIX = "cgw"
 KEY_PATTERN = re.compile(r"^cgw_([a-z0-9]{8,32})_([A-Za-z0-9]{32,128})$")
 KEY_ID_PATTERN = re.compile(r"^[a-z0-9]{8,32}$")
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
-_SECRET_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_SECRET_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"  # noqa: S105
 
 
 def new_key_id() -> str:
@@ -70,10 +70,7 @@ class Limits:
     @property
     def needs_admission(self) -> bool:
         """Whether a request must pass through the store's counters before the backend."""
-        return any(
-            v is not None
-            for v in (self.requests_per_minute, self.tokens_per_minute, self.monthly_token_budget)
-        )
+        return any(v is not None for v in (self.requests_per_minute, self.tokens_per_minute, self.monthly_token_budget))
 
     def to_dict(self) -> dict[str, int]:
         return {k: v for k, v in _asdict(self).items() if v is not None}
