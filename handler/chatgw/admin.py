@@ -48,13 +48,9 @@ class CliError(Exception):
 
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "store (default: CHATGW_KEYS_TABLE/CHATGW_USAGE_TABLE, else CHATGW_STATE_DIR)"
-    )
+    group = parser.add_argument_group("store (default: CHATGW_KEYS_TABLE/CHATGW_USAGE_TABLE, else CHATGW_STATE_DIR)")
     group.add_argument("--state-dir", default=None, help="the SQLite store's folder (default .chatgw)")
-    group.add_argument(
-        "--stack", default=None, help="a deployed stack: its KeysTableName/UsageTableName outputs"
-    )
+    group.add_argument("--stack", default=None, help="a deployed stack: its KeysTableName/UsageTableName outputs")
     group.add_argument("--keys-table", default=None, help="DynamoDB keys table")
     group.add_argument("--usage-table", default=None, help="DynamoDB usage table")
     group.add_argument("--region", default=None, help="AWS region (default: the AWS configuration's)")
@@ -113,9 +109,7 @@ def parse_expiry(text: str, now: datetime) -> datetime:
     try:
         when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise CliError(
-            f"--expires: expected ISO 8601 (2026-12-31T00:00Z) or 30d/12h/45m, got {text!r}", 2
-        ) from None
+        raise CliError(f"--expires: expected ISO 8601 (2026-12-31T00:00Z) or 30d/12h/45m, got {text!r}", 2) from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
@@ -234,9 +228,7 @@ def cmd_keys_update(args: argparse.Namespace, store: Store, settings: Settings) 
     if args.streaming is not None:
         changes["allow_streaming"] = args.streaming
     if args.expires is not None:
-        changes["expires_at"] = (
-            None if args.expires.lower() == "never" else parse_expiry(args.expires, _now())
-        )
+        changes["expires_at"] = None if args.expires.lower() == "never" else parse_expiry(args.expires, _now())
     limits = record.limits.to_dict()
     for flag, name in LIMIT_FLAGS.items():
         value = getattr(args, flag)
@@ -285,9 +277,7 @@ def cmd_keys_rotate(args: argparse.Namespace, store: Store, settings: Settings) 
 def cmd_keys_delete(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     if not store.delete_key(_key_id(args.key_id)):
         raise CliError(f"no such key: {args.key_id}")
-    print(
-        json.dumps({"key_id": args.key_id, "deleted": True}) if args.json else f"Deleted key {args.key_id}."
-    )
+    print(json.dumps({"key_id": args.key_id, "deleted": True}) if args.json else f"Deleted key {args.key_id}.")
     return 0
 
 
@@ -470,9 +460,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     create = _leaf(ksub, "create", "create a key and print it, once", cmd_keys_create, key_id=False)
     create.add_argument("--name", required=True)
     create.add_argument("--owner", default=None)
-    create.add_argument(
-        "--models", nargs="+", metavar="PATTERN", help="allowed models, glob patterns (default *)"
-    )
+    create.add_argument("--models", nargs="+", metavar="PATTERN", help="allowed models, glob patterns (default *)")
     create.add_argument("--no-streaming", action="store_true", help="refuse stream: true")
     _limit_options(create, _positive)
     create.add_argument("--expires", default=None, help="ISO 8601 date/time, or 30d / 12h / 45m from now")
@@ -509,12 +497,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     tables = subparsers.add_parser("tables", help="DynamoDB tables", description="DynamoDB tables.")
     tsub = tables.add_subparsers(dest="tables_command", required=True, metavar="COMMAND")
     tcreate = tsub.add_parser("create", help="create the keys and usage tables as the template does")
-    tcreate.add_argument(
-        "--keys-table", default=None, help=f"default CHATGW_KEYS_TABLE or {DEFAULT_KEYS_TABLE}"
-    )
-    tcreate.add_argument(
-        "--usage-table", default=None, help=f"default CHATGW_USAGE_TABLE or {DEFAULT_USAGE_TABLE}"
-    )
+    tcreate.add_argument("--keys-table", default=None, help=f"default CHATGW_KEYS_TABLE or {DEFAULT_KEYS_TABLE}")
+    tcreate.add_argument("--usage-table", default=None, help=f"default CHATGW_USAGE_TABLE or {DEFAULT_USAGE_TABLE}")
     tcreate.add_argument("--region", default=None)
     tcreate.set_defaults(func=_guarded(cmd_tables_create))
 

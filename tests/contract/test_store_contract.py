@@ -39,9 +39,7 @@ def _sqlite_adapter(tmp_path: Path) -> Adapter:
     store = SqliteStore(path, usage_ttl_days=30)
 
     def raw_dump() -> str:
-        return "".join(
-            p.read_bytes().decode("latin-1") for p in path.parent.iterdir() if p.name.startswith(path.name)
-        )
+        return "".join(p.read_bytes().decode("latin-1") for p in path.parent.iterdir() if p.name.startswith(path.name))
 
     def expiry(request_id: str) -> int:
         with store._read() as db:

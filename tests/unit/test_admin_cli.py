@@ -180,9 +180,7 @@ def test_bad_values_exit_2_with_a_message(cli: Cli, argv: list[str]) -> None:
 
 
 def test_conflicting_store_options_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = admin.main(
-        ["keys", "list", "--state-dir", str(tmp_path), "--keys-table", "k", "--usage-table", "u"]
-    )
+    code = admin.main(["keys", "list", "--state-dir", str(tmp_path), "--keys-table", "k", "--usage-table", "u"])
     assert code == 2
     assert admin.main(["keys", "list", "--keys-table", "k"]) == 2
     assert "go together" in capsys.readouterr().err

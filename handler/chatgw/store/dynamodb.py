@@ -83,9 +83,7 @@ def _error_code(exc: ClientError) -> str:
 
 
 class DynamoStore:
-    def __init__(
-        self, client: DynamoDBClient, keys_table: str, usage_table: str, *, usage_ttl_days: int = 90
-    ) -> None:
+    def __init__(self, client: DynamoDBClient, keys_table: str, usage_table: str, *, usage_ttl_days: int = 90) -> None:
         self.client = client
         self.keys_table = keys_table
         self.usage_table = usage_table
@@ -450,9 +448,7 @@ def create_tables(client: DynamoDBClient, keys_table: str, usage_table: str) -> 
             raise _unavailable(exc) from exc
     try:
         for name in (keys_table, usage_table):
-            client.get_waiter("table_exists").wait(
-                TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
-            )
+            client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
         ttl = client.describe_time_to_live(TableName=usage_table)["TimeToLiveDescription"]
         if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
             client.update_time_to_live(

@@ -17,11 +17,7 @@ def open_from_settings(settings: Settings, *, region: str | None = None) -> Stor
     return SqliteStore(settings.state_dir / SQLITE_FILE, usage_ttl_days=settings.usage_ttl_days)
 
 
-def open_dynamodb(
-    keys_table: str, usage_table: str, settings: Settings, *, region: str | None = None
-) -> Store:
+def open_dynamodb(keys_table: str, usage_table: str, settings: Settings, *, region: str | None = None) -> Store:
     from .dynamodb import DynamoStore, make_client
 
-    return DynamoStore(
-        make_client(region=region), keys_table, usage_table, usage_ttl_days=settings.usage_ttl_days
-    )
+    return DynamoStore(make_client(region=region), keys_table, usage_table, usage_ttl_days=settings.usage_ttl_days)

@@ -142,8 +142,7 @@ class SqliteStore:
     @staticmethod
     def _month_tokens(db: sqlite3.Connection, key_id: str, month: str) -> int:
         row = db.execute(
-            "SELECT prompt_tokens + completion_tokens FROM aggregates "
-            "WHERE key_id = ? AND period = ? AND model = ?",
+            "SELECT prompt_tokens + completion_tokens FROM aggregates WHERE key_id = ? AND period = ? AND model = ?",
             (key_id, month, ALL_MODELS),
         ).fetchone()
         return int(row[0]) if row else 0
