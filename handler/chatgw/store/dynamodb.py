@@ -142,7 +142,8 @@ class DynamoStore:
         return key_from_dict(_from_item(item)) if item else None
 
     def list_keys(self) -> list[KeyRecord]:
-        records = [key_from_dict(_from_item(item)) for item in self._scan(self.keys_table)]
+        items = self._scan(self.keys_table, ConsistentRead=True)
+        records = [key_from_dict(_from_item(item)) for item in items]
         return sorted(records, key=lambda r: r.key_id)
 
     def save_key(self, record: KeyRecord) -> None:
@@ -424,7 +425,10 @@ def make_client(
         read_timeout=read_timeout,
         retries={"mode": "standard", "max_attempts": max_attempts},
     )
-    return boto3.client("dynamodb", region_name=region, endpoint_url=endpoint_url, config=config)
+    try:
+        return boto3.client("dynamodb", region_name=region, endpoint_url=endpoint_url, config=config)
+    except BotoCoreError as exc:  # e.g. NoRegionError
+        raise StoreUnavailable(f"Cannot open DynamoDB: {exc} (set AWS_REGION or --region)") from exc
 
 
 def create_tables(client: DynamoDBClient, keys_table: str, usage_table: str) -> list[str]:
