@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,19 +62,25 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
     env = {**os.environ, "CHATGW_KEY_PEPPER": PEPPER, "CHATGW_LOG_LEVEL": "DEBUG"}
     for name in ("CHATGW_KEYS_TABLE", "CHATGW_USAGE_TABLE", "CHATGW_MODELS"):
         env.pop(name, None)
-    state = tmp_path / "state"
     if request.param == "sqlite":
-        store_args = ["--state-dir", str(state)]
+        store_args = ["--state-dir", str(tmp_path / "state")]
     else:
         tables = request.getfixturevalue("dynamo_tables")
         env["AWS_ENDPOINT_URL_DYNAMODB"] = tables.endpoint
         store_args = ["--keys-table", tables.keys, "--usage-table", tables.usage]
+    with _serve(store_args, env, tmp_path) as served_:
+        yield served_
+
+
+@contextmanager
+def _serve(store_args: list[str], env: dict[str, str], tmp_path: Path) -> Iterator[Served]:
+    """`chatgw serve` in a subprocess on a free port, its output in a log file."""
     port = _free_port()
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         process = subprocess.Popen(
             [str(BIN / "chatgw"), "serve", "--port", str(port), *store_args],
-            env={**env, "CHATGW_STATE_DIR": str(state)},
+            env={**env, "CHATGW_STATE_DIR": str(tmp_path / "state")},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -167,3 +174,31 @@ def test_rotation_replaces_the_secret_at_the_gateway(served: Served) -> None:
     assert _ask(served.client(rotated["key"]), "hi").choices[0].message.content
     with pytest.raises(openai.AuthenticationError):
         _ask(served.client(created["key"]), "hi")
+
+
+def test_a_failed_usage_write_is_logged_and_the_answer_kept(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """DynamoDB with a usage table that does not exist: admission is impossible (503 for a
+    limited key), and for an unlimited key the answer arrives and the event becomes a log line."""
+    tables = request.getfixturevalue("dynamo_tables")
+    env = {**os.environ, "CHATGW_KEY_PEPPER": PEPPER, "AWS_ENDPOINT_URL_DYNAMODB": tables.endpoint}
+    store_args = ["--keys-table", tables.keys, "--usage-table", "no-such-usage-table"]
+    admin = Served("", store_args, env, tmp_path / "unused.log")
+    free = admin.cli("keys", "create", "--name", "free", "--models", "echo")
+    limited = admin.cli("keys", "create", "--name", "limited", "--models", "echo", "--rpm", "5")
+    with _serve(store_args, env, tmp_path) as served:
+        with pytest.raises(openai.InternalServerError) as unavailable:
+            _ask(served.client(limited["key"]), "hi")
+        assert unavailable.value.status_code == 503
+        answer = _ask(served.client(free["key"]), "keep this answer")
+        assert answer.usage is not None
+        deadline = time.monotonic() + 10
+        lines: list[dict[str, Any]] = []
+        while not lines and time.monotonic() < deadline:
+            time.sleep(0.2)
+            lines = [json.loads(x) for x in served.log.read_text().splitlines() if '"usage_event"' in x]
+        assert len(lines) == 1
+        event = lines[0]["usage_event"]
+        assert event["key_id"] == free["key_id"]
+        assert event["total_tokens"] == answer.usage.total_tokens
+        for key in (free["key"], limited["key"]):
+            assert not served.secrets_in_log(key.rsplit("_", 1)[1])
