@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -117,7 +118,14 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     from mangum import Mangum
 
     context: Any = LocalContext()
-    response = Mangum(container.app, lifespan="off")(event, context)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        response = Mangum(container.app, lifespan="off")(event, context)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+        container.store.close()
     print(json.dumps(response, indent=2))
     return 0
 

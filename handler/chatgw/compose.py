@@ -32,12 +32,17 @@ class Container:
     app: FastAPI
 
 
-def build(settings: Settings, store: Store | None = None, deps: BackendDeps | None = None) -> Container:
+def build(
+    settings: Settings,
+    store: Store | None = None,
+    deps: BackendDeps | None = None,
+    catalog: Catalog | None = None,
+) -> Container:
     from .http import create_app
 
     logs.configure(settings.log_level)
     store = store if store is not None else open_store(settings)
-    catalog = load_catalog(settings.models, deps or BackendDeps())
+    catalog = catalog if catalog is not None else load_catalog(settings.models, deps or BackendDeps())
     service = Service(store, catalog, settings)
     return Container(settings, store, catalog, service, create_app(service, settings))
 

@@ -166,6 +166,7 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
+    app.router.redirect_slashes = False  # a redirect would drop API Gateway's stage prefix and a POST body
 
     async def authenticate(request: Request) -> KeyRecord:
         return await service.authenticate(presented_key(request))

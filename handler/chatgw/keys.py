@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from .errors import AuthenticationFailed, PermissionDenied
+from .errors import PERMISSION_MESSAGE, AuthenticationFailed, PermissionDenied
 
 PREFIX = "cgw"
 KEY_PATTERN = re.compile(r"^cgw_([a-z0-9]{8,32})_([A-Za-z0-9]{32,128})$")
@@ -133,9 +133,9 @@ def new_key(name: str, *, pepper: bytes = b"", now: datetime | None = None, **fi
 
 def check_usable(record: KeyRecord, now: datetime) -> None:
     if not record.enabled:
-        raise PermissionDenied("Permissions do not allow creating a chat completion: this key is disabled.")
+        raise PermissionDenied(f"{PERMISSION_MESSAGE} This key is disabled.")
     if record.expires_at is not None and record.expires_at <= now:
-        raise PermissionDenied("Permissions do not allow creating a chat completion: this key has expired.")
+        raise PermissionDenied(f"{PERMISSION_MESSAGE} This key has expired.")
 
 
 def model_allowed(record: KeyRecord, model: str) -> bool:
