@@ -249,6 +249,8 @@ def test_tables_create_against_an_endpoint(
             "sk": "RANGE",
         }
         assert described["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+        backups = client.describe_continuous_backups(TableName=table)["ContinuousBackupsDescription"]
+        assert backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED"
     ttl = client.describe_time_to_live(TableName=usage)["TimeToLiveDescription"]
     assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}
     # The new tables work for the CLI straight away.
@@ -295,3 +297,21 @@ def test_stack_outputs_name_the_tables(
     assert [i["key_id"]["S"] for i in items] == [key_id]
     assert admin.main(["keys", "list", "--stack", "no-such-stack", "--region", "us-east-1"]) == 1
     assert "no-such-stack" in capsys.readouterr().err
+
+
+def test_replay_records_logged_usage_events_once(cli: Cli, tmp_path: Path) -> None:
+    key_id = cli.json("keys", "create", "--name", "a")["key_id"]
+    at = datetime.now(UTC)
+    logged = [
+        UsageEvent(key_id, f"req-{i}", at, "echo", "echo", 3, 4, "ok", True, 9, ttft_ms=2).to_log() for i in range(2)
+    ]
+    log = tmp_path / "lambda.log"
+    lines = [json.dumps({"msg": "usage_event", "level": "ERROR", "usage_event": e}) for e in logged]
+    log.write_text("START RequestId: x\n" + "\n".join(f"2026-01-01T00:00:00Z\t{line}" for line in lines) + "\n")
+    assert cli.json("replay", str(log)) == {"recorded": 2, "already_recorded": 0}
+    assert cli.json("replay", str(log)) == {"recorded": 0, "already_recorded": 2}
+    (row,) = cli.json("usage", "--key", key_id)
+    assert (row["requests"], row["total_tokens"]) == (2, 14)
+    log.write_text('{"msg": "usage_event", "usage_event": {"key_id": "x"}}\n')
+    code, _, err = cli.run("replay", str(log))
+    assert code == 1 and "not a usage_event line" in err

@@ -453,6 +453,8 @@ def create_tables(client: DynamoDBClient, keys_table: str, usage_table: str) -> 
     try:
         for name in (keys_table, usage_table):
             client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        for name in created:
+            _point_in_time_recovery(client, name)
         ttl = client.describe_time_to_live(TableName=usage_table)["TimeToLiveDescription"]
         if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
             client.update_time_to_live(
@@ -462,6 +464,16 @@ def create_tables(client: DynamoDBClient, keys_table: str, usage_table: str) -> 
     except (ClientError, BotoCoreError) as exc:
         raise _unavailable(exc) from exc
     return created
+
+
+def _point_in_time_recovery(client: DynamoDBClient, table: str) -> None:
+    """As the template does; best effort, since DynamoDB Local and some emulators lack the API."""
+    try:
+        client.update_continuous_backups(
+            TableName=table, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
+        )
+    except ClientError:
+        return
 
 
 def stack_tables(stack: str, region: str | None = None) -> tuple[str, str]:
