@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,9 +31,12 @@ class _OneAtATime:
     def __init__(self, app: Any) -> None:
         self.app = app
         self.lock = threading.Lock()
+        self.operations: Counter[str] = Counter()
+        """Requests served, by DynamoDB operation (X-Amz-Target): the round trips tests measure."""
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         with self.lock:
+            self.operations[str(environ.get("HTTP_X_AMZ_TARGET", "")).rpartition(".")[2]] += 1
             return list(self.app(environ, start_response))
 
 
@@ -40,6 +44,13 @@ class _OneAtATime:
 class MotoServer:
     endpoint: str
     port: int
+    operations: Counter[str]
+
+    def take(self) -> Counter[str]:
+        """The operations served since the last call."""
+        taken = Counter(self.operations)
+        self.operations.clear()
+        return taken
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +68,7 @@ def moto_server() -> Iterator[MotoServer]:
     thread.start()
     port = int(server.server_address[1])
     try:
-        yield MotoServer(endpoint=f"http://127.0.0.1:{port}", port=port)
+        yield MotoServer(endpoint=f"http://127.0.0.1:{port}", port=port, operations=app.operations)
     finally:
         server.shutdown()
         server.server_close()

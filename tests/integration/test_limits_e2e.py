@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -202,3 +203,32 @@ def test_a_failed_usage_write_is_logged_and_the_answer_kept(request: pytest.Fixt
         assert event["total_tokens"] == answer.usage.total_tokens
         for key in (free["key"], limited["key"]):
             assert not served.secrets_in_log(key.rsplit("_", 1)[1])
+
+
+def test_store_round_trips_per_request_on_dynamodb(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Counted at the moto server while the gateway serves real requests."""
+    tables = request.getfixturevalue("dynamo_tables")
+    moto = request.getfixturevalue("moto_server")
+    env = {**os.environ, "CHATGW_KEY_PEPPER": PEPPER, "AWS_ENDPOINT_URL_DYNAMODB": tables.endpoint}
+    store_args = ["--keys-table", tables.keys, "--usage-table", tables.usage]
+    admin = Served("", store_args, env, tmp_path / "unused.log")
+    limited = admin.cli("keys", "create", "--name", "limited", "--models", "echo", "--rpm", "100")
+    free = admin.cli("keys", "create", "--name", "free", "--models", "echo")
+    with _serve(store_args, env, tmp_path) as served:
+        _away_from_a_minute_boundary()
+
+        def settled(usage_writes: int = 1) -> Counter[str]:
+            deadline = time.monotonic() + 10  # the usage write runs just after the response
+            while moto.operations["TransactWriteItems"] < usage_writes and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return moto.take()
+
+        moto.take()
+        _ask(served.client(limited["key"]), "cold key cache")
+        assert settled() == Counter(GetItem=1, UpdateItem=1, TransactWriteItems=1)
+        for _ in range(3):
+            _ask(served.client(limited["key"]), "warm key cache")
+            assert settled() == Counter(UpdateItem=1, TransactWriteItems=1)
+        _ask(served.client(free["key"]), "no limits")
+        _ask(served.client(free["key"]), "no limits, warm")
+        assert settled(2) == Counter(GetItem=1, TransactWriteItems=2)
