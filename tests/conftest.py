@@ -24,6 +24,8 @@ from chatgw.store.sqlite import SqliteStore
 from tests.fakes.fake_bedrock import FakeBedrock
 from tests.fakes.fake_openai import FakeOpenAI
 
+pytest_plugins = ["tests.dynamo_fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
