@@ -188,3 +188,25 @@ def test_chunks_reach_the_client_with_the_upstreams_pacing(
     assert len(arrivals) == ANSWER_TOKENS
     # The upstream slept `delay` between words; a gateway that buffered would deliver them together.
     assert arrivals[-1] - arrivals[1] >= 0.5 * delay * (ANSWER_TOKENS - 2)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_client_that_leaves_mid_stream_closes_the_upstream_call(
+    gateway: Gateway, model: str, fake_openai: FakeOpenAI, fake_bedrock: FakeBedrock
+) -> None:
+    import httpx
+
+    fake_openai.then(OpenAIScript(chunk_delay_s=0.2))
+    fake_bedrock.then(BedrockScript(chunk_delay_s=0.2))
+    upstream = fake_openai if model == "gpt-fake" else fake_bedrock
+    body = {"model": model, "messages": MESSAGES, "stream": True}
+    headers = {"authorization": f"Bearer {gateway.key}"}
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream("POST", f"{gateway.openai_base}/chat/completions", json=body, headers=headers) as response,
+    ):
+        assert response.status_code == 200
+        events = response.iter_lines()
+        assert next(line for line in events if line.startswith("data:"))
+    assert upstream.stream_aborted.wait(10), "the upstream call outlived the client"
+    assert not upstream.stream_completed.is_set()
