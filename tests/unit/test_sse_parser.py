@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chatgw.backends.openai_http import SSEParser
+from chatgw.backends.sse_reader import SSEParser
 
 
 def events(lines: list[str]) -> list[tuple[str, str]]:

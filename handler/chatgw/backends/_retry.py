@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from ..errors import ChatgwError
@@ -58,3 +59,21 @@ async def with_retries(attempt: Callable[[], Awaitable[T]], *, max_retries: int,
                 wait_ms=round(delay * 1000),
             )
             await asyncio.sleep(delay)
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """`retry-after-ms` (OpenAI), or `retry-after` in seconds or as an HTTP date."""
+    try:
+        if "retry-after-ms" in headers:
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        if "retry-after" in headers:
+            value = headers["retry-after"]
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                from email.utils import parsedate_to_datetime
+
+                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (ValueError, TypeError):
+        return None
+    return None

@@ -22,8 +22,9 @@ from ..errors import (
 )
 from ..wire import ChatRequest, Choice, ChunkChoice, Completion, Piece, Usage
 from ._options import Options
-from ._retry import Retryable, with_retries
+from ._retry import Retryable, retry_after_seconds, with_retries
 from .base import BackendDeps, Deadline
+from .sse_reader import SSEEvent, SSEParser
 from .upstream_keys import KeySource
 
 OPTIONS = {
@@ -364,55 +365,3 @@ def parse_usage(value: Any) -> Usage | None:
         return None
     extra = {k: v for k, v in value.items() if k not in ("prompt_tokens", "completion_tokens", "total_tokens")}
     return Usage(prompt_tokens=prompt, completion_tokens=completion, extra=extra)
-
-
-def retry_after_seconds(headers: httpx.Headers) -> float | None:
-    """`retry-after-ms` (OpenAI), or `retry-after` in seconds or as an HTTP date."""
-    try:
-        if "retry-after-ms" in headers:
-            return max(0.0, float(headers["retry-after-ms"]) / 1000)
-        if "retry-after" in headers:
-            value = headers["retry-after"]
-            try:
-                return max(0.0, float(value))
-            except ValueError:
-                from email.utils import parsedate_to_datetime
-
-                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (ValueError, TypeError):
-        return None
-    return None
-
-
-class SSEEvent:
-    __slots__ = ("data", "event")
-
-    def __init__(self, event: str, data: str) -> None:
-        self.event = event
-        self.data = data
-
-
-class SSEParser:
-    """Server-sent events, line by line (the WHATWG rules: `data:` lines join, `:` is a comment)."""
-
-    def __init__(self) -> None:
-        self._data: list[str] = []
-        self._event = ""
-
-    def feed(self, line: str) -> SSEEvent | None:
-        if line == "":
-            if not self._data:
-                self._event = ""
-                return None
-            event = SSEEvent(self._event, "\n".join(self._data))
-            self._data, self._event = [], ""
-            return event
-        if line.startswith(":"):
-            return None
-        field, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if field == "data":
-            self._data.append(value)
-        elif field == "event":
-            self._event = value
-        return None
