@@ -24,7 +24,7 @@ from ..wire import ChatRequest, Choice, ChunkChoice, Completion, Piece, Usage
 from ._options import Options
 from ._retry import Retryable, retry_after_seconds, with_retries
 from .base import BackendDeps, Deadline
-from .sse_reader import SSEEvent, SSEParser
+from .sse_reader import LineDecoder, SSEEvent, SSEParser
 from .upstream_keys import KeySource
 
 OPTIONS = {
@@ -135,37 +135,44 @@ class OpenAIBackend:
             if not content_type.startswith("text/event-stream"):
                 raise self._garbage(f"content type {content_type or 'none'!r} instead of an event stream")
             sse = SSEParser()
-            lines = response.aiter_lines()
+            decoder = LineDecoder()
+            texts = response.aiter_text()
             first = True
             finished: set[int] = set()
             usage: Usage | None = None
-            while True:
+            done = ended = False
+            while not (done or ended):
+                # one deadline check per network read (not per line): every line that came in it
+                # is parsed at once, and pieces are yielded outside the timeout
                 try:
                     async with asyncio.timeout(max(deadline.remaining(), 0.0)):
-                        line = await anext(lines)
+                        text = await anext(texts)
+                    lines = decoder.decode(text)
                 except StopAsyncIteration:
-                    if not finished:
-                        raise self._garbage("an event stream that ended without [DONE]") from None
-                    break
+                    ended, lines = True, decoder.flush()
                 except TimeoutError:
                     raise self._timeout() from None
                 except httpx.HTTPError as exc:
                     raise self._transport_error(exc)[0] from None
-                event = sse.feed(line)
-                if event is None:
-                    continue
-                if event.data.strip() == "[DONE]":
-                    break
-                piece, chunk_usage = self._piece(event)
-                usage = chunk_usage or usage
-                if not piece.choices:
-                    continue
-                if first:
-                    for choice in piece.choices:
-                        choice.delta.setdefault("role", "assistant")
-                    first = False
-                finished.update(c.index for c in piece.choices if c.finish_reason)
-                yield piece
+                for line in lines:
+                    event = sse.feed(line)
+                    if event is None:
+                        continue
+                    if event.data.strip() == "[DONE]":
+                        done = True
+                        break
+                    piece, chunk_usage = self._piece(event)
+                    usage = chunk_usage or usage
+                    if not piece.choices:
+                        continue
+                    if first:
+                        for choice in piece.choices:
+                            choice.delta.setdefault("role", "assistant")
+                        first = False
+                    finished.update(c.index for c in piece.choices if c.finish_reason)
+                    yield piece
+            if not done and not finished:
+                raise self._garbage("an event stream that ended without [DONE]")
             if usage is not None:
                 yield Piece(usage=usage)
         finally:
