@@ -16,11 +16,12 @@ from .load import Target, first_answer
 from .procs import PY, ROOT, Server
 from .targets import CHAT_PATH
 
-FLOOR = "import fastapi, mangum, boto3"
+FLOOR_NAME = "floor: import fastapi, mangum, boto3"
+BUFFERED = "buffered entry: import chatgw.lambda_buffered (builds the app)"
 IMPORTS = {
-    "floor: import fastapi, mangum, boto3": FLOOR,
+    FLOOR_NAME: "import fastapi, mangum, boto3",
     "interpreter: pass": "pass",
-    "buffered entry: import chatgw.lambda_buffered (builds the app)": "import chatgw.lambda_buffered",
+    BUFFERED: "import chatgw.lambda_buffered",
 }
 STREAMING_IMPORTS = {
     "streaming entry: import chatgw.lambda_streaming": "import chatgw.lambda_streaming",
@@ -34,18 +35,24 @@ def _wall(code: str, env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
-def import_times(env: dict[str, str], repeats: int, streaming: bool) -> dict[str, Any]:
+def import_times(
+    env: dict[str, str], repeats: int, streaming: bool, dynamodb_env: dict[str, str] | None
+) -> dict[str, Any]:
     """Median wall time of `python -c CODE` for each entry, interleaved so that drift hits all alike."""
-    full_env = {**os.environ, **env}
-    commands = dict(IMPORTS, **(STREAMING_IMPORTS if streaming else {}))
-    for code in commands.values():  # warm the OS page cache and __pycache__
-        _wall(code, full_env)
+    base_env = {**os.environ, **env}
+    commands = {name: (code, base_env) for name, code in IMPORTS.items()}
+    if streaming:
+        commands.update({name: (code, base_env) for name, code in STREAMING_IMPORTS.items()})
+    if dynamodb_env is not None:  # what Lambda runs: the DynamoDB store (boto3), nothing touches the network
+        commands[f"{BUFFERED} with the DynamoDB store"] = (IMPORTS[BUFFERED], {**base_env, **dynamodb_env})
+    for code, run_env in commands.values():  # warm the OS page cache and __pycache__
+        _wall(code, run_env)
     samples: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(repeats):
-        for name, code in commands.items():
-            samples[name].append(_wall(code, full_env))
+        for name, (code, run_env) in commands.items():
+            samples[name].append(_wall(code, run_env))
     medians = {name: statistics.median(v) for name, v in samples.items()}
-    floor = medians["floor: import fastapi, mangum, boto3"]
+    floor = medians[FLOOR_NAME]
     return {
         name: {"median_s": round(m, 4), "ratio_to_floor": round(m / floor, 3), "samples_s": [round(s, 4) for s in v]}
         for (name, m), v in zip(medians.items(), samples.values(), strict=True)

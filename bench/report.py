@@ -62,7 +62,7 @@ def budget(results: dict[str, Any], c: int) -> list[dict[str, Any]]:
     )
     cold = results.get("cold_start") or {}
     for name, v in (cold.get("imports") or {}).items():
-        if name.startswith(("buffered entry", "streaming entry + app")):
+        if name.startswith(("buffered entry", "streaming entry + app")):  # the entries, as Lambda runs them
             lines.append(
                 line(
                     f"cold import <= {IMPORT_RATIO_MAX}x floor: {name}",

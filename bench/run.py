@@ -26,7 +26,10 @@ from . import coldstart, report
 from .load import RunResult, Target, run_load
 from .procs import ROOT, Server, running
 from .targets import (
+    AWS_ENV,
     CHAT_PATH,
+    KEYS_TABLE,
+    USAGE_TABLE,
     Features,
     baseline_server,
     body_for,
@@ -204,7 +207,15 @@ class Bench:
         self.say("cold start:")
         reps = self.args.cold_repeats
         out: dict[str, Any] = {}
-        out["imports"] = coldstart.import_times(sqlite_env, reps, self.features.streaming_runtime)
+        dynamodb_env = None
+        if self.features.dynamodb_store:
+            dynamodb_env = {
+                **AWS_ENV,
+                "AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:9",  # never reached: nothing connects at import
+                "CHATGW_KEYS_TABLE": KEYS_TABLE,
+                "CHATGW_USAGE_TABLE": USAGE_TABLE,
+            }
+        out["imports"] = coldstart.import_times(sqlite_env, reps, self.features.streaming_runtime, dynamodb_env)
         for name, v in out["imports"].items():
             self.say(f"  {name:70} {v['median_s'] * 1000:7.1f} ms  x{v['ratio_to_floor']}")
         model = model_for("chatgw-sqlite", 20, self.features)
