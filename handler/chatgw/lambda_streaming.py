@@ -150,8 +150,12 @@ class _Exchange:
         if self.stream is None or self.complete:
             return
         self.complete = True
-        self._disconnected.set()
-        status = await self.stream.finish(error_type, message)
+        try:
+            # Shielded: an app that cancels its own send (Starlette does once it sees the disconnect
+            # below) must not cut the stream short of its end.
+            status = await asyncio.shield(self.stream.finish(error_type, message))
+        finally:
+            self._disconnected.set()
         if status >= 300:
             logger.error("the Runtime API refused the response: %s", status)
 

@@ -10,8 +10,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from chatgw.lambda_streaming import serve
 from mangum.types import ASGI
+
+from chatgw.lambda_streaming import serve
 
 
 def rest_v1_event(
@@ -97,3 +98,26 @@ class RuntimeThread:
         assert not self._thread.is_alive(), "the runtime loop did not stop"
         if self.error is not None:
             raise self.error
+
+
+def probe_app() -> ASGI:
+    """A small app for runs of `handler/bootstrap` in a subprocess (CHATGW_ASGI_FACTORY)."""
+    import os
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response, StreamingResponse
+    from starlette.routing import Route
+
+    async def hello(request: Request) -> Response:
+        context = request.scope["aws.context"]
+        return JSONResponse({"pid": os.getpid(), "request_id": context.aws_request_id})
+
+    async def sse(request: Request) -> Response:
+        async def events() -> Any:
+            for word in ("one", "two", "three"):
+                yield f"data: {word}\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/hello", hello), Route("/sse", sse)])

@@ -12,15 +12,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from chatgw.lambda_streaming import run_local
-from chatgw.local_runtime import PRELUDE_LIMIT, FakeRuntimeAPI
-from chatgw.runtime_api import PRELUDE_DELIMITER, STREAM_CONTENT_TYPE
 from lambda_events import RuntimeThread, function_url_event, http_v2_event, rest_v1_event
 from mangum.types import ASGI, Receive, Scope, Send
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from chatgw.lambda_streaming import run_local
+from chatgw.local_runtime import PRELUDE_LIMIT, FakeRuntimeAPI
+from chatgw.runtime_api import PRELUDE_DELIMITER, STREAM_CONTENT_TYPE
 
 
 class ProbeApp:
@@ -48,7 +49,9 @@ class ProbeApp:
         if scope["path"] == "/boom-before":
             raise RuntimeError("failed before the first byte")
         if scope["path"] == "/boom-after":
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+            )
             await send({"type": "http.response.body", "body": b"partial", "more_body": True})
             raise RuntimeError("failed after the first byte")
         if scope["path"] == "/silent":
@@ -65,7 +68,8 @@ class ProbeApp:
                 "remaining_ms": context.get_remaining_time_in_millis(),
                 "function_arn": context.invoked_function_arn,
                 "trace": os.environ.get("_X_AMZN_TRACE_ID"),
-                "event_path": request.scope["aws.event"].get("path") or request.scope["aws.event"].get("rawPath"),
+                "event_path": request.scope["aws.event"].get("path")
+                or request.scope["aws.event"].get("rawPath"),
                 "method": request.method,
                 "path": request.url.path,
                 "x_api_key": request.headers.get("x-api-key"),
@@ -112,7 +116,9 @@ def fake() -> Any:
         yield runtime_api
 
 
-def test_streams_with_the_documented_headers_prelude_and_delimiter(fake: FakeRuntimeAPI, app: ProbeApp) -> None:
+def test_streams_with_the_documented_headers_prelude_and_delimiter(
+    fake: FakeRuntimeAPI, app: ProbeApp
+) -> None:
     app.gate.set()
     invocation = fake.push(rest_v1_event("GET", "/json"))
     RuntimeThread(fake.address, app.factory).join()
@@ -158,7 +164,9 @@ def test_each_chunk_reaches_lambda_before_the_stream_ends(fake: FakeRuntimeAPI, 
 
 
 @pytest.mark.parametrize(
-    "make_event", [rest_v1_event, http_v2_event, function_url_event], ids=["rest-v1", "http-v2", "function-url"]
+    "make_event",
+    [rest_v1_event, http_v2_event, function_url_event],
+    ids=["rest-v1", "http-v2", "function-url"],
 )
 def test_every_event_version_reaches_the_app(fake: FakeRuntimeAPI, app: ProbeApp, make_event: Any) -> None:
     invocation = fake.push(make_event("POST", "/json", {"hello": "world"}, headers={"x-api-key": "k"}))
@@ -166,7 +174,12 @@ def test_every_event_version_reaches_the_app(fake: FakeRuntimeAPI, app: ProbeApp
 
     assert invocation.succeeded
     body = json.loads(invocation.body)
-    assert (body["method"], body["path"], body["event_path"], body["x_api_key"]) == ("POST", "/json", "/json", "k")
+    assert (body["method"], body["path"], body["event_path"], body["x_api_key"]) == (
+        "POST",
+        "/json",
+        "/json",
+        "k",
+    )
 
 
 def test_base64_request_bodies_are_decoded(fake: FakeRuntimeAPI, app: ProbeApp) -> None:
@@ -194,7 +207,9 @@ def test_a_warm_container_serves_many_invocations_on_one_loop_with_one_build(
     assert fake.next_calls == 4
 
 
-def test_an_error_before_the_first_byte_goes_to_the_invocation_error(fake: FakeRuntimeAPI, app: ProbeApp) -> None:
+def test_an_error_before_the_first_byte_goes_to_the_invocation_error(
+    fake: FakeRuntimeAPI, app: ProbeApp
+) -> None:
     failed = fake.push(rest_v1_event("GET", "/boom-before"))
     silent = fake.push(rest_v1_event("GET", "/silent"))
     after = fake.push(rest_v1_event("GET", "/json"))
@@ -244,7 +259,9 @@ def test_an_app_that_cannot_be_built_reports_an_init_error(fake: FakeRuntimeAPI)
 
 def test_the_app_gets_the_deadline_and_the_trace_id(fake: FakeRuntimeAPI, app: ProbeApp) -> None:
     deadline_ms = int((time.time() + 120) * 1000)
-    invocation = fake.push(rest_v1_event("GET", "/json"), deadline_ms=deadline_ms, trace_id="Root=1-abc;Sampled=1")
+    invocation = fake.push(
+        rest_v1_event("GET", "/json"), deadline_ms=deadline_ms, trace_id="Root=1-abc;Sampled=1"
+    )
     RuntimeThread(fake.address, app.factory).join()
 
     body = json.loads(invocation.body)
