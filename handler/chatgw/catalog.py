@@ -1,8 +1,8 @@
 """The model catalog: `CHATGW_MODELS` (a JSON file path or inline JSON) to backends.
 
-    {"<public name>": {"backend": "openai" | "bedrock" | "echo",
-                       "description": "...", "price_per_million_tokens": {"input": 0.15, "output": 0.6},
-                       "fallbacks": ["<other public name>", ...], ...backend options}}
+{"<public name>": {"backend": "openai" | "bedrock" | "echo",
+                   "description": "...", "price_per_million_tokens": {"input": 0.15, "output": 0.6},
+                   "fallbacks": ["<other public name>", ...], ...backend options}}
 """
 
 from __future__ import annotations

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from .errors import AuthenticationFailed, PermissionDenied
+from .errors import PERMISSION_MESSAGE, AuthenticationFailed, PermissionDenied
 
 PREFIX = "cgw"
 KEY_PATTERN = re.compile(r"^cgw_([a-z0-9]{8,32})_([A-Za-z0-9]{32,128})$")
 KEY_ID_PATTERN = re.compile(r"^[a-z0-9]{8,32}$")
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
-_SECRET_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_SECRET_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"  # noqa: S105
 
 
 def new_key_id() -> str:
@@ -70,10 +70,7 @@ class Limits:
     @property
     def needs_admission(self) -> bool:
         """Whether a request must pass through the store's counters before the backend."""
-        return any(
-            v is not None
-            for v in (self.requests_per_minute, self.tokens_per_minute, self.monthly_token_budget)
-        )
+        return any(v is not None for v in (self.requests_per_minute, self.tokens_per_minute, self.monthly_token_budget))
 
     def to_dict(self) -> dict[str, int]:
         return {k: v for k, v in _asdict(self).items() if v is not None}
@@ -136,9 +133,9 @@ def new_key(name: str, *, pepper: bytes = b"", now: datetime | None = None, **fi
 
 def check_usable(record: KeyRecord, now: datetime) -> None:
     if not record.enabled:
-        raise PermissionDenied("Permissions do not allow creating a chat completion: this key is disabled.")
+        raise PermissionDenied(f"{PERMISSION_MESSAGE} This key is disabled.")
     if record.expires_at is not None and record.expires_at <= now:
-        raise PermissionDenied("Permissions do not allow creating a chat completion: this key has expired.")
+        raise PermissionDenied(f"{PERMISSION_MESSAGE} This key has expired.")
 
 
 def model_allowed(record: KeyRecord, model: str) -> bool:

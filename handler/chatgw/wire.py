@@ -188,9 +188,7 @@ class JSONSchemaResponseFormat(_Strict):
     json_schema: JSONSchemaFormat
 
 
-ResponseFormat = Annotated[
-    TextFormat | JSONObjectFormat | JSONSchemaResponseFormat, Field(discriminator="type")
-]
+ResponseFormat = Annotated[TextFormat | JSONObjectFormat | JSONSchemaResponseFormat, Field(discriminator="type")]
 
 
 class StreamOptions(_Strict):

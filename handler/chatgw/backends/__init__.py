@@ -7,17 +7,13 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from .base import BackendDeps, ChatBackend, Deadline
+from .base import BackendDeps, CatalogError, ChatBackend, Deadline
 
 ADAPTERS = {
     "echo": "chatgw.backends.echo",
     "openai": "chatgw.backends.openai_http",
     "bedrock": "chatgw.backends.bedrock",
 }
-
-
-class CatalogError(ValueError):
-    """A model catalog entry that cannot be used; the message names the model and field."""
 
 
 def build_backend(kind: str, name: str, options: Mapping[str, Any], deps: BackendDeps) -> ChatBackend:

@@ -11,6 +11,11 @@ from typing import Any, Protocol
 from ..errors import UnsupportedParameter
 from ..wire import ChatRequest, Completion, Piece
 
+
+class CatalogError(ValueError):
+    """A model catalog entry that cannot be used; the message names the model and field."""
+
+
 ALWAYS_SUPPORTED = frozenset({"model", "messages", "stream", "stream_options"})
 
 
@@ -48,8 +53,7 @@ def refuse_unsupported(request: ChatRequest, supported: Iterable[str], backend: 
     allowed = ALWAYS_SUPPORTED | frozenset(supported)
     for name in sorted(request.given() - allowed):
         raise UnsupportedParameter(
-            f"The parameter `{name}` is not supported by the {backend} backend of model "
-            f"'{request.model}'.",
+            f"The parameter `{name}` is not supported by the {backend} backend of model '{request.model}'.",
             param=name,
         )
 
@@ -73,7 +77,7 @@ class BackendDeps:
             if self._http_client_factory is None:
                 import httpx
 
-                self._http_client = httpx.AsyncClient(follow_redirects=False, timeout=None)
+                self._http_client = httpx.AsyncClient(follow_redirects=False, timeout=None)  # noqa: S113 (per call)
             else:
                 self._http_client = self._http_client_factory()
         return self._http_client
@@ -86,7 +90,8 @@ class BackendDeps:
             else:
                 import boto3
 
-                self._aws_clients[key] = boto3.session.Session().client(service, region_name=region)
+                session: Any = boto3.session.Session()
+                self._aws_clients[key] = session.client(service, region_name=region)
         return self._aws_clients[key]
 
     async def aclose(self) -> None:

@@ -1,0 +1,57 @@
+"""Builds everything once per container: settings, store, catalog, service, app.
+Nothing here touches the network: clients connect on first use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING
+
+from . import logs
+from .backends.base import BackendDeps
+from .catalog import Catalog, load_catalog
+from .service import Service
+from .settings import Settings
+from .store import open_from_settings
+from .store.base import Store
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+
+def open_store(settings: Settings) -> Store:
+    return open_from_settings(settings)
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    settings: Settings
+    store: Store
+    catalog: Catalog
+    service: Service
+    app: FastAPI
+
+
+def build(
+    settings: Settings,
+    store: Store | None = None,
+    deps: BackendDeps | None = None,
+    catalog: Catalog | None = None,
+) -> Container:
+    from .http import create_app
+
+    logs.configure(settings.log_level)
+    store = store if store is not None else open_store(settings)
+    catalog = catalog if catalog is not None else load_catalog(settings.models, deps or BackendDeps())
+    service = Service(store, catalog, settings)
+    return Container(settings, store, catalog, service, create_app(service, settings))
+
+
+@cache
+def container() -> Container:
+    """The container's one instance, from the environment."""
+    return build(Settings.from_env())
+
+
+def app() -> FastAPI:
+    return container().app

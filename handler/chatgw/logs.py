@@ -1,0 +1,44 @@
+"""JSON-line logs. Never a key or secret; prompts only when CHATGW_LOG_PROMPTS is on."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+LOGGER_NAME = "chatgw"
+log = logging.getLogger(LOGGER_NAME)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            line.update(fields)
+        if record.exc_info and record.exc_info[0] is not None:
+            line["error_type"] = record.exc_info[0].__name__
+        return json.dumps(line, default=str)
+
+
+def configure(level: str) -> None:
+    """Install the JSON handler on the `chatgw` logger only (never the root logger)."""
+    if any(isinstance(h.formatter, JsonFormatter) for h in log.handlers):
+        log.setLevel(level)
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
+
+
+def event(msg: str, level: int = logging.INFO, **fields: Any) -> None:
+    if log.isEnabledFor(level):
+        log.log(level, msg, extra={"fields": fields})

@@ -1,0 +1,231 @@
+"""The use case: authorize a key, admit the request, call the model, meter the usage.
+Knows nothing of HTTP: it takes a validated request and raises errors of `errors.py`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from . import logs
+from .backends.base import Deadline
+from .catalog import Catalog, ModelEntry
+from .errors import (
+    PERMISSION_MESSAGE,
+    RETRYABLE_UPSTREAM,
+    AuthenticationFailed,
+    ChatgwError,
+    InvalidRequest,
+    PermissionDenied,
+    UpstreamTimeout,
+)
+from .keys import KeyRecord, check_usable, model_allowed, parse_key, secret_matches
+from .limits import raise_if_refused, rate_headers
+from .settings import Settings
+from .store.base import Store, UsageEvent, UsageStatus
+from .tokens import count_tokens, estimate_prompt_tokens
+from .wire import ChatRequest, Completion, Usage, completion_body
+
+KEY_CACHE_SIZE = 10_000
+
+
+@dataclass(slots=True)
+class Call:
+    """One request's identity and clock."""
+
+    request_id: str
+    deadline: Deadline
+    started: float = field(default_factory=time.monotonic)
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def elapsed_ms(self) -> int:
+        return int((time.monotonic() - self.started) * 1000)
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A request that passed every check and was admitted: ready for the backend."""
+
+    record: KeyRecord
+    request: ChatRequest
+    chain: list[ModelEntry]
+    headers: dict[str, str]
+
+
+class Service:
+    def __init__(
+        self,
+        store: Store,
+        catalog: Catalog,
+        settings: Settings,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.settings = settings
+        self._clock = clock
+        self._keys: OrderedDict[str, tuple[float, KeyRecord]] = OrderedDict()
+
+    # who is calling ------------------------------------------------------------------
+
+    async def authenticate(self, presented: str | None) -> KeyRecord:
+        if not presented:
+            raise AuthenticationFailed(
+                "Missing API key: send it as `Authorization: Bearer KEY` or `x-api-key: KEY`.",
+                code="missing_api_key",
+            )
+        key_id, secret = parse_key(presented)
+        record = await self._key(key_id)
+        if record is None or not secret_matches(secret, record.secret_hash, self.settings.pepper):
+            raise AuthenticationFailed("Invalid API key.")
+        return record
+
+    async def _key(self, key_id: str) -> KeyRecord | None:
+        hit = self._keys.get(key_id)
+        if hit is not None and self._clock() - hit[0] < self.settings.key_cache_seconds:
+            return hit[1]
+        record = await asyncio.to_thread(self.store.get_key, key_id)
+        if record is not None and self.settings.key_cache_seconds > 0:
+            self._keys[key_id] = (self._clock(), record)
+            self._keys.move_to_end(key_id)
+            while len(self._keys) > KEY_CACHE_SIZE:
+                self._keys.popitem(last=False)
+        else:
+            self._keys.pop(key_id, None)
+        return record
+
+    def models_for(self, record: KeyRecord) -> list[ModelEntry]:
+        return [e for e in self.catalog.entries() if model_allowed(record, e.name)]
+
+    # what it may do --------------------------------------------------------------------
+
+    async def prepare(self, record: KeyRecord, request: ChatRequest, call: Call) -> Prepared:
+        check_usable(record, call.now)
+        entry = self.catalog.get(request.model)
+        if not model_allowed(record, entry.name):
+            raise PermissionDenied(f"{PERMISSION_MESSAGE} This key may not use model `{entry.name}`.", param="model")
+        if request.stream and not record.allow_streaming:
+            raise PermissionDenied(f"{PERMISSION_MESSAGE} This key may not stream.", param="stream")
+        request = self._apply_token_cap(record, request)
+        entry.backend.check(request)
+        chain = [entry] + [e for e in self.catalog.chain(entry.name)[1:] if _accepts(e, request)]
+        headers = await self._admit(record, call)
+        return Prepared(record, request, chain, headers)
+
+    @staticmethod
+    def _apply_token_cap(record: KeyRecord, request: ChatRequest) -> ChatRequest:
+        cap = record.limits.max_tokens_per_request
+        if cap is None:
+            return request
+        asked = request.token_cap
+        if asked is None:
+            return request.model_copy(update={"max_tokens": cap})
+        if asked > cap:
+            param = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
+            raise InvalidRequest(
+                f"`{param}` is {asked}, above this key's limit of {cap} tokens per request.", param=param
+            )
+        return request
+
+    async def _admit(self, record: KeyRecord, call: Call) -> dict[str, str]:
+        limits = record.limits
+        if not limits.needs_admission:
+            return {}
+        admission = await asyncio.to_thread(self.store.admit, record.key_id, limits, call.now)
+        rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
+        raise_if_refused(admission, rpm=rpm, tpm=tpm, now=call.now)
+        return rate_headers(admission, rpm=rpm, tpm=tpm, now=call.now)
+
+    # the call ------------------------------------------------------------------------
+
+    async def complete(self, prepared: Prepared, call: Call) -> tuple[dict[str, object], UsageEvent]:
+        """The buffered answer and its usage event (which the caller records after responding)."""
+        request = prepared.request
+        last_error: ChatgwError | None = None
+        for entry in prepared.chain:
+            try:
+                async with asyncio.timeout(max(0.0, call.deadline.remaining())):
+                    completion = await entry.backend.complete(request, call.deadline)
+            except TimeoutError:
+                last_error = UpstreamTimeout(f"The model `{request.model}` did not answer before the deadline.")
+            except RETRYABLE_UPSTREAM as exc:
+                last_error = exc
+            except ChatgwError as exc:
+                await self.record(self.event(prepared, call, entry, status="error"))
+                raise exc
+            else:
+                usage, estimated = self.usage_of(request, completion)
+                body = completion_body(
+                    completion,
+                    completion_id=f"chatcmpl-{call.request_id}",
+                    created=int(call.now.timestamp()),
+                    model=request.model,
+                    usage=usage,
+                )
+                event = self.event(prepared, call, entry, status="ok", usage=usage, estimated=estimated)
+                return body, event
+            if entry is not prepared.chain[-1]:
+                logs.event(
+                    "fallback",
+                    logging.WARNING,
+                    request_id=call.request_id,
+                    model=entry.name,
+                    error=last_error.code,
+                )
+        assert last_error is not None
+        await self.record(self.event(prepared, call, prepared.chain[-1], status="error"))
+        raise last_error
+
+    @staticmethod
+    def usage_of(request: ChatRequest, completion: Completion) -> tuple[Usage, bool]:
+        if completion.usage is not None:
+            return completion.usage, False
+        text = "".join((c.content or "") + str(c.tool_calls or "") for c in completion.choices)
+        return Usage(estimate_prompt_tokens(request), count_tokens(text)), True
+
+    # the ledger ----------------------------------------------------------------------
+
+    def event(
+        self,
+        prepared: Prepared,
+        call: Call,
+        entry: ModelEntry,
+        *,
+        status: UsageStatus,
+        usage: Usage | None = None,
+        estimated: bool = False,
+        ttft_ms: int | None = None,
+    ) -> UsageEvent:
+        return UsageEvent(
+            key_id=prepared.record.key_id,
+            request_id=call.request_id,
+            at=call.now,
+            model=prepared.request.model,
+            backend=entry.backend.kind,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            status=status,
+            streamed=bool(prepared.request.stream),
+            latency_ms=call.elapsed_ms(),
+            ttft_ms=ttft_ms,
+            estimated=estimated,
+        )
+
+    async def record(self, event: UsageEvent) -> None:
+        """Write the usage event; if the store fails, log it whole so that it can be replayed."""
+        try:
+            await asyncio.to_thread(self.store.record_usage, event)
+        except Exception as exc:
+            logs.event("usage_event", logging.ERROR, usage_event=event.to_log(), reason=type(exc).__name__)
+
+
+def _accepts(entry: ModelEntry, request: ChatRequest) -> bool:
+    try:
+        entry.backend.check(request)
+    except ChatgwError:
+        return False
+    return True

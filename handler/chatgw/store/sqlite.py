@@ -1,0 +1,202 @@
+"""The embedded store: one SQLite file, safe across threads and processes (WAL, BEGIN IMMEDIATE)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from ..errors import StoreUnavailable
+from ..keys import KeyRecord, Limits
+from ..limits import Admission, day_of, minute_window, month_of
+from .base import KeyExists, KeyNotFound, UsageEvent, UsageQuery, UsageRow
+from .codec import event_from_dict, key_from_dict, key_to_dict
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS keys (key_id TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS windows (
+    key_id TEXT NOT NULL, kind TEXT NOT NULL, window INTEGER NOT NULL, amount INTEGER NOT NULL,
+    PRIMARY KEY (key_id, kind, window));
+CREATE TABLE IF NOT EXISTS events (
+    request_id TEXT PRIMARY KEY, key_id TEXT NOT NULL, at TEXT NOT NULL, expires_at INTEGER NOT NULL,
+    event TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_by_key ON events (key_id, at);
+CREATE INDEX IF NOT EXISTS events_by_expiry ON events (expires_at);
+CREATE TABLE IF NOT EXISTS aggregates (
+    key_id TEXT NOT NULL, period TEXT NOT NULL, model TEXT NOT NULL,
+    requests INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+    PRIMARY KEY (key_id, period, model));
+"""
+ALL_MODELS = ""
+
+
+class SqliteStore:
+    def __init__(self, path: Path | str, *, usage_ttl_days: int = 90) -> None:
+        self.path = Path(path)
+        self.usage_ttl = timedelta(days=usage_ttl_days)
+        self._lock = threading.Lock()
+        try:
+            if str(path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), timeout=10, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f"The key store is unavailable: {exc}") from exc
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One serialized write transaction (BEGIN IMMEDIATE takes the write lock up front)."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable("The key store is unavailable.") from exc
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                raise StoreUnavailable("The key store is unavailable.") from exc
+
+    # keys ---------------------------------------------------------------------------
+
+    def create_key(self, record: KeyRecord) -> None:
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM keys WHERE key_id = ?", (record.key_id,)).fetchone():
+                raise KeyExists(record.key_id)
+            db.execute("INSERT INTO keys VALUES (?, ?)", (record.key_id, json.dumps(key_to_dict(record))))
+
+    def get_key(self, key_id: str) -> KeyRecord | None:
+        with self._read() as db:
+            row = db.execute("SELECT record FROM keys WHERE key_id = ?", (key_id,)).fetchone()
+        return key_from_dict(json.loads(row[0])) if row else None
+
+    def list_keys(self) -> list[KeyRecord]:
+        with self._read() as db:
+            rows = db.execute("SELECT record FROM keys ORDER BY key_id").fetchall()
+        return [key_from_dict(json.loads(r[0])) for r in rows]
+
+    def save_key(self, record: KeyRecord) -> None:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE keys SET record = ? WHERE key_id = ?",
+                (json.dumps(key_to_dict(record)), record.key_id),
+            )
+            if cur.rowcount == 0:
+                raise KeyNotFound(record.key_id)
+
+    def delete_key(self, key_id: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM keys WHERE key_id = ?", (key_id,)).rowcount > 0
+
+    # limits -------------------------------------------------------------------------
+
+    def admit(self, key_id: str, limits: Limits, now: datetime) -> Admission:
+        window = minute_window(now)
+        with self._tx() as db:
+            requests = self._window(db, key_id, "requests", window)
+            tokens = self._window(db, key_id, "tokens", window)
+            month_tokens = self._month_tokens(db, key_id, month_of(now))
+            refused = None
+            if limits.requests_per_minute is not None and requests >= limits.requests_per_minute:
+                refused = "requests"
+            elif limits.tokens_per_minute is not None and tokens >= limits.tokens_per_minute:
+                refused = "tokens"
+            elif limits.monthly_token_budget is not None and month_tokens >= limits.monthly_token_budget:
+                refused = "budget"
+            if refused is None:
+                requests += 1
+                self._add_window(db, key_id, "requests", window, 1)
+                db.execute("DELETE FROM windows WHERE key_id = ? AND window < ?", (key_id, window - 60))
+        return Admission(refused, requests_used=requests, tokens_used=tokens, month_tokens_used=month_tokens)
+
+    @staticmethod
+    def _window(db: sqlite3.Connection, key_id: str, kind: str, window: int) -> int:
+        row = db.execute(
+            "SELECT amount FROM windows WHERE key_id = ? AND kind = ? AND window = ?", (key_id, kind, window)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    @staticmethod
+    def _add_window(db: sqlite3.Connection, key_id: str, kind: str, window: int, amount: int) -> None:
+        db.execute(
+            "INSERT INTO windows VALUES (?, ?, ?, ?) ON CONFLICT (key_id, kind, window) "
+            "DO UPDATE SET amount = amount + excluded.amount",
+            (key_id, kind, window, amount),
+        )
+
+    @staticmethod
+    def _month_tokens(db: sqlite3.Connection, key_id: str, month: str) -> int:
+        row = db.execute(
+            "SELECT prompt_tokens + completion_tokens FROM aggregates WHERE key_id = ? AND period = ? AND model = ?",
+            (key_id, month, ALL_MODELS),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    # usage ledger -------------------------------------------------------------------
+
+    def record_usage(self, event: UsageEvent) -> bool:
+        expires = int((event.at + self.usage_ttl).timestamp())
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)",
+                (event.request_id, event.key_id, event.at.isoformat(), expires, json.dumps(event.to_log())),
+            )
+            if cur.rowcount == 0:
+                return False
+            for period in (day_of(event.at), month_of(event.at)):
+                for model in (ALL_MODELS, event.model):
+                    db.execute(
+                        "INSERT INTO aggregates VALUES (?, ?, ?, 1, ?, ?) "
+                        "ON CONFLICT (key_id, period, model) DO UPDATE SET requests = requests + 1, "
+                        "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+                        "completion_tokens = completion_tokens + excluded.completion_tokens",
+                        (event.key_id, period, model, event.prompt_tokens, event.completion_tokens),
+                    )
+            self._add_window(db, event.key_id, "tokens", minute_window(event.at), event.total_tokens)
+            db.execute("DELETE FROM events WHERE expires_at < ?", (int(datetime.now(UTC).timestamp()),))
+        return True
+
+    def usage(self, query: UsageQuery) -> list[UsageRow]:
+        sql = "SELECT key_id, period, model, requests, prompt_tokens, completion_tokens FROM aggregates "
+        sql += "WHERE period = ? AND model " + ("!= ?" if query.by_model else "= ?")
+        args: list[str] = [query.value, ALL_MODELS]
+        if query.key_id is not None:
+            sql += " AND key_id = ?"
+            args.append(query.key_id)
+        with self._read() as db:
+            rows = db.execute(sql + " ORDER BY key_id, model", args).fetchall()
+        return [
+            UsageRow(
+                key_id=r[0],
+                period=r[1],
+                model=r[2] or None,
+                requests=r[3],
+                prompt_tokens=r[4],
+                completion_tokens=r[5],
+            )
+            for r in rows
+        ]
+
+    def usage_events(self, key_id: str) -> list[UsageEvent]:
+        with self._read() as db:
+            rows = db.execute("SELECT event FROM events WHERE key_id = ? ORDER BY at", (key_id,)).fetchall()
+        return [event_from_dict(json.loads(r[0])) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,179 @@
+"""A streamed chat completion: the backend pieces pumped through a queue by a producer task,
+turned into `chat.completion.chunk` frames, with keep-alives, the deadline, fallbacks before the
+first piece, in-band errors after it, and exact (or estimated) usage whatever way it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from . import logs
+from .catalog import ModelEntry
+from .errors import RETRYABLE_UPSTREAM, ChatgwError, UpstreamError, UpstreamTimeout
+from .service import Call, Prepared, Service
+from .sse import DONE, KEEPALIVE, frame
+from .store.base import UsageStatus
+from .tokens import count_tokens, estimate_prompt_tokens
+from .wire import Piece, Usage, chunk_body
+
+End = Literal["end"]
+END: End = "end"
+QUEUE_SIZE = 64
+
+
+class ChatStream:
+    def __init__(self, service: Service, prepared: Prepared, call: Call) -> None:
+        self.service = service
+        self.prepared = prepared
+        self.call = call
+        self.entry: ModelEntry = prepared.chain[0]
+        self.status: UsageStatus = "client_closed"
+        self._queue: asyncio.Queue[Piece | ChatgwError | End] = asyncio.Queue(QUEUE_SIZE)
+        self._producer: asyncio.Task[None] | None = None
+        self._first: Piece | End | None = None
+        self._usage: Usage | None = None
+        self._text: list[str] = []
+        self._ttft_ms: int | None = None
+        self._recorded = False
+
+    # producer ------------------------------------------------------------------------
+
+    async def _produce(self) -> None:
+        request, deadline = self.prepared.request, self.call.deadline
+        try:
+            async with asyncio.timeout(max(0.0, deadline.remaining())):
+                for entry in self.prepared.chain:
+                    self.entry = entry
+                    produced = False
+                    pieces = entry.backend.stream(request, deadline)
+                    try:
+                        async for piece in pieces:
+                            produced = True
+                            await self._queue.put(piece)
+                        await self._queue.put(END)
+                        return
+                    except RETRYABLE_UPSTREAM as exc:
+                        if produced or entry is self.prepared.chain[-1]:
+                            raise
+                        logs.event(
+                            "fallback",
+                            logging.WARNING,
+                            request_id=self.call.request_id,
+                            model=entry.name,
+                            error=exc.code,
+                        )
+                    finally:
+                        await pieces.aclose()  # type: ignore[attr-defined]
+        except TimeoutError:
+            await self._queue.put(UpstreamTimeout(f"The model `{request.model}` did not finish before the deadline."))
+        except ChatgwError as exc:
+            await self._queue.put(exc)
+        except Exception as exc:
+            logs.event(
+                "backend_failed",
+                logging.ERROR,
+                request_id=self.call.request_id,
+                error_type=type(exc).__name__,
+            )
+            await self._queue.put(UpstreamError("The model backend failed."))
+
+    async def start(self, first_byte_wait: float) -> None:
+        """Start the backend; wait (up to `first_byte_wait`) for its first piece, so that an error
+        before anything was produced becomes an ordinary HTTP error (raised here)."""
+        self._producer = asyncio.create_task(self._produce())
+        try:
+            item = await asyncio.wait_for(self._queue.get(), first_byte_wait)
+        except TimeoutError:
+            return
+        if isinstance(item, ChatgwError):
+            self.status = "error"
+            await self.finish()
+            raise item
+        self._first = item
+
+    # consumer ------------------------------------------------------------------------
+
+    async def frames(self, keepalive_s: float) -> AsyncIterator[bytes]:
+        """The SSE body. Ends with `[DONE]`, or with an in-band error and no `[DONE]`."""
+        request = self.prepared.request
+        cid, created, model = f"chatcmpl-{self.call.request_id}", int(self.call.now.timestamp()), request.model
+        first_chunk = True
+        while True:
+            if self._first is not None:
+                item: Piece | ChatgwError | End = self._first
+                self._first = None
+            else:
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), keepalive_s)
+                except TimeoutError:
+                    yield KEEPALIVE
+                    continue
+            if item == END:
+                break
+            if isinstance(item, ChatgwError):
+                self.status = "error"
+                yield frame({"error": item.envelope(self.call.request_id)["error"]})
+                return
+            assert isinstance(item, Piece)
+            if item.usage is not None:
+                self._usage = item.usage
+            if not item.choices:
+                continue
+            if first_chunk:
+                first_chunk = False
+                item.choices[0].delta.setdefault("role", "assistant")
+            self._observe(item)
+            yield frame(chunk_body(item, completion_id=cid, created=created, model=model))
+        if request.include_usage:
+            usage, _ = self.usage()
+            yield frame(chunk_body(Piece(), completion_id=cid, created=created, model=model, usage=usage))
+        self.status = "ok"
+        yield DONE
+
+    def _observe(self, piece: Piece) -> None:
+        for choice in piece.choices:
+            content = choice.delta.get("content")
+            if content:
+                if self._ttft_ms is None:
+                    self._ttft_ms = self.call.elapsed_ms()
+                self._text.append(content)
+            for call in choice.delta.get("tool_calls") or ():
+                if self._ttft_ms is None:
+                    self._ttft_ms = self.call.elapsed_ms()
+                self._text.append(str((call.get("function") or {}).get("arguments") or ""))
+
+    def usage(self) -> tuple[Usage, bool]:
+        if self._usage is not None:
+            return self._usage, False
+        return Usage(estimate_prompt_tokens(self.prepared.request), count_tokens("".join(self._text))), True
+
+    # the end -------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop the backend (the client left, or the stream is over)."""
+        if self._producer is not None and not self._producer.done():
+            self._producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._producer
+
+    async def finish(self) -> None:
+        """Close the backend and write the usage event, once."""
+        await self.close()
+        if self._recorded:
+            return
+        self._recorded = True
+        reached = self._usage is not None or self._text or self.status != "error"
+        usage, estimated = self.usage() if reached else (Usage(0, 0), False)
+        event = self.service.event(
+            self.prepared,
+            self.call,
+            self.entry,
+            status=self.status,
+            usage=usage,
+            estimated=estimated,
+            ttft_ms=self._ttft_ms,
+        )
+        await self.service.record(event)

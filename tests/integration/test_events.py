@@ -1,0 +1,73 @@
+"""Every sample event in events/ through the buffered Lambda handler (Mangum), as `chatgw invoke` runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chatgw import cli
+from tests.conftest import ROOT
+
+EVENTS = sorted((ROOT / "events").glob("*.json"))
+EXPECTED = {
+    "rest-v1-chat.json": 200,
+    "rest-v1-chat-stream.json": 200,
+    "rest-v1-list-llms.json": 200,
+    "rest-v1-missing-key.json": 401,
+    "rest-v1-malformed-body.json": 400,
+    "http-v2-chat.json": 200,
+    "function-url-chat.json": 200,
+    "function-url-chat-stream.json": 200,
+}
+
+
+def test_every_event_file_is_covered() -> None:
+    assert {p.name for p in EVENTS} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=lambda p: p.name)
+def test_event_through_buffered_handler(
+    event: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHATGW_LOG_LEVEL", "WARNING")
+    assert cli.main(["invoke", str(event), "--state-dir", str(tmp_path)]) == 0
+    response = json.loads(capsys.readouterr().out)
+    assert response["statusCode"] == EXPECTED[event.name], response
+    headers = {k.lower(): v for k, v in response["headers"].items()}
+    assert headers["x-request-id"]
+    body = response["body"]
+    assert cli.PLACEHOLDER not in body
+    if response["statusCode"] != 200:
+        envelope = json.loads(body)
+        assert "detail" not in envelope and envelope["request_id"] == headers["x-request-id"]
+    elif "stream" in event.name:
+        assert headers["content-type"].startswith("text/event-stream")
+        assert body.endswith("data: [DONE]\n\n")
+    elif "chat" in event.name:
+        completion = json.loads(body)
+        assert completion["choices"][0]["message"]["content"] == "What is the capital of France?"
+
+
+def test_lambda_buffered_module_builds_once_from_the_environment(tmp_path: Path) -> None:
+    """Import the real entry point in a fresh interpreter, as Lambda does, and call it twice."""
+    script = f"""
+import json, sys
+from chatgw.cli import LocalContext, dev_key, load_event
+from chatgw import compose
+from chatgw.lambda_buffered import handler
+c = compose.container()
+key, _ = dev_key(c.store, c.settings.state_dir, c.settings.pepper)
+ev = load_event({str(ROOT / "events" / "http-v2-chat.json")!r}, key)
+r1 = handler(ev, LocalContext()); r2 = handler(ev, LocalContext())
+assert compose.container() is c
+print(json.dumps([r1["statusCode"], r2["statusCode"]]))
+"""
+    env = {**os.environ, "CHATGW_STATE_DIR": str(tmp_path), "CHATGW_LOG_LEVEL": "WARNING"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [200, 200]
