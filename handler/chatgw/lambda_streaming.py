@@ -61,9 +61,7 @@ class LambdaContext:
     invoked_function_arn: str
     function_name: str = field(default_factory=lambda: os.environ.get("AWS_LAMBDA_FUNCTION_NAME", ""))
     function_version: str = field(default_factory=lambda: os.environ.get("AWS_LAMBDA_FUNCTION_VERSION", ""))
-    memory_limit_in_mb: int = field(
-        default_factory=lambda: int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE") or 0)
-    )
+    memory_limit_in_mb: int = field(default_factory=lambda: int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE") or 0))
     log_group_name: str = field(default_factory=lambda: os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME", ""))
     log_stream_name: str = field(default_factory=lambda: os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", ""))
     identity: Any = None
@@ -127,9 +125,7 @@ class _Exchange:
                 if self.stream is not None:
                     raise RuntimeError("http.response.start sent twice")
                 headers = message.get("headers", [])
-                self.content_type = next(
-                    (v.decode("latin-1") for k, v in headers if k.lower() == b"content-type"), ""
-                )
+                self.content_type = next((v.decode("latin-1") for k, v in headers if k.lower() == b"content-type"), "")
                 self.stream = await self.client.open_stream(self.invocation.request_id)
                 await self.stream.write(prelude(message["status"], headers))
             elif message["type"] == "http.response.body":
@@ -290,16 +286,20 @@ def run_local(
     deadline_s: float = 300.0,
 ) -> int:
     """Runs one event through the streaming runtime against an in-process fake Runtime API on
-    127.0.0.1 and writes what Lambda would receive: the prelude, each body chunk with its arrival
-    time in ms, and the end or the error. 0 when the invocation succeeded."""
+    127.0.0.1 and writes, a line at a time as it happens, what Lambda receives: the prelude, each
+    body chunk with its arrival time in ms, and the end or the error. 0 when the invocation
+    succeeded (whatever the HTTP status), 1 on a function or init error."""
     from .local_runtime import FakeRuntimeAPI, describe
 
     with FakeRuntimeAPI() as fake:
         invocation = fake.push(dict(event), deadline_ms=int((time.time() + deadline_s) * 1000))
-        invocation.on_update = lambda line: write(line)
+        invocation.on_update = lambda line: write(line + "\n")
         exit_code = asyncio.run(serve(fake.address, factory, max_invocations=1))
         invocation.wait(timeout=5)
-        write(describe(invocation))
+        if exit_code == 0:
+            write(describe(invocation) + "\n")
+        elif fake.init_error is not None:
+            write(f"init error (/init/error): {json.dumps(fake.init_error)}\n")
     if exit_code:
         return exit_code
     return 0 if invocation.succeeded else 1

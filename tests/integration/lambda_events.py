@@ -15,9 +15,7 @@ from mangum.types import ASGI
 from chatgw.lambda_streaming import serve
 
 
-def rest_v1_event(
-    method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
-) -> dict[str, Any]:
+def rest_v1_event(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
     raw = body if body is None or isinstance(body, str) else json.dumps(body)
     return {
         "resource": "/{proxy+}",
@@ -82,9 +80,7 @@ class RuntimeThread:
     def __init__(self, address: str, factory: Callable[[], ASGI], max_invocations: int | None = 1) -> None:
         self.exit_code: int | None = None
         self.error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run, args=(address, factory, max_invocations), daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, args=(address, factory, max_invocations), daemon=True)
         self._thread.start()
 
     def _run(self, address: str, factory: Callable[[], ASGI], max_invocations: int | None) -> None:

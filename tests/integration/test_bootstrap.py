@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lambda_events import http_v2_event, rest_v1_event
 
 from chatgw.local_runtime import FakeRuntimeAPI
+from tests.integration.lambda_events import http_v2_event, rest_v1_event
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOTSTRAP = ROOT / "handler" / "bootstrap"
@@ -26,7 +26,7 @@ def wrapper_env(runtime_api: str, **extra: str) -> dict[str, str]:
         AWS_LAMBDA_RUNTIME_API=runtime_api,
         AWS_LAMBDA_FUNCTION_NAME="chatgw",
         AWS_LAMBDA_FUNCTION_MEMORY_SIZE="1024",
-        PYTHONPATH=str(Path(__file__).parent),
+        PYTHONPATH=str(ROOT),
         **extra,
     )
     return env
@@ -43,7 +43,7 @@ def container(fake: FakeRuntimeAPI, tmp_path: Path) -> Iterator[subprocess.Popen
     with (tmp_path / "container.log").open("wb") as log:
         process = subprocess.Popen(
             [str(BOOTSTRAP), *MANAGED_RUNTIME_COMMAND],
-            env=wrapper_env(fake.address, CHATGW_ASGI_FACTORY="lambda_events:probe_app"),
+            env=wrapper_env(fake.address, CHATGW_ASGI_FACTORY="tests.integration.lambda_events:probe_app"),
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from lambda_events import RuntimeThread, function_url_event, http_v2_event, rest_v1_event
 from mangum.types import ASGI, Receive, Scope, Send
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,6 +21,7 @@ from starlette.routing import Route
 from chatgw.lambda_streaming import run_local
 from chatgw.local_runtime import PRELUDE_LIMIT, FakeRuntimeAPI
 from chatgw.runtime_api import PRELUDE_DELIMITER, STREAM_CONTENT_TYPE
+from tests.integration.lambda_events import RuntimeThread, function_url_event, http_v2_event, rest_v1_event
 
 
 class ProbeApp:
@@ -49,9 +49,7 @@ class ProbeApp:
         if scope["path"] == "/boom-before":
             raise RuntimeError("failed before the first byte")
         if scope["path"] == "/boom-after":
-            await send(
-                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
-            )
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
             await send({"type": "http.response.body", "body": b"partial", "more_body": True})
             raise RuntimeError("failed after the first byte")
         if scope["path"] == "/silent":
@@ -68,8 +66,7 @@ class ProbeApp:
                 "remaining_ms": context.get_remaining_time_in_millis(),
                 "function_arn": context.invoked_function_arn,
                 "trace": os.environ.get("_X_AMZN_TRACE_ID"),
-                "event_path": request.scope["aws.event"].get("path")
-                or request.scope["aws.event"].get("rawPath"),
+                "event_path": request.scope["aws.event"].get("path") or request.scope["aws.event"].get("rawPath"),
                 "method": request.method,
                 "path": request.url.path,
                 "x_api_key": request.headers.get("x-api-key"),
@@ -116,9 +113,7 @@ def fake() -> Any:
         yield runtime_api
 
 
-def test_streams_with_the_documented_headers_prelude_and_delimiter(
-    fake: FakeRuntimeAPI, app: ProbeApp
-) -> None:
+def test_streams_with_the_documented_headers_prelude_and_delimiter(fake: FakeRuntimeAPI, app: ProbeApp) -> None:
     app.gate.set()
     invocation = fake.push(rest_v1_event("GET", "/json"))
     RuntimeThread(fake.address, app.factory).join()
@@ -207,9 +202,7 @@ def test_a_warm_container_serves_many_invocations_on_one_loop_with_one_build(
     assert fake.next_calls == 4
 
 
-def test_an_error_before_the_first_byte_goes_to_the_invocation_error(
-    fake: FakeRuntimeAPI, app: ProbeApp
-) -> None:
+def test_an_error_before_the_first_byte_goes_to_the_invocation_error(fake: FakeRuntimeAPI, app: ProbeApp) -> None:
     failed = fake.push(rest_v1_event("GET", "/boom-before"))
     silent = fake.push(rest_v1_event("GET", "/silent"))
     after = fake.push(rest_v1_event("GET", "/json"))
@@ -227,9 +220,7 @@ def test_an_error_before_the_first_byte_goes_to_the_invocation_error(
     assert after.succeeded  # the container goes on
 
 
-def test_an_error_after_the_first_byte_ends_the_stream_with_error_trailers(
-    fake: FakeRuntimeAPI, app: ProbeApp
-) -> None:
+def test_an_error_after_the_first_byte_ends_the_stream_with_error_trailers(fake: FakeRuntimeAPI, app: ProbeApp) -> None:
     invocation = fake.push(http_v2_event("GET", "/boom-after"))
     RuntimeThread(fake.address, app.factory).join()
 
@@ -259,9 +250,7 @@ def test_an_app_that_cannot_be_built_reports_an_init_error(fake: FakeRuntimeAPI)
 
 def test_the_app_gets_the_deadline_and_the_trace_id(fake: FakeRuntimeAPI, app: ProbeApp) -> None:
     deadline_ms = int((time.time() + 120) * 1000)
-    invocation = fake.push(
-        rest_v1_event("GET", "/json"), deadline_ms=deadline_ms, trace_id="Root=1-abc;Sampled=1"
-    )
+    invocation = fake.push(rest_v1_event("GET", "/json"), deadline_ms=deadline_ms, trace_id="Root=1-abc;Sampled=1")
     RuntimeThread(fake.address, app.factory).join()
 
     body = json.loads(invocation.body)
@@ -286,6 +275,8 @@ def test_run_local_prints_the_prelude_the_timed_chunks_and_the_end(app: ProbeApp
     app.gate.set()
     lines: list[str] = []
     code = run_local(http_v2_event("GET", "/sse"), lines.append, app.factory)
+    assert all(line.endswith("\n") for line in lines)
+    lines = [line.rstrip("\n") for line in lines]
 
     assert code == 0
     assert lines[0].startswith("prelude (+") and '"statusCode": 200' in lines[0]
@@ -301,3 +292,15 @@ def test_run_local_exits_non_zero_on_a_function_error(app: ProbeApp) -> None:
     lines: list[str] = []
     assert run_local(rest_v1_event("GET", "/boom-before"), lines.append, app.factory) == 1
     assert lines[-1].startswith("error (/invocation/")
+
+
+def test_run_local_reports_an_init_error() -> None:
+    def broken() -> ASGI:
+        raise ValueError("bad catalog")
+
+    lines: list[str] = []
+    assert run_local(rest_v1_event("GET", "/json"), lines.append, broken) == 1
+    assert lines == [
+        'init error (/init/error): {"errorMessage": "ValueError: bad catalog", '
+        '"errorType": "Runtime.InitError", "stackTrace": []}\n'
+    ]

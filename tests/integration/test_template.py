@@ -62,9 +62,7 @@ def resources_of(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any
 
 
 def test_cfn_lint_passes() -> None:
-    cfn_lint = (
-        [str(SAM_BIN / "cfn-lint")] if (SAM_BIN / "cfn-lint").exists() else [sys.executable, "-m", "cfnlint"]
-    )
+    cfn_lint = [str(SAM_BIN / "cfn-lint")] if (SAM_BIN / "cfn-lint").exists() else [sys.executable, "-m", "cfnlint"]
     result = subprocess.run([*cfn_lint, str(TEMPLATE)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -199,9 +197,7 @@ def test_iam_names_its_own_resources_only(template: dict[str, Any]) -> None:
         if "Fn::If" in s
     ]
     assert all(s["Resource"] != "*" and "*" not in json.dumps(s["Resource"]) for s in statements)
-    actions = {
-        a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
-    }
+    actions = {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
     assert not any(a.endswith(":*") for a in actions)
     assert {"dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:DeleteTable"}.isdisjoint(actions)
     (tables,) = [s for s in statements if s.get("Sid") == "OwnTables"]
@@ -232,9 +228,7 @@ def python313() -> str | None:
         *sorted(glob.glob(f"{pyenv_root}/versions/3.13*/bin/python3.13")),
     ]
     for candidate in filter(None, candidates):
-        probe = subprocess.run(
-            [candidate, "-c", "import sys; print(sys.executable)"], capture_output=True, text=True
-        )
+        probe = subprocess.run([candidate, "-c", "import sys; print(sys.executable)"], capture_output=True, text=True)
         if probe.returncode == 0:
             return probe.stdout.strip()
     return None
