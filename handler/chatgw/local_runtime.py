@@ -162,9 +162,7 @@ class FakeRuntimeAPI:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def push(
-        self, event: Any, *, deadline_ms: int | None = None, trace_id: str | None = None
-    ) -> FakeInvocation:
+    def push(self, event: Any, *, deadline_ms: int | None = None, trace_id: str | None = None) -> FakeInvocation:
         deadline = deadline_ms if deadline_ms is not None else int((time.time() + 300) * 1000)
         invocation = FakeInvocation(event=event, deadline_ms=deadline, trace_id=trace_id)
         self.invocations[invocation.request_id] = invocation
