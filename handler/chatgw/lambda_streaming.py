@@ -295,8 +295,8 @@ def run_local(
         invocation = fake.push(dict(event), deadline_ms=int((time.time() + deadline_s) * 1000))
         invocation.on_update = lambda line: write(line + "\n")
         exit_code = asyncio.run(serve(fake.address, factory, max_invocations=1))
-        invocation.wait(timeout=5)
         if exit_code == 0:
+            invocation.wait(timeout=5)
             write(describe(invocation) + "\n")
         elif fake.init_error is not None:
             write(f"init error (/init/error): {json.dumps(fake.init_error)}\n")
