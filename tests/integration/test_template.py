@@ -162,18 +162,22 @@ def test_the_environment_is_what_settings_read(template: dict[str, Any]) -> None
 
 @pytest.mark.parametrize("table", ["KeysTable", "UsageTable"])
 def test_tables_keep_the_store_contract(template: dict[str, Any], table: str) -> None:
+    from chatgw.store.dynamodb import ATTRIBUTES, KEY_SCHEMA, TTL_ATTRIBUTE
+
     resource = template["Resources"][table]
     assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Retain"
     properties = resource["Properties"]
     assert properties["BillingMode"] == "PAY_PER_REQUEST"
-    assert properties["KeySchema"] == [
-        {"AttributeName": "pk", "KeyType": "HASH"},
-        {"AttributeName": "sk", "KeyType": "RANGE"},
-    ]
-    assert {(a["AttributeName"], a["AttributeType"]) for a in properties["AttributeDefinitions"]} == {
-        ("pk", "S"),
-        ("sk", "S"),
-    }
+    assert (
+        properties["KeySchema"]
+        == KEY_SCHEMA
+        == [
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ]
+    )
+    assert properties["AttributeDefinitions"] == ATTRIBUTES
+    assert TTL_ATTRIBUTE == "expires_at"
     assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert properties["SSESpecification"] == {"SSEEnabled": True}
     ttl = properties.get("TimeToLiveSpecification")
@@ -199,9 +203,16 @@ def test_iam_names_its_own_resources_only(template: dict[str, Any]) -> None:
     assert all(s["Resource"] != "*" and "*" not in json.dumps(s["Resource"]) for s in statements)
     actions = {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
     assert not any(a.endswith(":*") for a in actions)
-    assert {"dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:DeleteTable"}.isdisjoint(actions)
-    (tables,) = [s for s in statements if s.get("Sid") == "OwnTables"]
-    assert tables["Resource"] == [{"Fn::GetAtt": "KeysTable.Arn"}, {"Fn::GetAtt": "UsageTable.Arn"}]
+    by_sid = {s.get("Sid"): s for s in statements}
+    assert by_sid["ReadKeys"]["Action"] == "dynamodb:GetItem"
+    assert by_sid["ReadKeys"]["Resource"] == {"Fn::GetAtt": "KeysTable.Arn"}
+    assert sorted(by_sid["MeterUsage"]["Action"]) == ["dynamodb:PutItem", "dynamodb:UpdateItem"]
+    assert by_sid["MeterUsage"]["Resource"] == {"Fn::GetAtt": "UsageTable.Arn"}
+    assert {a for a in actions if a.startswith("dynamodb:")} == {
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+    }
     conditional = {s["Sid"]: s["Resource"] for s in statements if s.get("Sid", "").startswith("Named")}
     assert conditional == {
         "NamedBedrockModels": {"Ref": "BedrockModelArns"},
