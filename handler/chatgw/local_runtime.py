@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -43,6 +44,9 @@ class FakeInvocation:
     error_type_header: str | None = None
     finished: threading.Event = field(default_factory=threading.Event)
     on_update: Callable[[str], None] | None = None
+    cut_after_chunks: int | None = None
+    """Drop the response connection after this many body chunks, as when the client goes away."""
+    cut: bool = False
     _raw: bytearray = field(default_factory=bytearray)
 
     @property
@@ -62,6 +66,7 @@ class FakeInvocation:
     def succeeded(self) -> bool:
         return (
             self.finished.is_set()
+            and not self.cut
             and self.error is None
             and self.stream_error is None
             and self.prelude_error is None
@@ -235,24 +240,36 @@ def _handler_for(fake: FakeRuntimeAPI) -> type[BaseHTTPRequestHandler]:
                 invocation.error = json.loads(self._read_body() or b"null")
                 invocation.error_type_header = self.headers.get(ERROR_TYPE_TRAILER)
             elif self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                self._read_chunked(invocation)
+                if not self._read_chunked(invocation):
+                    invocation.finished.set()
+                    return
             else:
                 invocation.buffered_body = self._read_body()
             invocation.finished.set()
             self._answer(202)
 
-        def _read_chunked(self, invocation: FakeInvocation) -> None:
+        def _read_chunked(self, invocation: FakeInvocation) -> bool:
+            """Reads the chunks and trailers; False when it cut the connection on purpose."""
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
                     break
                 invocation._add_chunk(self.rfile.read(size))
                 self.rfile.readline()
+                if (
+                    invocation.cut_after_chunks is not None
+                    and len(invocation.body_chunks) >= invocation.cut_after_chunks
+                ):
+                    invocation.cut = True
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return False
             while True:
                 line = self.rfile.readline()
                 if line in (b"\r\n", b"\n", b""):
                     break
                 name, _, value = line.decode("latin-1").partition(":")
                 invocation.trailers[name.strip().lower()] = value.strip()
+            return True
 
     return Handler

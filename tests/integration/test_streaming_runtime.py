@@ -29,6 +29,7 @@ class ProbeApp:
 
     def __init__(self) -> None:
         self.gate = threading.Event()
+        self.stopped = threading.Event()
         self.counter = itertools.count(1)
         self.loops: list[int] = []
         self.builds = 0
@@ -38,6 +39,7 @@ class ProbeApp:
                 Route("/echo", self.echo, methods=["POST"]),
                 Route("/sse", self.sse),
                 Route("/hang", self.hang),
+                Route("/endless", self.endless),
             ]
         )
 
@@ -90,6 +92,17 @@ class ProbeApp:
             await asyncio.to_thread(self.gate.wait, 30)
             yield b"data: second\n\n"
             yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def endless(self, request: Request) -> Response:
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                for i in range(10_000):
+                    yield f"data: {i}\n\n".encode()
+                    await asyncio.sleep(0.01)
+            finally:
+                self.stopped.set()
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
@@ -304,3 +317,16 @@ def test_run_local_reports_an_init_error() -> None:
         'init error (/init/error): {"errorMessage": "ValueError: bad catalog", '
         '"errorType": "Runtime.InitError", "stackTrace": []}\n'
     ]
+
+
+def test_when_lambda_drops_the_stream_the_app_sees_a_disconnect_and_the_container_goes_on(
+    fake: FakeRuntimeAPI, app: ProbeApp
+) -> None:
+    dropped = fake.push(http_v2_event("GET", "/endless"))
+    dropped.cut_after_chunks = 3
+    after = fake.push(rest_v1_event("GET", "/json"))
+    RuntimeThread(fake.address, app.factory, max_invocations=2).join(timeout=60)
+
+    assert dropped.cut and not dropped.succeeded
+    assert app.stopped.is_set()  # the app stopped streaming: it was told the client is gone
+    assert after.succeeded
