@@ -107,7 +107,16 @@ def probe_app() -> ASGI:
 
     async def hello(request: Request) -> Response:
         context = request.scope["aws.context"]
-        return JSONResponse({"pid": os.getpid(), "request_id": context.aws_request_id})
+        return JSONResponse(
+            {
+                "pid": os.getpid(),
+                "request_id": context.aws_request_id,
+                "function_name": context.function_name,
+                "memory_limit_in_mb": context.memory_limit_in_mb,
+                "log_group_name": context.log_group_name,
+                "log_stream_name": context.log_stream_name,
+            }
+        )
 
     async def sse(request: Request) -> Response:
         async def events() -> Any:

@@ -26,6 +26,8 @@ def wrapper_env(runtime_api: str, **extra: str) -> dict[str, str]:
         AWS_LAMBDA_RUNTIME_API=runtime_api,
         AWS_LAMBDA_FUNCTION_NAME="chatgw",
         AWS_LAMBDA_FUNCTION_MEMORY_SIZE="1024",
+        AWS_LAMBDA_LOG_GROUP_NAME="/aws/lambda/chatgw",
+        AWS_LAMBDA_LOG_STREAM_NAME="2026/11/25/[$LATEST]abc",
         PYTHONPATH=str(ROOT),
         **extra,
     )
@@ -69,7 +71,10 @@ def test_the_wrapper_starts_the_streaming_runtime_for_many_invocations(
     ]
     # One warm process served them all.
     assert json.loads(first.body)["pid"] == json.loads(second.body)["pid"] == container.pid
-    assert json.loads(second.body)["request_id"] == second.request_id
+    context = json.loads(second.body)
+    assert context["request_id"] == second.request_id
+    assert (context["function_name"], context["memory_limit_in_mb"]) == ("chatgw", 1024)
+    assert (context["log_group_name"], context["log_stream_name"]) == ("/aws/lambda/chatgw", "2026/11/25/[$LATEST]abc")
 
 
 def test_an_app_that_cannot_be_built_is_an_init_error(fake: FakeRuntimeAPI) -> None:
