@@ -104,18 +104,17 @@ class ChatStream:
         if not self._queue.empty():
             return self._queue.get_nowait()
         try:
-            return await asyncio.wait_for(self._queue.get(), keepalive_s)
+            async with asyncio.timeout(keepalive_s):  # wakes as soon as a piece is put (no extra task)
+                return await self._queue.get()
         except TimeoutError:
             return None
 
     async def frames(self, keepalive_s: float) -> AsyncIterator[bytes]:
         """The SSE body. Ends with `[DONE]`, or with an in-band error and no `[DONE]`.
-        Frames leave as soon as they are made; those the backend has already produced while the
-        last ones were being sent leave together, in one write (nothing ever waits to be batched)."""
+        Each chunk is its own frame, sent as soon as it is made."""
         request = self.prepared.request
         cid, created, model = f"chatcmpl-{self.call.request_id}", int(self.call.now.timestamp()), request.model
         first_chunk = True
-        ready: list[bytes] = []
         while True:
             item = await self._next(keepalive_s)
             if item is None:
@@ -125,27 +124,23 @@ class ChatStream:
                 break
             if isinstance(item, ChatgwError):
                 self.status = "error"
-                ready.append(frame({"error": item.envelope(self.call.request_id)["error"]}))
-                yield b"".join(ready)
+                yield frame({"error": item.envelope(self.call.request_id)["error"]})
                 return
             assert isinstance(item, Piece)
             if item.usage is not None:
                 self._usage = item.usage
-            if item.choices:
-                if first_chunk:
-                    first_chunk = False
-                    item.choices[0].delta.setdefault("role", "assistant")
-                self._observe(item)
-                ready.append(frame(chunk_body(item, completion_id=cid, created=created, model=model)))
-            if ready and self._queue.empty():
-                yield b"".join(ready)
-                ready.clear()
+            if not item.choices:
+                continue
+            if first_chunk:
+                first_chunk = False
+                item.choices[0].delta.setdefault("role", "assistant")
+            self._observe(item)
+            yield frame(chunk_body(item, completion_id=cid, created=created, model=model))
         if request.include_usage:
             usage, _ = self.usage()
-            ready.append(frame(chunk_body(Piece(), completion_id=cid, created=created, model=model, usage=usage)))
+            yield frame(chunk_body(Piece(), completion_id=cid, created=created, model=model, usage=usage))
         self.status = "ok"
-        ready.append(DONE)
-        yield b"".join(ready)
+        yield DONE
 
     def _observe(self, piece: Piece) -> None:
         for choice in piece.choices:
