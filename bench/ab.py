@@ -1,0 +1,70 @@
+"""Before/after: chatgw from another source tree (`--before DIR`, e.g. a `git archive` of an older
+commit's `handler/`) against this tree's chatgw and the baseline, runs interleaved round by round,
+server CPU per request at one concurrency; medians of the rounds.
+
+    git archive <commit> handler | tar -x -C /tmp/before
+    python -m bench.ab --before /tmp/before/handler [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from .procs import running
+from .run import Bench, parse_args
+from .targets import baseline_server, chatgw_env, chatgw_server, create_key, upstream_server
+
+MODES = ((False, 20), (True, 20), (True, 100))  # (streamed, chunks)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--before", type=Path, required=True, help="a handler/ folder holding the older chatgw")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=1500)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="chatgw-ab-") as tmp:
+        work = Path(tmp)
+        bench = Bench(parse_args(["--requests", str(args.requests), "--seconds", str(args.seconds)]), work)
+        f = bench.features
+        with running(upstream_server(work / "upstream.log")) as upstream:
+            env = chatgw_env(work / "state", upstream.port, f, None)
+            key = create_key(env)
+            before_env = {**env, "PYTHONPATH": str(args.before.resolve())}
+            with (
+                running(baseline_server(upstream.port, key, work / "baseline.log")) as base,
+                running(chatgw_server("before", before_env, work / "before.log")) as before,
+                running(chatgw_server("after", env, work / "after.log")) as after,
+            ):
+                for _ in range(args.rounds):
+                    for stream, chunks in MODES:
+                        for server, name in ((base, "baseline"), (before, "chatgw-before"), (after, "chatgw-after")):
+                            target = "chatgw-sqlite" if name.startswith("chatgw") else name
+                            row = bench.measure(
+                                server, target, key, stream=stream, chunks=chunks, concurrency=args.concurrency
+                            )
+                            row["target"] = name
+    cpu: dict[str, dict[str, list[float]]] = {}
+    for row in bench.runs:
+        cpu.setdefault(row["target"], {}).setdefault(row["mode"], []).append(row["cpu_ms_per_request"])
+    medians = {t: {m: round(statistics.median(v), 3) for m, v in by.items()} for t, by in cpu.items()}
+    print(f"\nserver CPU ms per request, c={args.concurrency}, median of {args.rounds} interleaved rounds")
+    print("| | buffered | stream20 | stream100 | per extra chunk (us) |\n|---|---|---|---|---|")
+    for t, by in medians.items():
+        chunk = round((by["stream100"] - by["stream20"]) * 1000 / 80, 1)
+        print(f"| {t} | {by['buffered']} | {by['stream20']} | {by['stream100']} | {chunk} |")
+    for t in ("chatgw-before", "chatgw-after"):
+        ratios = {m: round(medians[t][m] / medians["baseline"][m], 2) for m in ("buffered", "stream20")}
+        print(f"{t} / baseline: {json.dumps(ratios)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
