@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +17,16 @@ RSS_MAX_MIB = 100.0
 GROWTH_MAX_MIB = 1.0
 
 
-def find(results: dict[str, Any], target: str, mode: str, concurrency: int) -> dict[str, Any] | None:
-    for row in results["runs"]:
-        if row["target"] == target and row["mode"] == mode and row["concurrency"] == concurrency:
-            return dict(row)
-    return None
+def rows(results: dict[str, Any], target: str, mode: str, concurrency: int) -> list[dict[str, Any]]:
+    return [
+        r for r in results["runs"] if r["target"] == target and r["mode"] == mode and r["concurrency"] == concurrency
+    ]
 
 
 def cpu(results: dict[str, Any], target: str, mode: str, concurrency: int) -> float | None:
-    row = find(results, target, mode, concurrency)
-    return row["cpu_ms_per_request"] if row else None
+    """Server CPU ms per request: the median of the rounds."""
+    values = [r["cpu_ms_per_request"] for r in rows(results, target, mode, concurrency) if r["cpu_ms_per_request"]]
+    return round(statistics.median(values), 3) if values else None
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -43,7 +44,7 @@ def budget(results: dict[str, Any], c: int) -> list[dict[str, Any]]:
         r = ratio(gw, base)
         lines.append(
             line(
-                f"server CPU per {label} <= {CPU_RATIO_MAX}x baseline (c={c})",
+                f"server CPU per {label} <= {CPU_RATIO_MAX}x baseline (c={c}, medians)",
                 f"{gw} ms vs {base} ms: {r}x",
                 None if r is None else r <= CPU_RATIO_MAX,
             )
@@ -179,7 +180,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"streaming runtime: {'yes' if f['streaming_runtime'] else 'not present'}.",
         "",
         "CPU is user+system of the server's process tree over the requests served (after a warm-up); "
-        "`x baseline` is chatgw / the bare FastAPI pass-through in the same run and at the same concurrency.",
+        "`x baseline` is chatgw / the bare FastAPI pass-through in the same run and at the same concurrency; "
+        f"the runs at c={results['settings']['headline_c']} are repeated {results['settings']['rounds']} times, "
+        "interleaved, and the budget lines use their medians. The machine is 2 shared cores: single runs vary.",
         "",
         "## Budget",
         "",
@@ -224,7 +227,11 @@ def plot(results: dict[str, Any], path: Path) -> bool:
         values = [cpu(results, t, mode, c) or 0 for t in targets]
         bars = ax.bar(targets, values, color=["#999", "#4a7", "#37c", "#c73"][: len(targets)])
         ax.bar_label(bars, fmt="%.2f")
-        ax.set_title(f"server CPU ms per request, {mode}, c={c}")
+        base = cpu(results, BASELINE, mode, c)
+        if base:
+            ax.axhline(CPU_RATIO_MAX * base, color="red", linestyle="--", linewidth=1, label="budget: 2x baseline")
+            ax.legend(fontsize=7)
+        ax.set_title(f"server CPU ms per request, {mode}, c={c} (median)")
         ax.tick_params(axis="x", labelrotation=15)
     ax = axes[2]
     for t in targets:

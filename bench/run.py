@@ -115,6 +115,14 @@ class Bench:
         if chunk_runs:  # against stream20 at the same concurrency, from above
             for server, name, key in servers:
                 self.measure(server, name, key, stream=True, chunks=100, concurrency=self.args.headline_c)
+            # more rounds of the budget's pairs, for medians (this machine may be shared)
+            for _ in range(self.args.rounds - 1):
+                for stream, chunks in ((False, 20), (True, 20), (True, 100)):
+                    for server, name, key in servers:
+                        if name != "upstream":
+                            self.measure(
+                                server, name, key, stream=stream, chunks=chunks, concurrency=self.args.headline_c
+                            )
 
     # the whole run ------------------------------------------------------------------------
 
@@ -283,11 +291,12 @@ def workdir(keep: bool) -> Iterator[Path]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few requests per run; no soak, no cold start")
-    parser.add_argument("--requests", type=int, default=2000, help="requests per measured run (bound)")
-    parser.add_argument("--seconds", type=float, default=8.0, help="seconds per measured run (bound)")
+    parser.add_argument("--requests", type=int, default=1500, help="requests per measured run (bound)")
+    parser.add_argument("--seconds", type=float, default=6.0, help="seconds per measured run (bound)")
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--headline-c", type=int, default=8, help="the concurrency whose ratios are the headline")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the headline runs (budget uses medians)")
     parser.add_argument("--soak", type=int, default=10_000, help="requests of the memory soak")
     parser.add_argument("--cold-repeats", type=int, default=7)
     parser.add_argument("--skip-dynamodb", action="store_true")
@@ -296,7 +305,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
-        args.requests, args.seconds, args.warmup = min(args.requests, 30), min(args.seconds, 5.0), 5
+        args.requests, args.seconds, args.warmup, args.rounds = min(args.requests, 30), min(args.seconds, 5.0), 5, 1
     return args
 
 
