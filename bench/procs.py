@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -89,9 +90,12 @@ class Server:
     log: Path | None = None
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
+    _log_file: IO[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> Server:
-        out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
+        if self.log:
+            self._log_file = open(self.log, "ab")  # noqa: SIM115 (closed in stop)
+        out = self._log_file or subprocess.DEVNULL
         self.started_at = time.perf_counter()
         self.process = subprocess.Popen(
             self.argv, cwd=ROOT, env={**os.environ, **self.env}, stdout=out, stderr=out, start_new_session=True
@@ -115,14 +119,16 @@ class Server:
         self.process.send_signal(signum)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
 
 
 @contextlib.contextmanager
