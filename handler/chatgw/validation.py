@@ -19,7 +19,7 @@ def parse_chat_request(body: bytes) -> ChatRequest:
     except pydantic.ValidationError as exc:
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # pydantic refused it already; deep nesting must not be a 500
             data = None
         raise to_invalid_request(exc.errors(include_url=False), data) from None
 
