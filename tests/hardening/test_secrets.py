@@ -1,0 +1,187 @@
+"""No secret anywhere it should not be: a representative session against `chatgw serve` (a real
+process, DEBUG logs) collects every log line it wrote, every error body it answered, and every
+byte of its store, and finds no API key, no key secret, no pepper, no upstream key, and no prompt
+text unless prompt logging is on."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from chatgw.keys import Limits, new_key
+from chatgw.store.sqlite import SqliteStore
+from tests.conftest import eventually, free_port, wait_healthy
+
+CHAT = "/v2/llms/chat/completions"
+BANNER = "development key (shown once"
+
+
+@dataclass
+class Session:
+    base_url: str
+    state_dir: Path
+    output: Path
+    keys: dict[str, str] = field(default_factory=dict)
+    error_bodies: list[str] = field(default_factory=list)
+    answers: list[str] = field(default_factory=list)
+
+    def post(self, key: str | None, body: bytes | dict[str, object], **headers: str) -> httpx.Response:
+        if key is not None:
+            headers.setdefault("authorization", f"Bearer {key}")
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        r = httpx.post(self.base_url + CHAT, content=content, headers=headers, timeout=20)
+        self.collect(r.status_code, r.text)
+        return r
+
+    def collect(self, status: int, text: str) -> None:
+        if status >= 400:
+            self.error_bodies.append(text)
+        else:
+            self.answers.append(text)
+            self.error_bodies += [e for e in text.split("\n\n") if e.startswith('data: {"error"')]
+
+
+@contextlib.contextmanager
+def serve(state_dir: Path, env: dict[str, str]) -> Iterator[Session]:
+    port = free_port()
+    output = state_dir.parent / f"serve-{port}.log"
+    with output.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "chatgw.cli", "serve", "--port", str(port), "--state-dir", str(state_dir)],
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_healthy(base, process=process)
+            yield Session(base, state_dir, output)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def run_session(tmp_path: Path, log_prompts: bool) -> tuple[Session, dict[str, str], str]:
+    """Returns the session, the secrets that must never show, and the prompt marker."""
+    state_dir = tmp_path / "state"
+    pepper = f"pepper-{uuid.uuid4().hex}"
+    upstream_key = f"sk-upstream-{uuid.uuid4().hex}"
+    marker = f"PROMPT-MARKER-{uuid.uuid4().hex}"
+    store = SqliteStore(state_dir / "chatgw.db")
+    made = {
+        "plain": new_key("plain", pepper=pepper.encode()),
+        "limited": new_key("limited", pepper=pepper.encode(), limits=Limits(requests_per_minute=2)),
+        "no-stream": new_key("no-stream", pepper=pepper.encode(), allow_streaming=False),
+        "disabled": new_key("disabled", pepper=pepper.encode()),
+    }
+    for name, (_, record) in made.items():
+        store.create_key(record.with_changes(enabled=False) if name == "disabled" else record)
+    store.close()
+    keys = {name: key for name, (key, _) in made.items()}
+    env = {
+        "CHATGW_LOG_LEVEL": "DEBUG",
+        "CHATGW_KEY_PEPPER": pepper,
+        "CHATGW_LOG_PROMPTS": "true" if log_prompts else "false",
+        "CHATGW_KEY_CACHE_SECONDS": "0",
+        "CHATGW_MAX_BODY_BYTES": "4096",
+        "SOME_UPSTREAM_API_KEY": upstream_key,
+    }
+    user = [{"role": "user", "content": f"please keep {marker} secret"}]
+    with serve(state_dir, env) as s:
+        plain, limited = keys["plain"], keys["limited"]
+        keys["dev"] = (state_dir / "dev-key").read_text().strip()
+        s.post(plain, {"model": "echo", "messages": user})
+        outside = sqlite3.connect(str(state_dir / "chatgw.db"), isolation_level=None)
+        assert eventually(lambda: outside.execute("SELECT count(*) FROM events").fetchone()[0] == 1)
+        outside.execute("CREATE TRIGGER fail BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+        s.post(plain, {"model": "echo", "messages": user})  # its usage goes to a `usage_event` log line
+        s.post(plain, {"model": "echo", "messages": user, "stream": True})
+        assert eventually(lambda: s.output.read_text().count('"msg": "usage_event"') == 2)  # written after the answer
+        outside.execute("DROP TRIGGER fail")
+        outside.close()
+        s.post(keys["dev"], {"model": "echo", "messages": user}, **{"x-api-key": keys["dev"]})
+        s.post(plain, {"model": "echo", "messages": user, "stream": True, "stream_options": {"include_usage": True}})
+        for _ in range(3):
+            s.post(limited, {"model": "echo", "messages": user})  # the third is a 429
+        s.post(keys["no-stream"], {"model": "echo", "messages": user, "stream": True})  # 403
+        s.post(keys["disabled"], {"model": "echo", "messages": user})  # 403
+        s.post(plain[:-3] + "xyz", {"model": "echo", "messages": user})  # wrong secret
+        s.post(plain + "extra", {"model": "echo", "messages": user})  # malformed
+        s.post(None, {"model": "echo", "messages": user}, **{"x-api-key": plain, "authorization": f"Bearer {limited}"})
+        s.post(None, {"model": "echo", "messages": user}, **{"x-api-key": f"{plain} {plain}"})
+        s.post(plain, {"model": "nope", "messages": user})  # 404
+        s.post(plain, {"model": "echo", "messages": [{"role": "wizard", "content": marker}]})  # 400
+        s.post(plain, {"model": "echo", "messages": user, "api_key": plain, "base_url": "http://127.0.0.2"})  # 400
+        s.post(plain, {"model": "echo", "messages": user, "metadata": {"api_key": upstream_key}})  # 400
+        s.post(plain, {"model": "echo", "messages": user, "temperature": marker})  # 400
+        s.post(plain, b'{"model": "echo", "messages": [{"role": "user", "content": "' + marker.encode() + b'"')
+        s.post(plain, {"model": "echo", "messages": [{"role": "user", "content": marker * 200}]})  # 413
+        s.post(plain, {"model": "echo", "messages": user, "tools": [{"type": "function", "function": {"name": "f"}}]})
+        r = httpx.get(s.base_url + f"/v1/models?api_key={plain}", timeout=10)  # never read from the query
+        s.collect(r.status_code, r.text)
+        for path in ("/v1/models", "/v2/llms", "/v1/models/echo", "/v1/models/nope"):
+            r = httpx.get(s.base_url + path, headers={"x-api-key": plain}, timeout=10)
+            s.collect(r.status_code, r.text)
+        with httpx.stream(
+            "POST",
+            s.base_url + CHAT,
+            json={"model": "echo", "messages": [{"role": "user", "content": marker + " word" * 300}], "stream": True},
+            headers={"x-api-key": plain},
+            timeout=10,
+        ) as r:
+            next(r.iter_lines())  # and the client leaves mid-stream
+    return s, {**keys, "pepper": pepper, "upstream": upstream_key}, marker
+
+
+def stored_bytes(state_dir: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(state_dir.iterdir()) if p.is_file() and p.name != "dev-key")
+
+
+@pytest.mark.parametrize("log_prompts", [False, True], ids=["prompts-not-logged", "prompts-logged"])
+def test_no_secret_in_logs_errors_or_store(tmp_path: Path, log_prompts: bool) -> None:
+    session, secrets, marker = run_session(tmp_path, log_prompts)
+    output = session.output.read_text()
+    lines = output.splitlines()
+    banner = [i for i, line in enumerate(lines) if BANNER in line]
+    assert len(banner) == 1  # the development key is shown once, on the line after this one, by design
+    del lines[banner[0] + 1]
+    logs = "\n".join(lines)
+    json_lines = [json.loads(line) for line in lines if line.startswith("{")]
+    assert len([line for line in json_lines if line["msg"] == "usage_event"]) == 2  # the failed ledger writes
+    assert any(line.get("key_id") for line in json_lines)  # keys are named by their public id
+    errors = "\n".join(session.error_bodies)
+    assert len(session.error_bodies) >= 14
+    stored = stored_bytes(session.state_dir)
+    assert stored
+
+    for name, secret in secrets.items():
+        pieces = [secret]
+        if secret.startswith("cgw_"):
+            pieces.append(secret.split("_")[2])  # the secret part alone
+        for piece in pieces:
+            assert piece not in logs, f"{name} in the logs"
+            assert piece not in errors, f"{name} in an error body"
+            assert piece.encode() not in stored, f"{name} in the store"
+    assert marker not in errors, "prompt text in an error body"
+    assert marker.encode() not in stored, "prompt text in the store"
+    if log_prompts:
+        assert marker in logs
+        assert [line for line in json_lines if line["msg"] == "prompt" and marker in line["body"]]
+    else:
+        assert marker not in logs, "prompt text in the logs"
+    assert "Traceback" not in output
