@@ -22,6 +22,8 @@ from chatgw.keys import new_key
 from chatgw.settings import Settings
 from chatgw.store.sqlite import SqliteStore
 
+pytest_plugins = ["tests.dynamo_fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -11,11 +11,16 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from . import admin
+from .errors import ChatgwError
 from .keys import new_key
 from .settings import Settings, SettingsError
 from .store.base import Store
+
+if TYPE_CHECKING:
+    from .compose import Container
 
 DEV_KEY_FILE = "dev-key"
 PLACEHOLDER = "CHATGW_DEV_KEY"
@@ -46,16 +51,21 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def _build(args: argparse.Namespace) -> tuple[Settings, Container]:
+    """Settings and container, with the store the options name (the same options as `chatgw keys`)."""
+    from .compose import build
+
+    settings = _settings(args)
+    return settings, build(settings, store=admin.open_store(args, settings))
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
     except ImportError:
         print("chatgw serve needs uvicorn: pip install 'chatgw[local]'", file=sys.stderr)
         return 2
-    from .compose import build
-
-    settings = _settings(args)
-    container = build(settings)
+    settings, container = _build(args)
     key, created = dev_key(container.store, settings.state_dir, settings.pepper)
     base = f"http://{args.host}:{args.port}"
     models = ", ".join(e.name for e in container.catalog.entries())
@@ -98,10 +108,7 @@ def load_event(path: str, key: str) -> dict[str, Any]:
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:
-    from .compose import build
-
-    settings = _settings(args)
-    container = build(settings)
+    settings, container = _build(args)
     key, _ = dev_key(container.store, settings.state_dir, settings.pepper)
     event = load_event(args.event, key)
     if args.stream:
@@ -130,16 +137,16 @@ def parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gateway locally (uvicorn, embedded store)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument(
-        "--state-dir", default=None, help="folder of the SQLite store (default: CHATGW_STATE_DIR or .chatgw)"
-    )
+    admin.add_store_options(serve)
     serve.set_defaults(func=cmd_serve)
 
     invoke = sub.add_parser("invoke", help="run a Lambda event through the handler, no Docker")
     invoke.add_argument("event", help="an API Gateway / function URL event JSON file")
     invoke.add_argument("--stream", action="store_true", help="through the response-streaming runtime")
-    invoke.add_argument("--state-dir", default=None)
+    admin.add_store_options(invoke)
     invoke.set_defaults(func=cmd_invoke)
+
+    admin.register(sub)
     return root
 
 
@@ -147,9 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except SettingsError as exc:
+    except (SettingsError, admin.CliError) as exc:
         print(f"chatgw: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "code", 2)
+    except ChatgwError as exc:
+        print(f"chatgw: {exc.message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

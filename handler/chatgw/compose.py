@@ -12,6 +12,7 @@ from .backends.base import BackendDeps
 from .catalog import Catalog, load_catalog
 from .service import Service
 from .settings import Settings
+from .store import open_from_settings
 from .store.base import Store
 
 if TYPE_CHECKING:
@@ -19,14 +20,7 @@ if TYPE_CHECKING:
 
 
 def open_store(settings: Settings) -> Store:
-    if settings.uses_dynamodb:
-        import importlib
-
-        store: Store = importlib.import_module("chatgw.store.dynamodb").open_dynamodb(settings)
-        return store
-    from .store.sqlite import SqliteStore
-
-    return SqliteStore(settings.state_dir / "chatgw.db", usage_ttl_days=settings.usage_ttl_days)
+    return open_from_settings(settings)
 
 
 @dataclass(frozen=True, slots=True)

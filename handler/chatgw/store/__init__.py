@@ -2,5 +2,6 @@
 with two adapters: `sqlite.SqliteStore` (local) and `dynamodb.DynamoStore` (deployed)."""
 
 from .base import KeyExists, KeyNotFound, Store, UsageEvent, UsageQuery, UsageRow
+from .factory import open_from_settings
 
-__all__ = ["KeyExists", "KeyNotFound", "Store", "UsageEvent", "UsageQuery", "UsageRow"]
+__all__ = ["KeyExists", "KeyNotFound", "Store", "UsageEvent", "UsageQuery", "UsageRow", "open_from_settings"]

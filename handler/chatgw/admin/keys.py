@@ -1,0 +1,210 @@
+"""`chatgw keys create|list|show|update|disable|enable|rotate|delete`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..keys import KeyRecord, Limits, format_key, hash_secret, new_key, new_secret
+from ..settings import Settings
+from ..store.base import KeyExists, KeyNotFound, Store
+from .common import CliError, key_id_arg, now, print_table
+
+CLEAR = "none"
+LIMIT_FLAGS = {
+    "rpm": "requests_per_minute",
+    "tpm": "tokens_per_minute",
+    "monthly_tokens": "monthly_token_budget",
+    "max_tokens": "max_tokens_per_request",
+}
+
+# argument types -------------------------------------------------------------------------
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def limit_or_clear(text: str) -> int | str:
+    return CLEAR if text.lower() == CLEAR else positive(text)
+
+
+_DURATION = re.compile(r"^(\d+)([dhm])$")
+
+
+def parse_expiry(text: str, now: datetime) -> datetime:
+    """`30d`, `12h`, `45m` from now, or an ISO 8601 date or time (UTC when it names no zone)."""
+    match = _DURATION.match(text.strip())
+    if match:
+        amount, unit = int(match.group(1)), match.group(2)
+        return now + timedelta(**{{"d": "days", "h": "hours", "m": "minutes"}[unit]: amount})
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(f"--expires: expected ISO 8601 (2026-12-31T00:00Z) or 30d/12h/45m, got {text!r}", 2) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _tags(pairs: Sequence[str]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise CliError(f"--tag: expected k=v, got {pair!r}", code=2)
+        tags[name] = value
+    return tags
+
+
+def _get(store: Store, key_id: str) -> KeyRecord:
+    record = store.get_key(key_id_arg(key_id))
+    if record is None:
+        raise CliError(f"no such key: {key_id}")
+    return record
+
+
+def _print_record(record: KeyRecord, as_json: bool, extra: dict[str, Any] | None = None) -> None:
+    data = {**(extra or {}), **record.public_dict()}
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    for name, value in data.items():
+        if isinstance(value, list):
+            value = ", ".join(map(str, value))
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+        print(f"{name:16} {value if value is not None else '-'}")
+
+
+def _limits_text(limits: Limits) -> str:
+    short = {"requests_per_minute": "rpm", "tokens_per_minute": "tpm", "monthly_token_budget": "month"}
+    short["max_tokens_per_request"] = "max"
+    return " ".join(f"{short[k]}={v}" for k, v in limits.to_dict().items()) or "-"
+
+
+def cmd_keys_create(args: argparse.Namespace, store: Store, settings: Settings) -> int:
+    now = datetime.now(UTC)
+    limits = Limits(**{LIMIT_FLAGS[f]: getattr(args, f) for f in LIMIT_FLAGS if getattr(args, f) is not None})
+    key, record = new_key(
+        args.name,
+        pepper=settings.pepper,
+        now=now,
+        owner=args.owner,
+        expires_at=parse_expiry(args.expires, now) if args.expires else None,
+        allowed_models=tuple(args.models or ["*"]),
+        allow_streaming=not args.no_streaming,
+        limits=limits,
+        tags=_tags(args.tag or []),
+    )
+    try:
+        store.create_key(record)
+    except KeyExists:
+        raise CliError("a key with this id exists already; run the command again") from None
+    if args.json:
+        print(json.dumps({"key": key, **record.public_dict()}, indent=2))
+    else:
+        print(f"Created key {record.key_id} ({record.name}). The key, shown this once:\n\n    {key}\n")
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace, store: Store, settings: Settings) -> int:
+    records = store.list_keys()
+    if args.json:
+        print(json.dumps([r.public_dict() for r in records], indent=2))
+        return 0
+    rows = [
+        [
+            r.key_id,
+            r.name,
+            r.owner or "-",
+            "yes" if r.enabled else "no",
+            r.expires_at.isoformat(timespec="minutes") if r.expires_at else "-",
+            ",".join(r.allowed_models),
+            _limits_text(r.limits),
+        ]
+        for r in records
+    ]
+    print_table(["KEY_ID", "NAME", "OWNER", "ENABLED", "EXPIRES", "MODELS", "LIMITS"], rows)
+    return 0
+
+
+def cmd_keys_show(args: argparse.Namespace, store: Store, settings: Settings) -> int:
+    _print_record(_get(store, args.key_id), args.json)
+    return 0
+
+
+def _save(store: Store, record: KeyRecord) -> None:
+    try:
+        store.save_key(record)
+    except KeyNotFound:
+        raise CliError(f"no such key: {record.key_id}") from None
+
+
+def cmd_keys_update(args: argparse.Namespace, store: Store, settings: Settings) -> int:
+    record = _get(store, args.key_id)
+    changes: dict[str, Any] = {}
+    if args.name is not None:
+        changes["name"] = args.name
+    if args.owner is not None:
+        changes["owner"] = None if args.owner == "" else args.owner
+    if args.models:
+        changes["allowed_models"] = tuple(args.models)
+    if args.streaming is not None:
+        changes["allow_streaming"] = args.streaming
+    if args.expires is not None:
+        changes["expires_at"] = None if args.expires.lower() == "never" else parse_expiry(args.expires, now())
+    limits = record.limits.to_dict()
+    for flag, name in LIMIT_FLAGS.items():
+        value = getattr(args, flag)
+        if value == CLEAR:
+            limits.pop(name, None)
+        elif value is not None:
+            limits[name] = value
+    changes["limits"] = Limits(**limits)
+    tags = {**record.tags, **_tags(args.tag or [])}
+    for name in args.untag or []:
+        tags.pop(name, None)
+    changes["tags"] = tags
+    updated = record.with_changes(**changes)
+    _save(store, updated)
+    _print_record(updated, args.json)
+    return 0
+
+
+def set_enabled(enabled: bool) -> Callable[[argparse.Namespace, Store, Settings], int]:
+    def command(args: argparse.Namespace, store: Store, settings: Settings) -> int:
+        updated = _get(store, args.key_id).with_changes(enabled=enabled)
+        _save(store, updated)
+        _print_record(updated, args.json)
+        return 0
+
+    return command
+
+
+def cmd_keys_rotate(args: argparse.Namespace, store: Store, settings: Settings) -> int:
+    record = _get(store, args.key_id)
+    secret = new_secret()
+    _save(store, record.with_changes(secret_hash=hash_secret(secret, settings.pepper)))
+    key = format_key(record.key_id, secret)
+    if args.json:
+        print(json.dumps({"key": key, **record.public_dict()}, indent=2))
+    else:
+        print(f"Rotated key {record.key_id}; the old secret no longer works. The new key, shown this once:")
+        print(f"\n    {key}\n")
+    return 0
+
+
+def cmd_keys_delete(args: argparse.Namespace, store: Store, settings: Settings) -> int:
+    if not store.delete_key(key_id_arg(args.key_id)):
+        raise CliError(f"no such key: {args.key_id}")
+    print(json.dumps({"key_id": args.key_id, "deleted": True}) if args.json else f"Deleted key {args.key_id}.")
+    return 0

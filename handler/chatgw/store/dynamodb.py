@@ -1,0 +1,492 @@
+"""The deployed store: two DynamoDB tables through an injected boto3 client.
+
+Both tables have a string partition key `pk` and a string sort key `sk` (docs/store.md):
+
+    keys table    pk=KEY#<key_id>  sk=KEY                     the key record (hash of the secret only)
+    usage table   pk=KEY#<key_id>  sk=EV#<request_id>         one usage event, `expires_at` TTL
+                  pk=KEY#<key_id>  sk=M#<YYYY-MM>             month totals + the live minute window
+                                                              (win, wreq, wtok): admission's one item
+                  pk=KEY#<key_id>  sk=M#<YYYY-MM>#<model>     month totals of one model
+                  pk=KEY#<key_id>  sk=D#<YYYY-MM-DD>[#<model>] day totals (and per model)
+
+Admission is one conditional UpdateItem on the month item; recording usage is one
+TransactWriteItems (event Put with attribute_not_exists + four aggregate Updates).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..errors import StoreUnavailable
+from ..keys import KeyRecord, Limits
+from ..limits import Admission, day_of, minute_window, month_of
+from .base import KeyExists, KeyNotFound, UsageEvent, UsageQuery, UsageRow
+from .codec import event_from_dict, key_from_dict, key_to_dict
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+T = TypeVar("T")
+_ser = TypeSerializer()
+_de = TypeDeserializer()
+CONFLICT_RETRIES = 6
+KEY_SK = "KEY"
+
+
+class _Refused(Exception):
+    """A conditional write failed; `item` is the item as it was (ALL_OLD), or empty."""
+
+    def __init__(self, item: Mapping[str, Any]) -> None:
+        super().__init__("condition failed")
+        self.item = item
+
+
+def _to_item(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _ser.serialize(v) for k, v in data.items() if v is not None}
+
+
+def _from_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _de.deserialize(v) for k, v in item.items()}
+
+
+def _n(value: int) -> dict[str, str]:
+    return {"N": str(int(value))}
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _int(item: Mapping[str, Any], name: str, default: int = 0) -> int:
+    value = item.get(name)
+    return int(value["N"]) if value and "N" in value else default
+
+
+def _pk(key_id: str) -> dict[str, str]:
+    return _s(f"KEY#{key_id}")
+
+
+def _unavailable(exc: Exception) -> StoreUnavailable:
+    return StoreUnavailable(f"The key store is unavailable ({type(exc).__name__}).")
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class DynamoStore:
+    def __init__(self, client: DynamoDBClient, keys_table: str, usage_table: str, *, usage_ttl_days: int = 90) -> None:
+        self.client = client
+        self.keys_table = keys_table
+        self.usage_table = usage_table
+        self.usage_ttl = timedelta(days=usage_ttl_days)
+        # The minute window this process last saw live per key: picks the right update first.
+        self._live_window: dict[str, int] = {}
+        self._hint_lock = threading.Lock()
+
+    # plumbing -----------------------------------------------------------------------
+
+    def _call(self, fn: Callable[..., T], **kwargs: Any) -> T:
+        """One request; conditional failures become `_Refused`, transport and server errors
+        (after botocore's own retries) `StoreUnavailable`. Transaction conflicts are retried."""
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                return fn(**kwargs)
+            except ClientError as exc:
+                code = _error_code(exc)
+                if code == "ConditionalCheckFailedException":
+                    item: Mapping[str, Any] = exc.response.get("Item") or {}  # type: ignore[assignment]
+                    raise _Refused(item) from None
+                if code == "TransactionConflictException" and attempt + 1 < CONFLICT_RETRIES:
+                    time.sleep(random.uniform(0, 0.02 * 2**attempt))
+                    continue
+                if code == "TransactionCanceledException":
+                    raise
+                raise _unavailable(exc) from exc
+            except BotoCoreError as exc:
+                raise _unavailable(exc) from exc
+        raise AssertionError("unreachable")
+
+    # keys ---------------------------------------------------------------------------
+
+    def _key_item(self, record: KeyRecord) -> dict[str, Any]:
+        return {"pk": _pk(record.key_id), "sk": _s(KEY_SK), **_to_item(key_to_dict(record))}
+
+    def create_key(self, record: KeyRecord) -> None:
+        try:
+            self._call(
+                self.client.put_item,
+                TableName=self.keys_table,
+                Item=self._key_item(record),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except _Refused:
+            raise KeyExists(record.key_id) from None
+
+    def get_key(self, key_id: str) -> KeyRecord | None:
+        resp = self._call(
+            self.client.get_item,
+            TableName=self.keys_table,
+            Key={"pk": _pk(key_id), "sk": _s(KEY_SK)},
+            ConsistentRead=True,
+        )
+        item = resp.get("Item")
+        return key_from_dict(_from_item(item)) if item else None
+
+    def list_keys(self) -> list[KeyRecord]:
+        items = self._scan(self.keys_table, ConsistentRead=True)
+        records = [key_from_dict(_from_item(item)) for item in items]
+        return sorted(records, key=lambda r: r.key_id)
+
+    def save_key(self, record: KeyRecord) -> None:
+        try:
+            self._call(
+                self.client.put_item,
+                TableName=self.keys_table,
+                Item=self._key_item(record),
+                ConditionExpression="attribute_exists(pk)",
+            )
+        except _Refused:
+            raise KeyNotFound(record.key_id) from None
+
+    def delete_key(self, key_id: str) -> bool:
+        resp = self._call(
+            self.client.delete_item,
+            TableName=self.keys_table,
+            Key={"pk": _pk(key_id), "sk": _s(KEY_SK)},
+            ReturnValues="ALL_OLD",
+        )
+        return bool(resp.get("Attributes"))
+
+    def _scan(self, table: str, **kwargs: Any) -> list[dict[str, Any]]:
+        return self._pages(self.client.scan, TableName=table, **kwargs)
+
+    def _query(self, **kwargs: Any) -> list[dict[str, Any]]:
+        return self._pages(self.client.query, TableName=self.usage_table, **kwargs)
+
+    def _pages(self, fn: Callable[..., Any], **kwargs: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        start: dict[str, Any] | None = None
+        while True:
+            page = self._call(fn, **kwargs, **({"ExclusiveStartKey": start} if start else {}))
+            items.extend(page.get("Items", []))
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return items
+
+    # limits -------------------------------------------------------------------------
+
+    def admit(self, key_id: str, limits: Limits, now: datetime) -> Admission:
+        """One conditional UpdateItem on the month item, which carries the live minute window.
+
+        Two shapes of update: `ADD wreq 1` within the live window, or `SET win, wreq=1, wtok=0`
+        to open a new one. This process remembers the live window per key, so the first try is
+        almost always the right one; a wrong guess costs one more round trip (at most once a
+        minute). The condition failure returns the old item, so a refusal needs no extra read."""
+        rpm, tpm, budget = limits.requests_per_minute, limits.tokens_per_minute, limits.monthly_token_budget
+        if rpm is not None and rpm <= 0:
+            return Admission("requests")
+        if tpm is not None and tpm <= 0:
+            return Admission("tokens")
+        window = minute_window(now)
+        month = month_of(now)
+        with self._hint_lock:
+            same_window = self._live_window.get(key_id) == window
+        for _ in range(4):
+            try:
+                new = self._admit_once(key_id, month, window, same_window, rpm, tpm, budget)
+            except _Refused as refused:
+                old = refused.item
+                live = _int(old, "win", -1)
+                if live > window:  # another container's clock is ahead: join its window
+                    window, same_window = live, True
+                    continue
+                if same_window != (live == window):  # guessed the wrong shape of update
+                    same_window = live == window
+                    continue
+                self._remember(key_id, live)
+                return self._refusal(old, window, rpm, tpm, budget)
+            self._remember(key_id, window)
+            return Admission(
+                None,
+                requests_used=_int(new, "wreq"),
+                tokens_used=_int(new, "wtok"),
+                month_tokens_used=_int(new, "total_tokens"),
+            )
+        raise StoreUnavailable("The key store is unavailable (admission did not settle).")
+
+    def _remember(self, key_id: str, window: int) -> None:
+        with self._hint_lock:
+            if window >= 0:
+                self._live_window[key_id] = window
+
+    def _admit_once(
+        self,
+        key_id: str,
+        month: str,
+        window: int,
+        same_window: bool,
+        rpm: int | None,
+        tpm: int | None,
+        budget: int | None,
+    ) -> dict[str, Any]:
+        values: dict[str, Any] = {":w": _n(window), ":one": _n(1)}
+        if same_window:
+            update = "ADD wreq :one"
+            conditions = ["win = :w"]
+            if rpm is not None:
+                conditions.append("wreq < :rpm")
+                values[":rpm"] = _n(rpm)
+            if tpm is not None:
+                conditions.append("wtok < :tpm")
+                values[":tpm"] = _n(tpm)
+        else:
+            update = "SET win = :w, wreq = :one, wtok = :zero, key_id = :kid, period = :month"
+            conditions = ["(attribute_not_exists(win) OR win < :w)"]
+            values.update({":zero": _n(0), ":kid": _s(key_id), ":month": _s(month)})
+        if budget is not None:
+            conditions.append("(attribute_not_exists(total_tokens) OR total_tokens < :budget)")
+            values[":budget"] = _n(budget)
+        resp = self._call(
+            self.client.update_item,
+            TableName=self.usage_table,
+            Key={"pk": _pk(key_id), "sk": _s(f"M#{month}")},
+            UpdateExpression=update,
+            ConditionExpression=" AND ".join(conditions),
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+        return dict(resp.get("Attributes", {}))
+
+    @staticmethod
+    def _refusal(
+        old: Mapping[str, Any], window: int, rpm: int | None, tpm: int | None, budget: int | None
+    ) -> Admission:
+        live = _int(old, "win", -1) == window
+        requests = _int(old, "wreq") if live else 0
+        tokens = _int(old, "wtok") if live else 0
+        month_tokens = _int(old, "total_tokens")
+        if rpm is not None and requests >= rpm:
+            refused = "requests"
+        elif tpm is not None and tokens >= tpm:
+            refused = "tokens"
+        elif budget is not None and month_tokens >= budget:
+            refused = "budget"
+        else:
+            raise StoreUnavailable("The key store is unavailable (admission refused for no known limit).")
+        return Admission(refused, requests_used=requests, tokens_used=tokens, month_tokens_used=month_tokens)
+
+    # usage ledger -------------------------------------------------------------------
+
+    def record_usage(self, event: UsageEvent) -> bool:
+        """One transaction: the event (only if its request_id is new) and the four aggregates.
+        The month item's `wtok` gets the tokens too: the live minute's token counter."""
+        pk = _pk(event.key_id)
+        expires = int((event.at + self.usage_ttl).timestamp())
+        item = {"pk": pk, "sk": _s(f"EV#{event.request_id}"), **_to_item(event.to_log())}
+        item["expires_at"] = _n(expires)
+        actions: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "TableName": self.usage_table,
+                    "Item": item,
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            }
+        ]
+        month, day = month_of(event.at), day_of(event.at)
+        for period, prefix in ((month, "M"), (day, "D")):
+            for model in (None, event.model):
+                sk = f"{prefix}#{period}" + (f"#{model}" if model is not None else "")
+                values: dict[str, Any] = {
+                    ":one": _n(1),
+                    ":p": _n(event.prompt_tokens),
+                    ":c": _n(event.completion_tokens),
+                    ":t": _n(event.total_tokens),
+                    ":kid": _s(event.key_id),
+                    ":period": _s(period),
+                }
+                update = "SET key_id = :kid, period = :period"
+                if model is not None:
+                    update += ", model = :model"
+                    values[":model"] = _s(model)
+                update += " ADD requests :one, prompt_tokens :p, completion_tokens :c, total_tokens :t"
+                if prefix == "M" and model is None:
+                    update += ", wtok :t"
+                actions.append(
+                    {
+                        "Update": {
+                            "TableName": self.usage_table,
+                            "Key": {"pk": pk, "sk": _s(sk)},
+                            "UpdateExpression": update,
+                            "ExpressionAttributeValues": values,
+                        }
+                    }
+                )
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                self._call(self.client.transact_write_items, TransactItems=actions)
+                return True
+            except ClientError as exc:
+                reasons = [str(r.get("Code", "None")) for r in exc.response.get("CancellationReasons", [])]
+                if reasons and reasons[0] == "ConditionalCheckFailed":
+                    return False
+                if "TransactionConflict" in reasons and attempt + 1 < CONFLICT_RETRIES:
+                    time.sleep(random.uniform(0, 0.02 * 2**attempt))
+                    continue
+                raise _unavailable(exc) from exc
+        raise AssertionError("unreachable")
+
+    def usage(self, query: UsageQuery) -> list[UsageRow]:
+        prefix = f"{'M' if query.period == 'month' else 'D'}#{query.value}"
+        if query.key_id is not None:
+            values = {":pk": _pk(query.key_id)}
+            if query.by_model:
+                key_cond = "pk = :pk AND begins_with(sk, :sk)"
+                values[":sk"] = _s(prefix + "#")
+            else:
+                key_cond = "pk = :pk AND sk = :sk"
+                values[":sk"] = _s(prefix)
+            items = self._query(
+                KeyConditionExpression=key_cond,
+                FilterExpression="attribute_exists(requests)",
+                ExpressionAttributeValues=values,
+            )
+        else:
+            # Every key's aggregates of one period: an operator's report, so a filtered Scan
+            # (docs/store.md: a GSI on period would replace it at scale).
+            op = "begins_with(sk, :sk)" if query.by_model else "sk = :sk"
+            items = self._scan(
+                self.usage_table,
+                FilterExpression=f"{op} AND attribute_exists(requests)",
+                ExpressionAttributeValues={":sk": _s(prefix + "#" if query.by_model else prefix)},
+            )
+        rows = [
+            UsageRow(
+                key_id=str(item["key_id"]["S"]),
+                period=str(item["period"]["S"]),
+                requests=_int(item, "requests"),
+                prompt_tokens=_int(item, "prompt_tokens"),
+                completion_tokens=_int(item, "completion_tokens"),
+                model=str(item["model"]["S"]) if query.by_model else None,
+            )
+            for item in items
+        ]
+        return sorted(rows, key=lambda r: (r.key_id, r.model or ""))
+
+    def usage_events(self, key_id: str) -> list[UsageEvent]:
+        items = self._query(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :ev)",
+            ExpressionAttributeValues={":pk": _pk(key_id), ":ev": _s("EV#")},
+        )
+        events = [event_from_dict(_from_item(item)) for item in items]
+        return sorted(events, key=lambda e: e.at)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# tables and clients ---------------------------------------------------------------------
+
+KEY_SCHEMA: list[dict[str, str]] = [
+    {"AttributeName": "pk", "KeyType": "HASH"},
+    {"AttributeName": "sk", "KeyType": "RANGE"},
+]
+ATTRIBUTES: list[dict[str, str]] = [
+    {"AttributeName": "pk", "AttributeType": "S"},
+    {"AttributeName": "sk", "AttributeType": "S"},
+]
+TTL_ATTRIBUTE = "expires_at"
+
+
+def make_client(
+    *,
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    connect_timeout: float = 2.0,
+    read_timeout: float = 5.0,
+    max_attempts: int = 3,
+) -> DynamoDBClient:
+    """A DynamoDB client with short timeouts; boto3 itself honours AWS_ENDPOINT_URL_DYNAMODB."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"mode": "standard", "max_attempts": max_attempts},
+    )
+    try:
+        return boto3.client("dynamodb", region_name=region, endpoint_url=endpoint_url, config=config)
+    except BotoCoreError as exc:  # e.g. NoRegionError
+        raise StoreUnavailable(f"Cannot open DynamoDB: {exc} (set AWS_REGION or --region)") from exc
+
+
+def create_tables(client: DynamoDBClient, keys_table: str, usage_table: str) -> list[str]:
+    """Create both tables as template.yaml does (on-demand, pk/sk, TTL on usage); skip existing ones.
+    Returns the names of the tables it created."""
+    created: list[str] = []
+    for name in (keys_table, usage_table):
+        try:
+            client.create_table(
+                TableName=name,
+                KeySchema=KEY_SCHEMA,  # type: ignore[arg-type]
+                AttributeDefinitions=ATTRIBUTES,  # type: ignore[arg-type]
+                BillingMode="PAY_PER_REQUEST",
+                SSESpecification={"Enabled": True},
+            )
+            created.append(name)
+        except ClientError as exc:
+            if _error_code(exc) != "ResourceInUseException":
+                raise _unavailable(exc) from exc
+        except BotoCoreError as exc:
+            raise _unavailable(exc) from exc
+    try:
+        for name in (keys_table, usage_table):
+            client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        for name in created:
+            _point_in_time_recovery(client, name)
+        ttl = client.describe_time_to_live(TableName=usage_table)["TimeToLiveDescription"]
+        if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+            client.update_time_to_live(
+                TableName=usage_table,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+            )
+    except (ClientError, BotoCoreError) as exc:
+        raise _unavailable(exc) from exc
+    return created
+
+
+def _point_in_time_recovery(client: DynamoDBClient, table: str) -> None:
+    """As the template does; best effort, since DynamoDB Local and some emulators lack the API."""
+    try:
+        client.update_continuous_backups(
+            TableName=table, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
+        )
+    except ClientError:
+        return
+
+
+def stack_tables(stack: str, region: str | None = None) -> tuple[str, str]:
+    """The (keys, usage) table names from a CloudFormation stack's outputs."""
+    import boto3
+
+    try:
+        cfn = boto3.client("cloudformation", region_name=region)
+        stacks = cfn.describe_stacks(StackName=stack)["Stacks"]
+    except (ClientError, BotoCoreError) as exc:
+        raise StoreUnavailable(f"Cannot read the outputs of stack {stack!r}: {exc}") from exc
+    outputs = {o.get("OutputKey"): o.get("OutputValue") for o in stacks[0].get("Outputs", [])}
+    keys_table, usage_table = outputs.get("KeysTableName"), outputs.get("UsageTableName")
+    if not keys_table or not usage_table:
+        raise StoreUnavailable(f"Stack {stack!r} has no KeysTableName and UsageTableName outputs.")
+    return keys_table, usage_table

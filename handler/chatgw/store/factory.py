@@ -1,0 +1,23 @@
+"""Build the store the settings name: DynamoDB when both tables are set, else SQLite.
+The DynamoDB adapter (and so boto3) is imported only on that path."""
+
+from __future__ import annotations
+
+from ..settings import Settings
+from .base import Store
+
+SQLITE_FILE = "chatgw.db"
+
+
+def open_from_settings(settings: Settings, *, region: str | None = None) -> Store:
+    if settings.keys_table and settings.usage_table:
+        return open_dynamodb(settings.keys_table, settings.usage_table, settings, region=region)
+    from .sqlite import SqliteStore
+
+    return SqliteStore(settings.state_dir / SQLITE_FILE, usage_ttl_days=settings.usage_ttl_days)
+
+
+def open_dynamodb(keys_table: str, usage_table: str, settings: Settings, *, region: str | None = None) -> Store:
+    from .dynamodb import DynamoStore, make_client
+
+    return DynamoStore(make_client(region=region), keys_table, usage_table, usage_ttl_days=settings.usage_ttl_days)
