@@ -1,15 +1,18 @@
 """Accounting that adds up, over random fault schedules: requests buffered or streamed, backends
 failing before or after the first byte or sending no usage, clients leaving, usage writes failing,
-all at once. Every request that reached a backend is counted exactly once: in the ledger, or in a
-`usage_event` log line that replays into it; and the day/month aggregates equal the events."""
+all at once, on both store adapters. Every request that reached a backend is counted exactly
+once: in the ledger, or in a `usage_event` log line that replays into it; and the day/month
+aggregates equal the events."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sqlite3
+import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,6 +30,7 @@ from chatgw.store.codec import event_from_dict
 from chatgw.store.sqlite import SqliteStore
 from tests.fakes.backends import ScriptedBackend
 from tests.hardening.asgi import CHAT, call, captured_logs
+from tests.hardening.faulty_proxy import THROTTLED, Fault, faulty_proxy, operation
 
 WORDS = ["alpha", " beta", " gamma", " delta", " epsilon", " zeta"]
 MODELS = {
@@ -57,16 +61,66 @@ ops = st.builds(
 )
 
 
+@dataclass
+class Ledger:
+    container: Container
+    fail_writes_for: Callable[[str], AbstractContextManager[object]]
+    """A context in which every usage write of that key_id fails inside the store."""
+
+
+def catalog_of_models() -> Catalog:
+    return Catalog({name: ModelEntry(name, make(), name) for name, make in MODELS.items()})
+
+
+@contextmanager
+def sqlite_trigger(store: SqliteStore, key_id: str) -> Iterator[None]:
+    outside = sqlite3.connect(str(store.path), isolation_level=None)
+    outside.execute(
+        f"CREATE TRIGGER fail_{key_id} BEFORE INSERT ON events WHEN NEW.key_id = '{key_id}' "
+        "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+    )
+    try:
+        yield
+    finally:
+        outside.execute(f"DROP TRIGGER fail_{key_id}")
+        outside.close()
+
+
+def ledger_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return replace(Settings(), state_dir=tmp_path_factory.mktemp("ledger"), log_level="CRITICAL")
+
+
 @pytest.fixture(scope="module")
-def ledger_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
-    settings = replace(Settings(), state_dir=tmp_path_factory.mktemp("ledger"), log_level="CRITICAL")
-    base = build(settings)
-    entries = {e.name: e for e in base.catalog.entries()}
-    for name, make in MODELS.items():
-        entries[name] = ModelEntry(name, make(), name)
-    container = build(settings, store=base.store, catalog=Catalog(entries))
-    yield container
-    container.store.close()
+def sqlite_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
+    settings = ledger_settings(tmp_path_factory)
+    sqlite = SqliteStore(settings.state_dir / "chatgw.db")
+    container = build(settings, store=sqlite, catalog=catalog_of_models())
+    yield Ledger(container, lambda key_id: sqlite_trigger(sqlite, key_id))
+    sqlite.close()
+
+
+@pytest.fixture(scope="module")
+def dynamo_ledger(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
+    settings = ledger_settings(tmp_path_factory)
+    from chatgw.store.dynamodb import DynamoStore, create_tables, make_client
+
+    moto = request.getfixturevalue("moto_server")
+    suffix = uuid.uuid4().hex[:10]
+    keys_table, usage_table = f"ledger-keys-{suffix}", f"ledger-usage-{suffix}"
+    admin = make_client(endpoint_url=moto.endpoint, region="us-east-1")
+    create_tables(admin, keys_table, usage_table)
+    admin.close()
+    with faulty_proxy(moto.endpoint) as proxy:
+        client = make_client(endpoint_url=proxy.endpoint, region="us-east-1", max_attempts=1)
+        dynamo = DynamoStore(client, keys_table, usage_table)
+        container = build(settings, store=dynamo, catalog=catalog_of_models())
+
+        def throttle_writes(key_id: str) -> AbstractContextManager[object]:
+            match = operation("TransactWriteItems", containing=f"KEY#{key_id}".encode())
+            return proxy.injecting(Fault(match, answer=THROTTLED))
+
+        yield Ledger(container, throttle_writes)
+        dynamo.close()
 
 
 def request_body(op: Op) -> bytes:
@@ -97,34 +151,34 @@ def assert_aggregates_match(store: Store, key_id: str, events: list[UsageEvent])
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(schedule=st.lists(ops, min_size=1, max_size=12))
-def test_every_request_is_counted_once(ledger_gateway: Container, schedule: list[Op]) -> None:
-    store = ledger_gateway.store
-    assert isinstance(store, SqliteStore)
+def test_every_request_is_counted_once_on_sqlite(sqlite_ledger: Ledger, schedule: list[Op]) -> None:
+    check_schedule(sqlite_ledger, schedule)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(schedule=st.lists(ops, min_size=1, max_size=8))
+def test_every_request_is_counted_once_on_dynamodb(dynamo_ledger: Ledger, schedule: list[Op]) -> None:
+    check_schedule(dynamo_ledger, schedule)
+
+
+def check_schedule(ledger: Ledger, schedule: list[Op]) -> None:
+    app, store = ledger.container.app, ledger.container.store
     good_key, good = new_key("ledger")
     bad_key, bad = new_key("ledger-write-fails")
     store.create_key(good)
     store.create_key(bad)
-    outside = sqlite3.connect(str(store.path), isolation_level=None)
-    outside.execute(
-        f"CREATE TRIGGER fail_{bad.key_id} BEFORE INSERT ON events WHEN NEW.key_id = '{bad.key_id}' "
-        "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
-    )
 
     async def one(op: Op) -> tuple[Op, Any]:
         key = bad_key if op.write_fails else good_key
         headers = [(b"x-api-key", key.encode()), (b"content-type", b"application/json")]
         leave = op.leave_after if op.stream else None
-        return op, await call(ledger_gateway.app, "POST", CHAT, headers, request_body(op), leave_after_chunks=leave)
+        return op, await call(app, "POST", CHAT, headers, request_body(op), leave_after_chunks=leave)
 
     async def everything() -> list[tuple[Op, Any]]:
         return await asyncio.gather(*(one(op) for op in schedule))
 
-    try:
-        with captured_logs() as logs:
-            results = asyncio.run(everything())
-    finally:
-        outside.execute(f"DROP TRIGGER fail_{bad.key_id}")
-        outside.close()
+    with captured_logs() as logs, ledger.fail_writes_for(bad.key_id):
+        results = asyncio.run(everything())
 
     reached = {reply.request_id: op for op, reply in results if not op.invalid}
     for op, reply in results:
