@@ -1,7 +1,8 @@
-"""No secret anywhere it should not be: a representative session against `chatgw serve` (a real
-process, DEBUG logs) collects every log line it wrote, every error body it answered, and every
-byte of its store, and finds no API key, no key secret, no pepper, no upstream key, and no prompt
-text unless prompt logging is on."""
+"""No secret anywhere it should not be. A representative session (keys made with `chatgw keys`,
+requests to `chatgw serve` as a real process with DEBUG logs, on SQLite and on DynamoDB) collects
+every log line it wrote, every error body it answered, and every byte or item its store holds,
+and finds no API key, no key secret, no pepper, no upstream key, and no prompt text unless prompt
+logging is on."""
 
 from __future__ import annotations
 
@@ -12,15 +13,14 @@ import sqlite3
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
-from chatgw.keys import Limits, new_key
-from chatgw.store.sqlite import SqliteStore
 from tests.conftest import eventually, free_port, wait_healthy
 
 CHAT = "/v2/llms/chat/completions"
@@ -53,13 +53,13 @@ class Session:
 
 
 @contextlib.contextmanager
-def serve(state_dir: Path, env: dict[str, str]) -> Iterator[Session]:
+def serve(state_dir: Path, env: dict[str, str], store_args: list[str]) -> Iterator[Session]:
     port = free_port()
     output = state_dir.parent / f"serve-{port}.log"
     with output.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "chatgw.cli", "serve", "--port", str(port), "--state-dir", str(state_dir)],
-            env={**os.environ, **env},
+            [sys.executable, "-m", "chatgw.cli", "serve", "--port", str(port), *store_args],
+            env={**os.environ, **env, "CHATGW_STATE_DIR": str(state_dir)},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -76,23 +76,93 @@ def serve(state_dir: Path, env: dict[str, str]) -> Iterator[Session]:
                 process.wait()
 
 
-def run_session(tmp_path: Path, log_prompts: bool) -> tuple[Session, dict[str, str], str]:
+@dataclass
+class StoreUnderTest:
+    """How a session reaches its store: CLI options and environment, how to make its usage writes
+    fail from outside, how many events it holds, and every byte it stores."""
+
+    args: list[str]
+    env: dict[str, str]
+    fail_usage_writes: Callable[[], AbstractContextManager[object]]
+    event_count: Callable[[], int]
+    stored: Callable[[], bytes]
+
+
+def sqlite_store(state_dir: Path) -> StoreUnderTest:
+    db = state_dir / "chatgw.db"
+
+    @contextlib.contextmanager
+    def failing() -> Iterator[None]:
+        outside = sqlite3.connect(str(db), isolation_level=None)
+        outside.execute("CREATE TRIGGER fail BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+        try:
+            yield
+        finally:
+            outside.execute("DROP TRIGGER fail")
+            outside.close()
+
+    def count() -> int:
+        with contextlib.closing(sqlite3.connect(str(db))) as outside:
+            return int(outside.execute("SELECT count(*) FROM events").fetchone()[0])
+
+    def stored() -> bytes:
+        return b"".join(p.read_bytes() for p in sorted(state_dir.iterdir()) if p.is_file() and p.name != "dev-key")
+
+    return StoreUnderTest(["--state-dir", str(state_dir)], {}, failing, count, stored)
+
+
+@contextlib.contextmanager
+def dynamodb_store(request: pytest.FixtureRequest) -> Iterator[StoreUnderTest]:
+    from chatgw.store.dynamodb import make_client
+    from tests.hardening.faulty_proxy import THROTTLED, Fault, faulty_proxy, operation
+
+    tables = request.getfixturevalue("dynamo_tables")
+    client = make_client(endpoint_url=tables.endpoint, region="us-east-1")
+    with faulty_proxy(tables.endpoint) as proxy:
+
+        def scan(table: str) -> list[dict[str, object]]:
+            return list(client.scan(TableName=table, ConsistentRead=True)["Items"])
+
+        def count() -> int:
+            return sum(1 for item in scan(tables.usage) if str(item["sk"]["S"]).startswith("EV#"))  # type: ignore[index]
+
+        def stored() -> bytes:
+            return json.dumps([scan(tables.keys), scan(tables.usage)]).encode()
+
+        env = {
+            "CHATGW_KEYS_TABLE": tables.keys,
+            "CHATGW_USAGE_TABLE": tables.usage,
+            "AWS_ENDPOINT_URL_DYNAMODB": proxy.endpoint,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        yield StoreUnderTest(
+            [],
+            env,
+            lambda: proxy.injecting(Fault(operation("TransactWriteItems"), answer=THROTTLED)),
+            count,
+            stored,
+        )
+    client.close()
+
+
+def admin(env: dict[str, str], store: StoreUnderTest, *args: str) -> subprocess.CompletedProcess[str]:
+    """`chatgw keys ...` as an operator runs it. Its stdout shows a new key once, by design."""
+    return subprocess.run(
+        [sys.executable, "-m", "chatgw.cli", "keys", *args, *store.args],
+        env={**os.environ, **env, **store.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
+def run_session(tmp_path: Path, log_prompts: bool, store: StoreUnderTest) -> tuple[Session, dict[str, str], str]:
     """Returns the session, the secrets that must never show, and the prompt marker."""
     state_dir = tmp_path / "state"
     pepper = f"pepper-{uuid.uuid4().hex}"
     upstream_key = f"sk-upstream-{uuid.uuid4().hex}"
     marker = f"PROMPT-MARKER-{uuid.uuid4().hex}"
-    store = SqliteStore(state_dir / "chatgw.db")
-    made = {
-        "plain": new_key("plain", pepper=pepper.encode()),
-        "limited": new_key("limited", pepper=pepper.encode(), limits=Limits(requests_per_minute=2)),
-        "no-stream": new_key("no-stream", pepper=pepper.encode(), allow_streaming=False),
-        "disabled": new_key("disabled", pepper=pepper.encode()),
-    }
-    for name, (_, record) in made.items():
-        store.create_key(record.with_changes(enabled=False) if name == "disabled" else record)
-    store.close()
-    keys = {name: key for name, (key, _) in made.items()}
     env = {
         "CHATGW_LOG_LEVEL": "DEBUG",
         "CHATGW_KEY_PEPPER": pepper,
@@ -100,20 +170,34 @@ def run_session(tmp_path: Path, log_prompts: bool) -> tuple[Session, dict[str, s
         "CHATGW_KEY_CACHE_SECONDS": "0",
         "CHATGW_MAX_BODY_BYTES": "4096",
         "SOME_UPSTREAM_API_KEY": upstream_key,
+        **store.env,
     }
+    keys: dict[str, str] = {}
+    admin_stderr: list[str] = []
+    for name, options in {
+        "plain": [],
+        "limited": ["--rpm", "2"],
+        "no-stream": ["--no-streaming"],
+        "disabled": [],
+    }.items():
+        created = admin(env, store, "create", "--name", name, "--json", *options)
+        keys[name] = json.loads(created.stdout)["key"]
+        admin_stderr.append(created.stderr)
+    admin_stderr.append(admin(env, store, "disable", keys["disabled"].split("_")[1]).stderr)
+    listed = admin(env, store, "list", "--json")
+    admin_stderr.append(listed.stderr)
+    assert not any(k in listed.stdout or k.split("_")[2] in listed.stdout for k in keys.values())
     user = [{"role": "user", "content": f"please keep {marker} secret"}]
-    with serve(state_dir, env) as s:
+    with serve(state_dir, env, store.args) as s:
+        s.error_bodies += admin_stderr
         plain, limited = keys["plain"], keys["limited"]
         keys["dev"] = (state_dir / "dev-key").read_text().strip()
         s.post(plain, {"model": "echo", "messages": user})
-        outside = sqlite3.connect(str(state_dir / "chatgw.db"), isolation_level=None)
-        assert eventually(lambda: outside.execute("SELECT count(*) FROM events").fetchone()[0] == 1)
-        outside.execute("CREATE TRIGGER fail BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
-        s.post(plain, {"model": "echo", "messages": user})  # its usage goes to a `usage_event` log line
-        s.post(plain, {"model": "echo", "messages": user, "stream": True})
-        assert eventually(lambda: s.output.read_text().count('"msg": "usage_event"') == 2)  # written after the answer
-        outside.execute("DROP TRIGGER fail")
-        outside.close()
+        assert eventually(lambda: store.event_count() == 1)
+        with store.fail_usage_writes():
+            s.post(plain, {"model": "echo", "messages": user})  # its usage goes to a `usage_event` log line
+            s.post(plain, {"model": "echo", "messages": user, "stream": True})
+            assert eventually(lambda: s.output.read_text().count('"msg": "usage_event"') == 2, timeout=15)
         s.post(keys["dev"], {"model": "echo", "messages": user}, **{"x-api-key": keys["dev"]})
         s.post(plain, {"model": "echo", "messages": user, "stream": True, "stream_options": {"include_usage": True}})
         for _ in range(3):
@@ -148,13 +232,21 @@ def run_session(tmp_path: Path, log_prompts: bool) -> tuple[Session, dict[str, s
     return s, {**keys, "pepper": pepper, "upstream": upstream_key}, marker
 
 
-def stored_bytes(state_dir: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in sorted(state_dir.iterdir()) if p.is_file() and p.name != "dev-key")
-
-
-@pytest.mark.parametrize("log_prompts", [False, True], ids=["prompts-not-logged", "prompts-logged"])
-def test_no_secret_in_logs_errors_or_store(tmp_path: Path, log_prompts: bool) -> None:
-    session, secrets, marker = run_session(tmp_path, log_prompts)
+@pytest.mark.parametrize(
+    ("store_kind", "log_prompts"),
+    [("sqlite", False), ("sqlite", True), ("dynamodb", False)],
+    ids=["sqlite-prompts-not-logged", "sqlite-prompts-logged", "dynamodb-prompts-not-logged"],
+)
+def test_no_secret_in_logs_errors_or_store(
+    tmp_path: Path, request: pytest.FixtureRequest, store_kind: str, log_prompts: bool
+) -> None:
+    with contextlib.ExitStack() as stack:
+        if store_kind == "sqlite":
+            store = sqlite_store(tmp_path / "state")
+        else:
+            store = stack.enter_context(dynamodb_store(request))
+        session, secrets, marker = run_session(tmp_path, log_prompts, store)
+        stored = store.stored()
     output = session.output.read_text()
     lines = output.splitlines()
     banner = [i for i, line in enumerate(lines) if BANNER in line]
@@ -166,7 +258,6 @@ def test_no_secret_in_logs_errors_or_store(tmp_path: Path, log_prompts: bool) ->
     assert any(line.get("key_id") for line in json_lines)  # keys are named by their public id
     errors = "\n".join(session.error_bodies)
     assert len(session.error_bodies) >= 14
-    stored = stored_bytes(session.state_dir)
     assert stored
 
     for name, secret in secrets.items():
