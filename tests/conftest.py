@@ -21,6 +21,8 @@ from chatgw.compose import Container, build
 from chatgw.keys import new_key
 from chatgw.settings import Settings
 from chatgw.store.sqlite import SqliteStore
+from tests.fakes.fake_bedrock import FakeBedrock
+from tests.fakes.fake_openai import FakeOpenAI
 
 pytest_plugins = ["tests.dynamo_fixtures"]
 
@@ -172,3 +174,36 @@ def eventually(probe: Callable[[], Any], timeout: float = 5.0) -> Any:
         if value or time.monotonic() > deadline:
             return value
         time.sleep(0.02)
+
+
+# ---- the fake upstreams, started once per session on loopback ------------------------------
+
+
+@pytest.fixture(scope="session")
+def _openai_server() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_openai(_openai_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
+    _openai_server.reset()
+    yield _openai_server
+    _openai_server.reset()
+
+
+@pytest.fixture(scope="session")
+def _bedrock_server() -> Iterator[FakeBedrock]:
+    server = FakeBedrock().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_bedrock(_bedrock_server: FakeBedrock, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBedrock]:
+    for name, value in FakeBedrock.AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    _bedrock_server.reset()
+    yield _bedrock_server
+    _bedrock_server.reset()

@@ -1,0 +1,249 @@
+"""An OpenAI-compatible chat-completions server on loopback, for tests.
+
+By default it answers as the deterministic model of `model.py`, buffered (JSON) or streamed (SSE,
+one word a chunk, then a usage chunk when asked, then `[DONE]`). Tests queue `Script`s to make the
+next requests misbehave: errors before the first byte, errors after it, garbage, redirects, slow
+answers, missing usage; and read `requests` to see exactly what the upstream received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .model import Answer, arguments_json, think
+from .server import ThreadedServer
+
+
+@dataclass
+class Script:
+    """How to answer one request (then it is used up)."""
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None
+    """Answer this instead of the model: a dict/list (JSON) or bytes, with `status`."""
+    delay_s: float = 0.0
+    """Wait before the response headers."""
+    chunk_delay_s: float = 0.0
+    send_usage: bool = True
+    drop_after_chunks: int | None = None
+    """Close the connection (no [DONE]) after this many chunks."""
+    error_event_after_chunks: int | None = None
+    """Send an in-band `{"error": ...}` event after this many chunks."""
+    garbage_sse_after_chunks: int | None = None
+    gate: threading.Event | None = None
+    """Wait for it (at most `gate_wait_s`) before sending the last content chunk."""
+    gate_wait_s: float = 10.0
+
+
+@dataclass
+class Recorded:
+    path: str
+    headers: dict[str, str]
+    body: Any
+    header_list: list[tuple[str, str]] = field(default_factory=list)
+    """Every header line as sent, repeats included."""
+
+
+class FakeOpenAI:
+    def __init__(self) -> None:
+        self.scripts: deque[Script] = deque()
+        self.requests: list[Recorded] = []
+        self.stream_aborted = threading.Event()
+        self.stream_completed = threading.Event()
+        self.last_chunk_sent_at: float | None = None
+        self.gate_timed_out = False
+        routes = [Route("/v1/chat/completions", self._chat, methods=["POST"])]
+        self._server = ThreadedServer(Starlette(routes=routes))
+
+    # ---- test-facing --------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return f"{self._server.url}/v1"
+
+    def start(self) -> FakeOpenAI:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def reset(self) -> None:
+        self.scripts.clear()
+        self.requests.clear()
+        self.stream_aborted.clear()
+        self.stream_completed.clear()
+        self.last_chunk_sent_at = None
+        self.gate_timed_out = False
+
+    def wait_for_requests(self, count: int, timeout: float = 10.0) -> int:
+        """How many requests arrived, once `count` did (or `timeout` passed): for calls that were abandoned."""
+        limit = time.monotonic() + timeout
+        while len(self.requests) < count and time.monotonic() < limit:
+            time.sleep(0.01)
+        return len(self.requests)
+
+    def then(self, *scripts: Script) -> FakeOpenAI:
+        self.scripts.extend(scripts)
+        return self
+
+    # ---- the server ---------------------------------------------------------------------------
+
+    async def _chat(self, request: Request) -> Response:
+        raw = await request.body()
+        try:
+            body = json.loads(raw)
+        except json.JSONDecodeError:
+            body = None
+        header_list = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+        self.requests.append(Recorded(request.url.path, dict(request.headers), body, header_list))
+        script = self.scripts.popleft() if self.scripts else Script()
+        if script.delay_s:
+            await asyncio.sleep(script.delay_s)
+        if script.body is not None or script.status != 200:
+            content = script.body if script.body is not None else {"error": {"message": "scripted"}}
+            if isinstance(content, bytes):
+                return Response(content, status_code=script.status, headers=script.headers)
+            return JSONResponse(content, status_code=script.status, headers=script.headers)
+        if not isinstance(body, dict):
+            return JSONResponse({"error": {"message": "bad json"}}, status_code=400)
+        answer = _think(body)
+        if body.get("stream"):
+            return StreamingResponse(
+                self._sse(body, answer, script), media_type="text/event-stream", headers=script.headers
+            )
+        return JSONResponse(_completion(body, answer), headers=script.headers)
+
+    async def _sse(self, body: dict[str, Any], answer: Answer, script: Script) -> AsyncIterator[bytes]:
+        chunks = _chunks(body, answer)
+        usage_wanted = (body.get("stream_options") or {}).get("include_usage") and script.send_usage
+        completed = False
+        try:
+            for n, chunk in enumerate(chunks):
+                if n == script.drop_after_chunks:
+                    raise ConnectionAbortedError("scripted drop")
+                if n == script.error_event_after_chunks:
+                    yield _event({"error": {"message": "The model crashed mid-stream.", "type": "server_error"}})
+                    return
+                if n == script.garbage_sse_after_chunks:
+                    yield b"data: {this is not json\n\n"
+                    return
+                at_gate = script.gate is not None and n == len(chunks) - 2
+                if at_gate and not await asyncio.to_thread(script.gate.wait, script.gate_wait_s):
+                    self.gate_timed_out = True
+                if n and script.chunk_delay_s:
+                    await asyncio.sleep(script.chunk_delay_s)
+                yield _event(chunk)
+                self.last_chunk_sent_at = time.monotonic()
+            if usage_wanted:
+                yield _event({**_envelope(body), "choices": [], "usage": _usage(answer)})
+            yield b"data: [DONE]\n\n"
+            completed = True
+        finally:
+            if completed:
+                self.stream_completed.set()
+            else:
+                self.stream_aborted.set()
+
+
+def _think(body: dict[str, Any]) -> Answer:
+    messages = body.get("messages") or []
+    texts = [_text(m.get("content")) for m in messages]
+    tools = [t["function"]["name"] for t in body.get("tools") or []]
+    choice = body.get("tool_choice")
+    stop = body.get("stop")
+    return think(
+        " ".join(texts),
+        last_role=messages[-1].get("role", "user") if messages else "user",
+        last_text=texts[-1] if texts else "",
+        tools=tools,
+        forced_tool=choice["function"]["name"] if isinstance(choice, dict) else None,
+        tool_choice_none=choice == "none",
+        max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
+        stops=[stop] if isinstance(stop, str) else list(stop or []),
+    )
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def _envelope(body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-upstream",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": body.get("model"),
+        "system_fingerprint": "fp_fake",
+    }
+
+
+def _usage(answer: Answer) -> dict[str, Any]:
+    return {
+        "prompt_tokens": answer.prompt_tokens,
+        "completion_tokens": answer.completion_tokens,
+        "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
+
+
+def _tool_calls(answer: Answer) -> list[dict[str, Any]]:
+    return [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": arguments_json(c)}}
+        for c in answer.tool_calls
+    ]
+
+
+def _completion(body: dict[str, Any], answer: Answer) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": answer.text or None, "refusal": None}
+    if answer.tool_calls:
+        message["tool_calls"] = _tool_calls(answer)
+    return {
+        **_envelope(body),
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": answer.finish}],
+        "usage": _usage(answer),
+    }
+
+
+def _chunks(body: dict[str, Any], answer: Answer) -> list[dict[str, Any]]:
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**_envelope(body), "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    out = [chunk({"role": "assistant", "content": ""})]
+    out += [chunk({"content": piece}) for piece in answer.pieces]
+    for i, call in enumerate(answer.tool_calls):
+        head = {
+            "index": i,
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }
+        out.append(chunk({"tool_calls": [head]}))
+        arguments = arguments_json(call)
+        half = len(arguments) // 2
+        for part in (arguments[:half], arguments[half:]):
+            out.append(chunk({"tool_calls": [{"index": i, "function": {"arguments": part}}]}))
+    out.append(chunk({}, answer.finish))
+    return out
+
+
+def _event(data: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(data)}\n\n".encode()

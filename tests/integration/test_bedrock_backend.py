@@ -1,0 +1,398 @@
+"""The bedrock backend against the fake Bedrock runtime, through the real boto3 client: request
+mapping as Bedrock receives it, tool-call round trips, throttling, error mapping, retries,
+timeouts, mid-stream exceptions and pacing."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import pytest
+
+from chatgw.backends import CatalogError, build_backend
+from chatgw.backends.base import BackendDeps, Deadline
+from chatgw.backends.bedrock import BedrockBackend
+from chatgw.errors import (
+    ChatgwError,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+)
+from chatgw.wire import ChatRequest, Piece
+from tests.fakes.fake_bedrock import FakeBedrock, Script
+
+T = TypeVar("T")
+MODEL_ID = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-fake-v1:0"
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "description": "Look something up",
+            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+        },
+    }
+]
+PNG = b"\x89PNG\r\n\x1a\nfake-image-bytes"
+
+
+def ask(stream: bool = False, **params: Any) -> ChatRequest:
+    body: dict[str, Any] = {"model": "claude", "messages": [{"role": "user", "content": "say something"}]}
+    body.update(params)
+    if stream:
+        body["stream"] = True
+    return ChatRequest.model_validate(body)
+
+
+def run(server: FakeBedrock, scenario: Callable[[BedrockBackend], Coroutine[Any, Any, T]], **options: Any) -> T:
+    async def main() -> T:
+        deps = BackendDeps(aws_client_factory=server.client)
+        backend = build_backend("bedrock", "claude", {"model_id": MODEL_ID, **options}, deps)
+        assert isinstance(backend, BedrockBackend)
+        try:
+            return await scenario(backend)
+        finally:
+            await backend.aclose()
+            await deps.aclose()
+
+    return asyncio.run(main())
+
+
+def buffered(server: FakeBedrock, request: ChatRequest | None = None, seconds: float = 20, **options: Any) -> Any:
+    async def scenario(backend: BedrockBackend) -> Any:
+        request_ = request or ask()
+        backend.check(request_)
+        return await backend.complete(request_, Deadline.in_seconds(seconds))
+
+    return run(server, scenario, **options)
+
+
+def streamed(server: FakeBedrock, request: ChatRequest | None = None) -> tuple[list[Piece], ChatgwError | None]:
+    async def scenario(backend: BedrockBackend) -> tuple[list[Piece], ChatgwError | None]:
+        pieces: list[Piece] = []
+        try:
+            async for piece in backend.stream(request or ask(stream=True), Deadline.in_seconds(20)):
+                pieces.append(piece)
+        except ChatgwError as exc:
+            return pieces, exc
+        return pieces, None
+
+    return run(server, scenario)
+
+
+# ---- what Bedrock receives ------------------------------------------------------------------
+
+
+def test_the_request_is_mapped_to_converse(fake_bedrock: FakeBedrock) -> None:
+    image = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    request = ask(
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "developer", "content": [{"type": "text", "text": "Answer in English."}]},
+            {"role": "user", "content": "first"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this?"},
+                    {"type": "image_url", "image_url": {"url": image}},
+                ],
+            },
+        ],
+        temperature=0.2,
+        top_p=0.5,
+        max_completion_tokens=50,
+        stop=["END"],
+        tools=TOOLS,
+        tool_choice={"type": "function", "function": {"name": "lookup"}},
+    )
+    buffered(fake_bedrock, request)
+    (seen,) = fake_bedrock.requests
+    assert seen.path.endswith("/converse") and seen.model_id == MODEL_ID
+    body = seen.body
+    assert body["system"] == [{"text": "Be brief."}, {"text": "Answer in English."}]
+    assert [m["role"] for m in body["messages"]] == ["user"]  # consecutive user turns merged
+    content = body["messages"][0]["content"]
+    assert content[:2] == [{"text": "first"}, {"text": "what is this?"}]
+    assert content[2]["image"]["format"] == "png" and seen.images == [PNG]
+    assert body["inferenceConfig"] == {
+        "maxTokens": 50,
+        "temperature": 0.2,
+        "topP": 0.5,
+        "stopSequences": ["END"],
+    }
+    assert body["toolConfig"] == {
+        "tools": [
+            {
+                "toolSpec": {
+                    "name": "lookup",
+                    "description": "Look something up",
+                    "inputSchema": {"json": TOOLS[0]["function"]["parameters"]},
+                }
+            }
+        ],
+        "toolChoice": {"tool": {"name": "lookup"}},
+    }
+
+
+def test_a_tool_call_round_trip(fake_bedrock: FakeBedrock) -> None:
+    first = buffered(fake_bedrock, ask(tools=TOOLS, tool_choice="required"))
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.content is None
+    (call,) = choice.tool_calls
+    assert call["id"] == "call_fake_1" and call["type"] == "function"
+    assert call["function"]["name"] == "lookup"
+    assert json.loads(call["function"]["arguments"]) == {"query": "say something"}
+    assert fake_bedrock.requests[0].body["toolConfig"]["toolChoice"] == {"any": {}}
+
+    follow_up = ask(
+        tools=TOOLS,
+        messages=[
+            {"role": "user", "content": "say something"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call["id"], "content": "sunny, 21 C"},
+            {"role": "user", "content": "and so?"},
+        ],
+    )
+    fake_bedrock.then(Script())
+    pieces, error = streamed(fake_bedrock, ChatRequest.model_validate({**follow_up.model_dump(), "stream": True}))
+    assert error is None
+    messages = fake_bedrock.requests[1].body["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert messages[1]["content"] == [
+        {"toolUse": {"toolUseId": "call_fake_1", "name": "lookup", "input": {"query": "say something"}}}
+    ]
+    assert messages[2]["content"] == [
+        {"toolResult": {"toolUseId": "call_fake_1", "content": [{"text": "sunny, 21 C"}]}},
+        {"text": "and so?"},
+    ]
+    assert [c.finish_reason for p in pieces for c in p.choices if c.finish_reason] == ["tool_calls"]
+
+
+def test_streamed_tool_calls_become_openai_deltas(fake_bedrock: FakeBedrock) -> None:
+    pieces, error = streamed(fake_bedrock, ask(stream=True, tools=TOOLS))
+    assert error is None
+    calls = [c for p in pieces for choice in p.choices for c in choice.delta.get("tool_calls", [])]
+    assert calls[0] == {
+        "index": 0,
+        "id": "call_fake_1",
+        "type": "function",
+        "function": {"name": "lookup", "arguments": ""},
+    }
+    assert all(c["index"] == 0 for c in calls)
+    assert json.loads("".join(c["function"]["arguments"] for c in calls)) == {"query": "say something"}
+    assert pieces[-1].usage is not None and pieces[-1].usage.completion_tokens == 5
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "finish"),
+    [
+        ("guardrail_intervened", "content_filter"),
+        ("content_filtered", "content_filter"),
+        ("max_tokens", "length"),
+    ],
+)
+def test_stop_reasons_map_to_finish_reasons(fake_bedrock: FakeBedrock, stop_reason: str, finish: str) -> None:
+    fake_bedrock.then(Script(stop_reason=stop_reason), Script(stop_reason=stop_reason))
+    assert buffered(fake_bedrock).choices[0].finish_reason == finish
+    pieces, _ = streamed(fake_bedrock)
+    assert [c.finish_reason for p in pieces for c in p.choices if c.finish_reason] == [finish]
+
+
+def test_endpoint_from_the_environment_is_honoured(fake_bedrock: FakeBedrock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", fake_bedrock.url)
+
+    async def scenario() -> Any:
+        deps = BackendDeps()  # the default factory: boto3 as it is configured
+        backend = build_backend("bedrock", "claude", {"model_id": "m1", "region": "us-east-1"}, deps)
+        try:
+            return await backend.complete(ask(), Deadline.in_seconds(20))
+        finally:
+            await backend.aclose()
+
+    assert asyncio.run(scenario()).choices[0].content
+    assert fake_bedrock.requests[0].model_id == "m1"
+
+
+# ---- errors and retries ---------------------------------------------------------------------
+
+
+def test_throttling_is_retried_then_a_429(fake_bedrock: FakeBedrock) -> None:
+    throttled = Script(status=429, error_type="ThrottlingException", message="Too many requests")
+    fake_bedrock.then(throttled, throttled, throttled, throttled)
+    with pytest.raises(UpstreamRateLimited, match="Too many requests") as caught:
+        buffered(fake_bedrock)
+    assert caught.value.status == 429 and caught.value.retry_after >= 1
+    assert len(fake_bedrock.requests) == 3  # botocore's own retries are off: ours are the only ones
+
+
+def test_a_transient_failure_is_retried(fake_bedrock: FakeBedrock) -> None:
+    fake_bedrock.then(Script(status=503, error_type="ServiceUnavailableException"))
+    pieces, error = streamed(fake_bedrock)
+    assert error is None and pieces[-1].usage is not None
+    assert len(fake_bedrock.requests) == 2
+
+
+def test_validation_errors_pass_through_as_400(fake_bedrock: FakeBedrock) -> None:
+    fake_bedrock.then(Script(status=400, error_type="ValidationException", message="temperature: must be <= 1"))
+    with pytest.raises(UpstreamRejected) as caught:
+        buffered(fake_bedrock)
+    assert caught.value.status == 400 and caught.value.message == "temperature: must be <= 1"
+    assert len(fake_bedrock.requests) == 1
+
+
+def test_access_denied_is_a_502_for_the_operator(fake_bedrock: FakeBedrock) -> None:
+    fake_bedrock.then(Script(status=403, error_type="AccessDeniedException", message="arn:aws:iam::1:role/x"))
+    with pytest.raises(UpstreamError) as caught:
+        buffered(fake_bedrock)
+    assert caught.value.status == 502 and "arn:aws:iam" not in caught.value.message
+    assert len(fake_bedrock.requests) == 1
+
+
+def test_model_timeout_is_a_504(fake_bedrock: FakeBedrock) -> None:
+    fake_bedrock.then(Script(status=408, error_type="ModelTimeoutException"))
+    with pytest.raises(UpstreamTimeout):
+        buffered(fake_bedrock)
+
+
+def test_the_deadline_bounds_the_call(fake_bedrock: FakeBedrock) -> None:
+    fake_bedrock.then(Script(), Script(delay_s=4))
+
+    async def scenario(backend: BedrockBackend) -> None:
+        await backend.complete(ask(), Deadline.in_seconds(20))  # the client is made and warm
+        with pytest.raises(UpstreamTimeout):
+            await backend.complete(ask(), Deadline.in_seconds(1))
+
+    run(fake_bedrock, scenario)
+    assert fake_bedrock.wait_for_requests(2) <= 2
+
+
+@pytest.mark.parametrize(
+    ("exception_type", "error"),
+    [
+        ("modelStreamErrorException", UpstreamError),
+        ("internalServerException", UpstreamError),
+        ("throttlingException", UpstreamRateLimited),
+        ("validationException", UpstreamRejected),
+    ],
+)
+def test_an_exception_mid_stream_is_raised_after_the_pieces(
+    fake_bedrock: FakeBedrock, exception_type: str, error: type[ChatgwError]
+) -> None:
+    fake_bedrock.then(Script(exception_after_events=3, exception_type=exception_type, message="boom"))
+    pieces, raised = streamed(fake_bedrock)
+    assert isinstance(raised, error) and "boom" in raised.message
+    assert len(pieces) == 3 and pieces[0].choices[0].delta["role"] == "assistant"
+    assert len(fake_bedrock.requests) == 1
+
+
+def test_a_stream_that_ends_without_message_stop_is_a_502(fake_bedrock: FakeBedrock) -> None:
+    fake_bedrock.then(Script(end_after_events=3))
+    pieces, error = streamed(fake_bedrock)
+    assert isinstance(error, UpstreamError) and "messageStop" in error.message
+    assert len(pieces) == 3
+
+
+def test_a_stream_without_metadata_has_no_usage_piece(fake_bedrock: FakeBedrock) -> None:
+    fake_bedrock.then(Script(send_metadata=False))
+    pieces, error = streamed(fake_bedrock)
+    assert error is None
+    assert all(p.usage is None for p in pieces)
+
+
+def test_a_client_gone_before_the_first_byte_closes_the_stream_bedrock_opens_later(
+    fake_bedrock: FakeBedrock,
+) -> None:
+    fake_bedrock.then(Script(delay_s=0.5, chunk_delay_s=0.2))
+
+    async def scenario(backend: BedrockBackend) -> None:
+        async def consume() -> None:
+            async for _ in backend.stream(ask(stream=True), Deadline.in_seconds(20)):
+                raise AssertionError("no piece should arrive")
+
+        task = asyncio.create_task(consume())
+        assert await asyncio.to_thread(fake_bedrock.wait_for_requests, 1) == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await asyncio.to_thread(fake_bedrock.stream_aborted.wait, 10)
+
+    run(fake_bedrock, scenario)
+    assert not fake_bedrock.stream_completed.is_set()
+
+
+def test_connection_errors_are_retried_then_a_502(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    import boto3
+
+    for name, value in FakeBedrock.AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    made: list[Any] = []
+
+    def factory(service: str, region: str | None) -> Any:
+        client = boto3.session.Session().client(
+            service, region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{port}"
+        )
+        attempts: list[str] = []
+        client.meta.events.register("before-send.bedrock-runtime", lambda **kw: attempts.append("try"))
+        made.append(attempts)
+        return client
+
+    async def scenario() -> None:
+        deps = BackendDeps(aws_client_factory=factory)
+        backend = build_backend("bedrock", "claude", {"model_id": "m"}, deps)
+        try:
+            with pytest.raises(UpstreamError, match="connection"):
+                await backend.complete(ask(), Deadline.in_seconds(20))
+        finally:
+            await backend.aclose()
+
+    asyncio.run(scenario())
+    assert made == [["try"] * 3]
+
+
+# ---- pacing ---------------------------------------------------------------------------------
+
+
+def test_each_event_is_yielded_as_soon_as_bedrock_sends_it(fake_bedrock: FakeBedrock) -> None:
+    gate = threading.Event()
+    fake_bedrock.then(Script(gate=gate))
+
+    async def scenario(backend: BedrockBackend) -> list[Piece]:
+        pieces: list[Piece] = []
+        async for piece in backend.stream(ask(stream=True), Deadline.in_seconds(20)):
+            if not pieces:
+                assert not gate.is_set() and not fake_bedrock.stream_completed.is_set()
+                gate.set()
+            pieces.append(piece)
+        return pieces
+
+    pieces = run(fake_bedrock, scenario)
+    assert not fake_bedrock.gate_timed_out
+    assert pieces[-1].usage is not None
+
+
+# ---- options --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({}, "model_id"),
+        ({"model_id": ""}, "model_id"),
+        ({"model_id": "m", "region": 3}, "region"),
+        ({"model_id": "m", "endpoint_url": "http://x"}, "endpoint_url"),
+    ],
+)
+def test_bad_options_name_the_model_and_field(options: dict[str, Any], field: str) -> None:
+    with pytest.raises(CatalogError) as caught:
+        build_backend("bedrock", "my-model", options, BackendDeps())
+    assert f"model 'my-model': field '{field}'" in str(caught.value)

@@ -1,0 +1,394 @@
+"""The openai backend against the fake OpenAI-compatible server: what the upstream sees, retries,
+redirects, error mapping, timeouts, garbage, mid-stream failures and pacing."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import pytest
+
+from chatgw.backends import CatalogError, build_backend
+from chatgw.backends.base import BackendDeps, Deadline
+from chatgw.backends.openai_http import OpenAIBackend
+from chatgw.errors import (
+    ChatgwError,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+)
+from chatgw.wire import ChatRequest, Piece
+from tests.fakes.fake_openai import FakeOpenAI, Script
+
+T = TypeVar("T")
+
+
+def ask(stream: bool = False, **params: Any) -> ChatRequest:
+    body: dict[str, Any] = {"model": "public", "messages": [{"role": "user", "content": "say something"}]}
+    body.update(params)
+    if stream:
+        body["stream"] = True
+    return ChatRequest.model_validate(body)
+
+
+def run(options: dict[str, Any], scenario: Callable[[OpenAIBackend], Coroutine[Any, Any, T]]) -> T:
+    async def main() -> T:
+        deps = BackendDeps()
+        backend = build_backend("openai", "public", options, deps)
+        assert isinstance(backend, OpenAIBackend)
+        try:
+            return await scenario(backend)
+        finally:
+            await deps.aclose()
+
+    return asyncio.run(main())
+
+
+def buffered(server: FakeOpenAI, request: ChatRequest | None = None, seconds: float = 20, **options: Any) -> Any:
+    async def scenario(backend: OpenAIBackend) -> Any:
+        return await backend.complete(request or ask(), Deadline.in_seconds(seconds))
+
+    return run({"base_url": server.base_url, **options}, scenario)
+
+
+def streamed(
+    server: FakeOpenAI, request: ChatRequest | None = None, **options: Any
+) -> tuple[list[Piece], ChatgwError | None]:
+    """The pieces that arrived, and the error the generator raised after them (if any)."""
+
+    async def scenario(backend: OpenAIBackend) -> tuple[list[Piece], ChatgwError | None]:
+        pieces: list[Piece] = []
+        try:
+            async for piece in backend.stream(request or ask(stream=True), Deadline.in_seconds(20)):
+                pieces.append(piece)
+        except ChatgwError as exc:
+            return pieces, exc
+        return pieces, None
+
+    return run({"base_url": server.base_url, **options}, scenario)
+
+
+# ---- what the upstream receives -------------------------------------------------------------
+
+
+def test_the_upstream_gets_every_parameter_its_model_name_key_and_headers(
+    fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_UPSTREAM_KEY", "sk-upstream-secret")
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    request = ask(
+        temperature=0.3,
+        seed=42,
+        top_p=0.9,
+        tools=tools,
+        tool_choice="auto",
+        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+        user="end-user-1",
+    )
+    buffered(
+        fake_openai,
+        request,
+        upstream_model="gpt-upstream",
+        api_key_env="FAKE_UPSTREAM_KEY",
+        headers={"OpenAI-Organization": "org-1", "Authorization": "Bearer overridden-by-the-key"},
+    )
+    (seen,) = fake_openai.requests
+    assert seen.headers["authorization"] == "Bearer sk-upstream-secret"
+    assert [v for k, v in seen.header_list if k == "authorization"] == ["Bearer sk-upstream-secret"]
+    assert seen.headers["openai-organization"] == "org-1"
+    assert seen.body == {
+        "model": "gpt-upstream",
+        "messages": [{"role": "user", "content": "say something"}],
+        "temperature": 0.3,
+        "seed": 42,
+        "top_p": 0.9,
+        "tools": tools,
+        "tool_choice": "auto",
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "x", "schema": {"type": "object"}},
+        },
+        "user": "end-user-1",
+    }
+
+
+def test_streams_always_ask_the_upstream_for_usage(fake_openai: FakeOpenAI) -> None:
+    pieces, error = streamed(fake_openai)
+    assert error is None
+    assert fake_openai.requests[0].body["stream_options"] == {"include_usage": True}
+    assert fake_openai.requests[0].body["model"] == "public"
+    assert pieces[-1].usage is not None and not pieces[-1].choices
+
+
+def test_a_stream_without_usage_yields_no_usage_piece(fake_openai: FakeOpenAI) -> None:
+    fake_openai.then(Script(send_usage=False))
+    pieces, error = streamed(fake_openai)
+    assert error is None
+    assert all(p.usage is None for p in pieces)
+    assert pieces[-1].choices[0].finish_reason == "stop"
+
+
+def test_upstream_extra_fields_are_kept(fake_openai: FakeOpenAI) -> None:
+    completion = buffered(fake_openai)
+    assert completion.extra == {"system_fingerprint": "fp_fake"}
+    assert completion.usage.extra == {"prompt_tokens_details": {"cached_tokens": 0}}
+    pieces, _ = streamed(fake_openai)
+    assert pieces[0].extra == {"system_fingerprint": "fp_fake"}
+
+
+def test_streamed_tool_calls_arrive_as_openai_deltas(fake_openai: FakeOpenAI) -> None:
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    pieces, error = streamed(fake_openai, ask(stream=True, tools=tools))
+    assert error is None
+    calls = [c for p in pieces for choice in p.choices for c in choice.delta.get("tool_calls", [])]
+    assert calls[0]["id"] == "call_fake_1" and calls[0]["function"]["name"] == "lookup"
+    assert "".join(c["function"]["arguments"] for c in calls) == '{"query":"say something"}'
+    assert [c.finish_reason for p in pieces for c in p.choices if c.finish_reason] == ["tool_calls"]
+
+
+# ---- retries --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503])
+def test_retries_before_the_first_byte_then_succeeds(fake_openai: FakeOpenAI, status: int) -> None:
+    fake_openai.then(Script(status=status), Script(status=status))
+    completion = buffered(fake_openai)
+    assert completion.choices[0].content
+    assert len(fake_openai.requests) == 3
+
+
+def test_gives_up_after_two_more_tries(fake_openai: FakeOpenAI) -> None:
+    fake_openai.then(*[Script(status=503, body={"error": {"message": "overloaded"}})] * 4)
+    with pytest.raises(UpstreamError, match="overloaded"):
+        buffered(fake_openai)
+    assert len(fake_openai.requests) == 3
+
+
+def test_max_retries_zero_tries_once(fake_openai: FakeOpenAI) -> None:
+    fake_openai.then(Script(status=500), Script(status=500))
+    with pytest.raises(UpstreamError):
+        buffered(fake_openai, max_retries=0)
+    assert len(fake_openai.requests) == 1
+
+
+def test_upstream_429_is_a_429_with_retry_after(fake_openai: FakeOpenAI) -> None:
+    limited = Script(status=429, headers={"retry-after": "0"}, body={"error": {"message": "slow down"}})
+    fake_openai.then(limited, limited, limited)
+    with pytest.raises(UpstreamRateLimited, match="slow down") as caught:
+        buffered(fake_openai, seconds=60)
+    assert caught.value.status == 429 and caught.value.headers["retry-after"] == "1"
+    assert len(fake_openai.requests) == 3
+
+
+def test_a_retry_after_honoured_when_it_fits(fake_openai: FakeOpenAI) -> None:
+    fake_openai.then(Script(status=429, headers={"retry-after-ms": "400"}))
+    started = time.monotonic()
+    assert buffered(fake_openai).choices[0].content
+    assert time.monotonic() - started >= 0.4
+    assert len(fake_openai.requests) == 2
+
+
+def test_a_retry_after_past_the_deadline_is_not_waited_for(fake_openai: FakeOpenAI) -> None:
+    fake_openai.then(Script(status=429, headers={"retry-after": "30"}))
+    with pytest.raises(UpstreamRateLimited) as caught:
+        buffered(fake_openai, seconds=5)
+    assert caught.value.retry_after == 30
+    assert len(fake_openai.requests) == 1
+
+
+def test_connection_refused_is_a_502(fake_openai: FakeOpenAI) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(UpstreamError, match="connection"):
+        buffered(fake_openai, base_url=f"http://127.0.0.1:{port}/v1")
+
+
+def test_nothing_is_retried_after_the_first_byte(fake_openai: FakeOpenAI) -> None:
+    fake_openai.then(Script(drop_after_chunks=3))
+    pieces, error = streamed(fake_openai)
+    assert isinstance(error, UpstreamError)
+    assert len(pieces) == 3
+    assert len(fake_openai.requests) == 1
+
+
+# ---- error mapping --------------------------------------------------------------------------
+
+
+def test_redirects_are_not_followed(fake_openai: FakeOpenAI) -> None:
+    fake_openai.then(Script(status=307, headers={"location": f"{fake_openai.base_url}/chat/completions"}, body=b""))
+    with pytest.raises(UpstreamError, match="redirect"):
+        buffered(fake_openai)
+    assert len(fake_openai.requests) == 1
+
+
+def test_upstream_4xx_passes_through_with_its_message(fake_openai: FakeOpenAI) -> None:
+    body = {"error": {"message": "This model's maximum context length is 8192 tokens.", "param": "messages"}}
+    fake_openai.then(Script(status=400, body=body))
+    with pytest.raises(UpstreamRejected) as caught:
+        buffered(fake_openai)
+    assert caught.value.status == 400
+    assert caught.value.message == "This model's maximum context length is 8192 tokens."
+    assert caught.value.param == "messages"
+    assert len(fake_openai.requests) == 1
+
+
+def test_upstream_auth_failure_is_a_502_that_never_echoes_the_key(
+    fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_UPSTREAM_KEY", "sk-do-not-leak")
+    fake_openai.then(Script(status=401, body={"error": {"message": "Incorrect API key provided: sk-do-not-leak"}}))
+    with pytest.raises(UpstreamError) as caught:
+        buffered(fake_openai, api_key_env="FAKE_UPSTREAM_KEY")
+    assert "sk-do-not-leak" not in str(caught.value) and "sk-do-not-leak" not in repr(caught.value.envelope("r"))
+
+
+def test_a_missing_key_variable_is_a_502_naming_the_variable(fake_openai: FakeOpenAI) -> None:
+    with pytest.raises(UpstreamError, match="NO_SUCH_KEY_VARIABLE"):
+        buffered(fake_openai, api_key_env="NO_SUCH_KEY_VARIABLE")
+    assert fake_openai.requests == []
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        Script(body=b"<html>Bad gateway</html>", headers={"content-type": "text/html"}),
+        Script(body={"object": "not.a.completion"}),
+        Script(body={"choices": [{"index": 0}]}),
+    ],
+    ids=["html", "no-choices", "no-message"],
+)
+def test_a_buffered_body_that_is_not_a_completion_is_a_502(fake_openai: FakeOpenAI, script: Script) -> None:
+    fake_openai.then(script)
+    with pytest.raises(UpstreamError):
+        buffered(fake_openai)
+
+
+def test_garbage_in_the_stream_is_a_502_after_the_good_pieces(fake_openai: FakeOpenAI) -> None:
+    fake_openai.then(Script(garbage_sse_after_chunks=2))
+    pieces, error = streamed(fake_openai)
+    assert isinstance(error, UpstreamError) and "not JSON" in error.message
+    assert len(pieces) == 2
+
+
+def test_a_stream_answered_with_json_is_a_502(fake_openai: FakeOpenAI) -> None:
+    fake_openai.then(Script(body={"choices": []}))
+    pieces, error = streamed(fake_openai)
+    assert isinstance(error, UpstreamError) and pieces == []
+
+
+def test_an_in_band_error_mid_stream_is_raised(fake_openai: FakeOpenAI) -> None:
+    fake_openai.then(Script(error_event_after_chunks=3))
+    pieces, error = streamed(fake_openai)
+    assert isinstance(error, UpstreamError) and "crashed mid-stream" in error.message
+    assert len(pieces) == 3 and pieces[0].choices[0].delta["role"] == "assistant"
+
+
+# ---- timeouts -------------------------------------------------------------------------------
+
+
+def test_a_slow_upstream_is_a_504_and_is_not_retried(fake_openai: FakeOpenAI) -> None:
+    fake_openai.then(Script(delay_s=4))
+    with pytest.raises(UpstreamTimeout):
+        buffered(fake_openai, timeout_s=1)
+    # A read timeout is not retried (a loaded machine may time out before sending: at most one try).
+    assert fake_openai.wait_for_requests(1) <= 1
+
+
+def test_the_deadline_bounds_the_call(fake_openai: FakeOpenAI) -> None:
+    fake_openai.then(Script(delay_s=4))
+    with pytest.raises(UpstreamTimeout):
+        buffered(fake_openai, seconds=1)
+    assert fake_openai.wait_for_requests(1) <= 1
+
+
+def test_a_stream_that_stalls_is_a_504_after_its_pieces(fake_openai: FakeOpenAI) -> None:
+    fake_openai.then(Script(chunk_delay_s=4))
+    pieces, error = streamed(fake_openai, timeout_s=1)
+    assert isinstance(error, UpstreamTimeout)
+    assert len(pieces) == 1
+
+
+# ---- pacing ---------------------------------------------------------------------------------
+
+
+def test_each_chunk_is_yielded_as_soon_as_the_upstream_sends_it(fake_openai: FakeOpenAI) -> None:
+    gate = threading.Event()
+    fake_openai.then(Script(gate=gate))
+
+    async def scenario(backend: OpenAIBackend) -> list[Piece]:
+        pieces: list[Piece] = []
+        async for piece in backend.stream(ask(stream=True), Deadline.in_seconds(20)):
+            if not pieces:
+                # The upstream holds its last chunk until the gate opens: the first piece got here
+                # while the upstream was still answering.
+                assert not gate.is_set() and not fake_openai.stream_completed.is_set()
+                gate.set()
+            pieces.append(piece)
+        return pieces
+
+    pieces = run({"base_url": fake_openai.base_url}, scenario)
+    assert not fake_openai.gate_timed_out
+    assert pieces[-1].usage is not None
+
+
+# ---- options --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({}, "base_url"),
+        ({"base_url": "ftp://example.com"}, "base_url"),
+        ({"base_url": "http://x/v1", "api_key_env": "A", "api_key_secret": "B"}, "api_key_secret"),
+        ({"base_url": "http://x/v1", "headers": {"a": 1}}, "headers"),
+        ({"base_url": "http://x/v1", "timeout_s": 0}, "timeout_s"),
+        ({"base_url": "http://x/v1", "max_retries": 5}, "max_retries"),
+        ({"base_url": "http://x/v1", "api_base": "http://y"}, "api_base"),
+    ],
+)
+def test_bad_options_name_the_model_and_field(options: dict[str, Any], field: str) -> None:
+    with pytest.raises(CatalogError) as caught:
+        build_backend("openai", "my-model", options, BackendDeps())
+    assert f"model 'my-model': field '{field}'" in str(caught.value)
+
+
+def test_base_url_query_is_kept_for_azure_style_upstreams() -> None:
+    backend = build_backend(
+        "openai",
+        "m",
+        {"base_url": "https://r.example/openai/deployments/d?api-version=2024-10-21"},
+        BackendDeps(),
+    )
+    assert isinstance(backend, OpenAIBackend)
+    assert str(backend.url) == "https://r.example/openai/deployments/d/chat/completions?api-version=2024-10-21"
+
+
+def test_each_retry_is_logged_without_secrets(
+    fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    monkeypatch.setenv("FAKE_UPSTREAM_KEY", "sk-never-logged")
+    logger = logging.getLogger("chatgw")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="chatgw"):
+            fake_openai.then(Script(status=503), Script(status=429, headers={"retry-after": "0"}))
+            buffered(fake_openai, api_key_env="FAKE_UPSTREAM_KEY")
+    finally:
+        logger.removeHandler(caplog.handler)
+    unique = {id(r): r for r in caplog.records}.values()  # the handler may see a record twice
+    retries = [r for r in unique if r.getMessage() == "upstream_retry"]
+    fields = [r.fields for r in retries]  # type: ignore[attr-defined]
+    assert [(f["model"], f["retry"], f["error"]) for f in fields] == [
+        ("public", 1, "upstream_error"),
+        ("public", 2, "upstream_rate_limited"),
+    ]
+    assert "sk-never-logged" not in caplog.text and all("sk-never" not in str(f) for f in fields)

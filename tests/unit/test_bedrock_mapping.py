@@ -1,0 +1,148 @@
+"""What Converse can and cannot express, decided before any call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from chatgw.backends import bedrock_mapping as mapping
+from chatgw.errors import UnsupportedParameter
+from chatgw.wire import ChatRequest
+
+TOOLS = [{"type": "function", "function": {"name": "lookup"}}]
+
+
+def ask(**params: Any) -> ChatRequest:
+    return ChatRequest.model_validate({"model": "claude", "messages": [{"role": "user", "content": "hi"}], **params})
+
+
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [
+        ({"n": 2}, "n"),
+        ({"logprobs": True}, "logprobs"),
+        ({"logprobs": True, "top_logprobs": 2}, "logprobs"),
+        ({"logit_bias": {"50256": -100}}, "logit_bias"),
+        ({"seed": 1}, "seed"),
+        ({"presence_penalty": 0.5}, "presence_penalty"),
+        ({"frequency_penalty": -1}, "frequency_penalty"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"reasoning_effort": "low"}, "reasoning_effort"),
+        ({"parallel_tool_calls": False, "tools": TOOLS}, "parallel_tool_calls"),
+        ({"audio": {"voice": "alloy", "format": "mp3"}, "modalities": ["text", "audio"]}, "audio"),
+        ({"service_tier": "flex"}, "service_tier"),
+    ],
+)
+def test_parameters_converse_cannot_express_are_refused(params: dict[str, Any], param: str) -> None:
+    with pytest.raises(UnsupportedParameter) as caught:
+        mapping.check(ask(**params))
+    assert caught.value.param == param and f"`{param}`" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"n": 1},
+        {"logprobs": False},
+        {"presence_penalty": 0},
+        {"response_format": {"type": "text"}},
+        {"parallel_tool_calls": True, "tools": TOOLS},
+        {"user": "u-1"},
+        {"temperature": 1, "top_p": 0.1, "max_tokens": 5, "stop": "x"},
+    ],
+)
+def test_no_op_values_and_supported_parameters_pass(params: dict[str, Any]) -> None:
+    mapping.check(ask(**params))
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+        {"type": "image_url", "image_url": {"url": "data:image/tiff;base64,AAAA"}},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}},
+        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+        {"type": "file", "file": {"file_id": "f-1"}},
+    ],
+)
+def test_content_converse_cannot_take_is_refused_as_messages(part: dict[str, Any]) -> None:
+    request = ask(messages=[{"role": "user", "content": [part]}])
+    with pytest.raises(UnsupportedParameter) as caught:
+        mapping.check(request)
+    assert caught.value.param == "messages"
+
+
+def test_tool_choice_none_drops_the_tools_when_no_tool_was_used() -> None:
+    kwargs = mapping.converse_request(ask(tools=TOOLS, tool_choice="none"))
+    assert "toolConfig" not in kwargs
+
+
+def test_tool_choice_none_is_refused_once_tools_were_used() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+    request = ask(
+        tools=TOOLS,
+        tool_choice="none",
+        messages=[
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "42"},
+        ],
+    )
+    with pytest.raises(UnsupportedParameter) as caught:
+        mapping.check(request)
+    assert caught.value.param == "tool_choice"
+
+
+def test_tool_arguments_that_are_not_an_object_are_refused() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "[1, 2]"}}
+    request = ask(messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": [call]}])
+    with pytest.raises(UnsupportedParameter, match="JSON object"):
+        mapping.check(request)
+
+
+def test_tool_spec_defaults_to_an_empty_object_schema() -> None:
+    config = mapping.converse_request(ask(tools=TOOLS, tool_choice="auto"))["toolConfig"]
+    assert config == {
+        "tools": [{"toolSpec": {"name": "lookup", "inputSchema": {"json": {"type": "object", "properties": {}}}}}],
+        "toolChoice": {"auto": {}},
+    }
+
+
+def test_cached_prompt_tokens_count_as_prompt_tokens() -> None:
+    usage = mapping.usage_from({"inputTokens": 10, "outputTokens": 3, "cacheReadInputTokens": 100, "totalTokens": 113})
+    assert usage is not None
+    assert usage.to_dict() == {
+        "prompt_tokens": 110,
+        "completion_tokens": 3,
+        "total_tokens": 113,
+        "prompt_tokens_details": {"cached_tokens": 100},
+    }
+
+
+def test_stream_mapper_numbers_tool_calls_from_zero_whatever_the_block_index() -> None:
+    mapper = mapping.StreamMapper()
+    events = [
+        {"messageStart": {"role": "assistant"}},
+        {"contentBlockDelta": {"contentBlockIndex": 0, "delta": {"text": "Let me look."}}},
+        {
+            "contentBlockStart": {
+                "contentBlockIndex": 1,
+                "start": {"toolUse": {"toolUseId": "a", "name": "x"}},
+            }
+        },
+        {"contentBlockDelta": {"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{}"}}}},
+        {
+            "contentBlockStart": {
+                "contentBlockIndex": 2,
+                "start": {"toolUse": {"toolUseId": "b", "name": "y"}},
+            }
+        },
+        {"contentBlockDelta": {"contentBlockIndex": 2, "delta": {"toolUse": {"input": "{}"}}}},
+        {"messageStop": {"stopReason": "tool_use"}},
+    ]
+    pieces = [p for e in events for p in mapper.feed(e)]
+    calls = [c for p in pieces for ch in p.choices for c in ch.delta.get("tool_calls", [])]
+    assert [(c["index"], c.get("id")) for c in calls] == [(0, "a"), (0, None), (1, "b"), (1, None)]
+    assert pieces[0].choices[0].delta == {"role": "assistant", "content": ""}
+    assert pieces[-1].choices[0].finish_reason == "tool_calls" and mapper.stopped
