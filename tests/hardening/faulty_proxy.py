@@ -22,6 +22,11 @@ THROTTLED = (
     400,
     {"__type": "com.amazonaws.dynamodb.v20120810#ThrottlingException", "message": "Rate of requests exceeds the limit"},
 )
+TABLE_MISSING = (
+    400,
+    {"__type": "com.amazonaws.dynamodb.v20120810#ResourceNotFoundException", "message": "Requested resource not found"},
+)
+"""Not retried by botocore: the write fails at once."""
 UNAVAILABLE = (503, {"__type": "com.amazon.coral.availability#ServiceUnavailableException", "message": "unavailable"})
 
 

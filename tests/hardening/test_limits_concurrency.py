@@ -23,7 +23,7 @@ from tests.hardening.asgi import CHAT, Reply, call
 BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
 
 
-def away_from_minute_edge(margin: int = 8) -> None:
+def away_from_minute_edge(margin: int = 4) -> None:
     """Rate windows are calendar minutes: do not start a burst that could straddle two."""
     second = datetime.now(UTC).second
     if second >= 60 - margin:

@@ -114,7 +114,7 @@ def sqlite_store(state_dir: Path) -> StoreUnderTest:
 @contextlib.contextmanager
 def dynamodb_store(request: pytest.FixtureRequest) -> Iterator[StoreUnderTest]:
     from chatgw.store.dynamodb import make_client
-    from tests.hardening.faulty_proxy import THROTTLED, Fault, faulty_proxy, operation
+    from tests.hardening.faulty_proxy import TABLE_MISSING, Fault, faulty_proxy, operation
 
     tables = request.getfixturevalue("dynamo_tables")
     client = make_client(endpoint_url=tables.endpoint, region="us-east-1")
@@ -138,7 +138,7 @@ def dynamodb_store(request: pytest.FixtureRequest) -> Iterator[StoreUnderTest]:
         yield StoreUnderTest(
             [],
             env,
-            lambda: proxy.injecting(Fault(operation("TransactWriteItems"), answer=THROTTLED)),
+            lambda: proxy.injecting(Fault(operation("TransactWriteItems"), answer=TABLE_MISSING)),
             count,
             stored,
         )
