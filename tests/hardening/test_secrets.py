@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from tests.conftest import eventually, free_port, wait_healthy
+from tests.fakes.fake_openai import FakeOpenAI, Script
 
 CHAT = "/v2/llms/chat/completions"
 BANNER = "development key (shown once"
@@ -157,7 +158,9 @@ def admin(env: dict[str, str], store: StoreUnderTest, *args: str) -> subprocess.
     )
 
 
-def run_session(tmp_path: Path, log_prompts: bool, store: StoreUnderTest) -> tuple[Session, dict[str, str], str]:
+def run_session(
+    tmp_path: Path, log_prompts: bool, store: StoreUnderTest, upstream: FakeOpenAI
+) -> tuple[Session, dict[str, str], str]:
     """Returns the session, the secrets that must never show, and the prompt marker."""
     state_dir = tmp_path / "state"
     pepper = f"pepper-{uuid.uuid4().hex}"
@@ -170,6 +173,12 @@ def run_session(tmp_path: Path, log_prompts: bool, store: StoreUnderTest) -> tup
         "CHATGW_KEY_CACHE_SECONDS": "0",
         "CHATGW_MAX_BODY_BYTES": "4096",
         "SOME_UPSTREAM_API_KEY": upstream_key,
+        "CHATGW_MODELS": json.dumps(
+            {
+                "echo": {"backend": "echo"},
+                "gpt": {"backend": "openai", "base_url": upstream.base_url, "api_key_env": "SOME_UPSTREAM_API_KEY"},
+            }
+        ),
         **store.env,
     }
     keys: dict[str, str] = {}
@@ -198,6 +207,18 @@ def run_session(tmp_path: Path, log_prompts: bool, store: StoreUnderTest) -> tup
             s.post(plain, {"model": "echo", "messages": user})  # its usage goes to a `usage_event` log line
             s.post(plain, {"model": "echo", "messages": user, "stream": True})
             assert eventually(lambda: s.output.read_text().count('"msg": "usage_event"') == 2, timeout=15)
+        # an upstream model: its key goes to the upstream alone, even when the upstream echoes it
+        s.post(plain, {"model": "gpt", "messages": user})
+        s.post(plain, {"model": "gpt", "messages": user, "stream": True, "stream_options": {"include_usage": True}})
+        echoed = {"error": {"message": f"Incorrect API key provided: {upstream_key}", "param": None}}
+        upstream.then(Script(status=400, body=echoed))
+        s.post(plain, {"model": "gpt", "messages": user})
+        upstream.then(*[Script(status=500, body=echoed)] * 3)
+        s.post(plain, {"model": "gpt", "messages": user, "stream": True})
+        upstream.then(Script(error_event_after_chunks=2))
+        s.post(plain, {"model": "gpt", "messages": user, "stream": True})
+        assert {r.headers.get("authorization") for r in upstream.requests} == {f"Bearer {upstream_key}"}
+        assert all(marker in json.dumps(r.body) for r in upstream.requests)  # prompts do reach the upstream
         s.post(keys["dev"], {"model": "echo", "messages": user}, **{"x-api-key": keys["dev"]})
         s.post(plain, {"model": "echo", "messages": user, "stream": True, "stream_options": {"include_usage": True}})
         for _ in range(3):
@@ -238,14 +259,14 @@ def run_session(tmp_path: Path, log_prompts: bool, store: StoreUnderTest) -> tup
     ids=["sqlite-prompts-not-logged", "sqlite-prompts-logged", "dynamodb-prompts-not-logged"],
 )
 def test_no_secret_in_logs_errors_or_store(
-    tmp_path: Path, request: pytest.FixtureRequest, store_kind: str, log_prompts: bool
+    tmp_path: Path, request: pytest.FixtureRequest, fake_openai: FakeOpenAI, store_kind: str, log_prompts: bool
 ) -> None:
     with contextlib.ExitStack() as stack:
         if store_kind == "sqlite":
             store = sqlite_store(tmp_path / "state")
         else:
             store = stack.enter_context(dynamodb_store(request))
-        session, secrets, marker = run_session(tmp_path, log_prompts, store)
+        session, secrets, marker = run_session(tmp_path, log_prompts, store, fake_openai)
         stored = store.stored()
     output = session.output.read_text()
     lines = output.splitlines()
@@ -257,6 +278,7 @@ def test_no_secret_in_logs_errors_or_store(
     assert len([line for line in json_lines if line["msg"] == "usage_event"]) == 2  # the failed ledger writes
     assert any(line.get("key_id") for line in json_lines)  # keys are named by their public id
     errors = "\n".join(session.error_bodies)
+    assert "Incorrect API key provided: ***" in errors  # the upstream's words, its key scrubbed
     assert len(session.error_bodies) >= 14
     assert stored
 
