@@ -7,7 +7,16 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STATE_DIR ?= .chatgw
 
-.PHONY: install run test lint typecheck unit build deploy bench clean
+# AWS SAM CLI lives in a venv of its own: it is heavy and pins its own dependencies.
+SAM_VERSION := 1.170.0
+SAM_VENV := .venv-sam
+SAM := SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
+SAM_STAMP := $(SAM_VENV)/.installed-$(SAM_VERSION)
+# `sam build` without a container needs python3.13 on PATH: take it from PATH, else from pyenv.
+PY313 = $(shell for c in "$$(command -v python3.13)" "$$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)"/versions/3.13*/bin/python3.13; do \
+	[ -n "$$c" ] && "$$c" -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
+
+.PHONY: install run test lint typecheck unit build deploy bench clean sam-install template-lint
 
 install: $(STAMP)
 
@@ -27,8 +36,27 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck
+sam-install: $(SAM_STAMP)
+
+$(SAM_STAMP):
+	$(PY) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install -q 'aws-sam-cli==$(SAM_VERSION)'
+	touch $(SAM_STAMP)
+
+template-lint: $(SAM_STAMP)
+	$(SAM_VENV)/bin/cfn-lint template.yaml
+	$(SAM) validate --lint --region us-east-1
+
+build: $(SAM_STAMP)
+	@if [ -z "$(PY313)" ]; then echo "make build: python3.13 not found on PATH or under pyenv; sam build (no container) needs it" >&2; exit 1; fi
+	PATH="$(dir $(PY313)):$$PATH" $(SAM) build
+
+deploy: build
+	$(SAM) deploy --guided
+
+test: lint typecheck template-lint
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -112,9 +112,16 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     key, _ = dev_key(container.store, settings.state_dir, settings.pepper)
     event = load_event(args.event, key)
     if args.stream:
-        from . import lambda_streaming  # type: ignore[attr-defined,unused-ignore]
+        from .lambda_streaming import run_local
 
-        return int(lambda_streaming.run_local(event, sys.stdout.write))  # type: ignore[attr-defined,unused-ignore]
+        def write(line: str) -> None:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+
+        try:
+            return run_local(event, write, factory=lambda: container.app)
+        finally:
+            container.store.close()
     from mangum import Mangum
 
     context: Any = LocalContext()

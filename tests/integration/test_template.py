@@ -1,0 +1,269 @@
+"""template.yaml: linted by cfn-lint and `sam validate --lint`, translated by SAM into streaming
+routes, built by `sam build`, and in step with what the code reads (tables, env vars, wrapper)."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from chatgw.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+SAM_BIN = ROOT / ".venv-sam" / "bin"
+needs_sam = pytest.mark.skipif(
+    not (SAM_BIN / "sam").exists(), reason="AWS SAM CLI not installed: `make sam-install` (make test does it)"
+)
+SAM_ENV = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "us-east-1"}
+ROUTES = {
+    ("/v2/llms/chat/completions", "post"),
+    ("/v1/chat/completions", "post"),
+    ("/v2/llms", "get"),
+    ("/v1/models", "get"),
+    ("/health", "get"),
+    ("/{proxy+}", "x-amazon-apigateway-any-method"),
+}
+
+
+class _CfnLoader(yaml.SafeLoader):
+    pass
+
+
+def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        return {name: loader.construct_scalar(node)}
+    if isinstance(node, yaml.SequenceNode):
+        return {name: loader.construct_sequence(node, deep=True)}
+    return {name: loader.construct_mapping(node, deep=True)}  # type: ignore[arg-type]
+
+
+_CfnLoader.add_multi_constructor("!", _intrinsic)
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)
+
+
+def resources_of(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
+
+
+def test_cfn_lint_passes() -> None:
+    cfn_lint = [str(SAM_BIN / "cfn-lint")] if (SAM_BIN / "cfn-lint").exists() else [sys.executable, "-m", "cfnlint"]
+    result = subprocess.run([*cfn_lint, str(TEMPLATE)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_sam
+def test_sam_validate_lint_passes() -> None:
+    result = subprocess.run(
+        [str(SAM_BIN / "sam"), "validate", "--lint", "--template", str(TEMPLATE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=SAM_ENV,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+TRANSLATE = """
+import json, sys
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+class NoManagedPolicies:
+    def load(self):
+        return {}
+
+template = yaml_parse(open(sys.argv[1]).read())
+template["Resources"]["Function"]["Properties"]["CodeUri"] = "s3://bucket/code.zip"
+json.dump(transform(template, {}, NoManagedPolicies()), sys.stdout, default=str)
+"""
+
+
+@needs_sam
+def test_sam_turns_every_route_into_a_streaming_lambda_integration() -> None:
+    result = subprocess.run(
+        [str(SAM_BIN / "python"), "-c", TRANSLATE, str(TEMPLATE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=SAM_ENV,
+    )
+    assert result.returncode == 0, result.stderr
+    resources = json.loads(result.stdout)["Resources"]
+    paths = resources["Api"]["Properties"]["Body"]["paths"]
+    routes = {(path, method) for path, methods in paths.items() for method in methods}
+    assert routes == ROUTES
+    for methods in paths.values():
+        for operation in methods.values():
+            integration = operation["x-amazon-apigateway-integration"]
+            assert integration["type"] == "aws_proxy"
+            assert integration["responseTransferMode"] == "STREAM"
+            assert "/2021-11-15/functions/" in integration["uri"]["Fn::Sub"]
+            assert integration["uri"]["Fn::Sub"].endswith("/response-streaming-invocations")
+            assert integration["timeoutInMillis"] > 29_000  # longer than a buffered integration
+
+
+def test_the_function_starts_the_streaming_runtime_through_the_wrapper(template: dict[str, Any]) -> None:
+    function = template["Resources"]["Function"]["Properties"]
+    assert function["Runtime"] == "python3.13"
+    assert function["Architectures"] == ["arm64"]
+    assert function["Handler"] == "chatgw.lambda_buffered.handler"
+    code = ROOT / function["CodeUri"]
+    assert (code / "chatgw" / "lambda_buffered.py").exists()
+    assert (code / "chatgw" / "lambda_streaming.py").exists()
+    wrapper = function["Environment"]["Variables"]["AWS_LAMBDA_EXEC_WRAPPER"]
+    assert wrapper == "/var/task/bootstrap"  # CodeUri is unpacked into /var/task
+    bootstrap = code / "bootstrap"
+    assert bootstrap.read_text().startswith("#!/bin/bash\n")
+    assert bootstrap.stat().st_mode & stat.S_IXUSR
+
+
+def test_the_environment_is_what_settings_read(template: dict[str, Any]) -> None:
+    variables = template["Resources"]["Function"]["Properties"]["Environment"]["Variables"]
+    chatgw_vars = {name for name in variables if name.startswith("CHATGW_")}
+    settings_source = (ROOT / "handler" / "chatgw" / "settings.py").read_text()
+    read_by_settings = set(re.findall(r'"(CHATGW_[A-Z_]+)"', settings_source))
+    assert chatgw_vars <= read_by_settings
+    assert variables["CHATGW_KEYS_TABLE"] == {"Ref": "KeysTable"}
+    assert variables["CHATGW_USAGE_TABLE"] == {"Ref": "UsageTable"}
+    sample = {
+        "CHATGW_KEYS_TABLE": "stack-KeysTable-1",
+        "CHATGW_USAGE_TABLE": "stack-UsageTable-1",
+        "CHATGW_MODELS": "",
+        "CHATGW_LOG_LEVEL": "INFO",
+        "CHATGW_KEY_CACHE_SECONDS": "30",
+        "CHATGW_KEY_PEPPER": "",
+        "CHATGW_USAGE_TTL_DAYS": "90",
+    }
+    assert set(sample) == chatgw_vars
+    settings = Settings.from_env(sample)  # the template's defaults are valid settings
+    assert settings.uses_dynamodb
+    assert (settings.keys_table, settings.usage_table) == ("stack-KeysTable-1", "stack-UsageTable-1")
+    parameters = template["Parameters"]
+    assert str(parameters["KeyCacheSeconds"]["Default"]) == sample["CHATGW_KEY_CACHE_SECONDS"]
+    assert str(parameters["UsageTtlDays"]["Default"]) == sample["CHATGW_USAGE_TTL_DAYS"]
+
+
+@pytest.mark.parametrize("table", ["KeysTable", "UsageTable"])
+def test_tables_keep_the_store_contract(template: dict[str, Any], table: str) -> None:
+    from chatgw.store.dynamodb import ATTRIBUTES, KEY_SCHEMA, TTL_ATTRIBUTE
+
+    resource = template["Resources"][table]
+    assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Retain"
+    properties = resource["Properties"]
+    assert properties["BillingMode"] == "PAY_PER_REQUEST"
+    assert (
+        properties["KeySchema"]
+        == KEY_SCHEMA
+        == [
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ]
+    )
+    assert properties["AttributeDefinitions"] == ATTRIBUTES
+    assert TTL_ATTRIBUTE == "expires_at"
+    assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert properties["SSESpecification"] == {"SSEEnabled": True}
+    ttl = properties.get("TimeToLiveSpecification")
+    if table == "UsageTable":
+        assert ttl == {"AttributeName": "expires_at", "Enabled": True}
+    else:
+        assert ttl is None
+
+
+def test_iam_names_its_own_resources_only(template: dict[str, Any]) -> None:
+    (role,) = resources_of(template, "AWS::IAM::Role").values()
+    statements = [
+        s
+        for policy in role["Properties"]["Policies"]
+        for s in policy["PolicyDocument"]["Statement"]
+        if "Fn::If" not in s
+    ] + [
+        s["Fn::If"][1]
+        for policy in role["Properties"]["Policies"]
+        for s in policy["PolicyDocument"]["Statement"]
+        if "Fn::If" in s
+    ]
+    assert all(s["Resource"] != "*" and "*" not in json.dumps(s["Resource"]) for s in statements)
+    actions = {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert not any(a.endswith(":*") for a in actions)
+    by_sid = {s.get("Sid"): s for s in statements}
+    assert by_sid["ReadKeys"]["Action"] == "dynamodb:GetItem"
+    assert by_sid["ReadKeys"]["Resource"] == {"Fn::GetAtt": "KeysTable.Arn"}
+    assert sorted(by_sid["MeterUsage"]["Action"]) == ["dynamodb:PutItem", "dynamodb:UpdateItem"]
+    assert by_sid["MeterUsage"]["Resource"] == {"Fn::GetAtt": "UsageTable.Arn"}
+    assert {a for a in actions if a.startswith("dynamodb:")} == {
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+    }
+    conditional = {s["Sid"]: s["Resource"] for s in statements if s.get("Sid", "").startswith("Named")}
+    assert conditional == {
+        "NamedBedrockModels": {"Ref": "BedrockModelArns"},
+        "NamedSecrets": {"Ref": "SecretArns"},
+        "NamedParameters": {"Ref": "ParameterArns"},
+    }
+
+
+def test_the_function_url_is_optional_and_streams(template: dict[str, Any]) -> None:
+    assert template["Parameters"]["EnableFunctionUrl"]["Default"] == "false"
+    (url,) = resources_of(template, "AWS::Lambda::Url").values()
+    assert url["Condition"] == "FunctionUrlEnabled"
+    assert url["Properties"]["InvokeMode"] == "RESPONSE_STREAM"
+    outputs = template["Outputs"]
+    assert outputs["OpenAIBaseUrl"]["Value"]["Fn::Sub"].endswith("/${StageName}/v2/llms")
+    assert outputs["OpenAIBaseUrlV1"]["Value"]["Fn::Sub"].endswith("/${StageName}/v1")
+    assert outputs["FunctionUrlBase"]["Condition"] == "FunctionUrlEnabled"
+
+
+def python313() -> str | None:
+    pyenv_root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    candidates = [
+        shutil.which("python3.13"),
+        *sorted(glob.glob(f"{pyenv_root}/versions/3.13*/bin/python3.13")),
+    ]
+    for candidate in filter(None, candidates):
+        probe = subprocess.run([candidate, "-c", "import sys; print(sys.executable)"], capture_output=True, text=True)
+        if probe.returncode == 0:
+            return probe.stdout.strip()
+    return None
+
+
+@needs_sam
+@pytest.mark.slow
+def test_sam_build_packages_the_function_without_a_container(tmp_path: Path) -> None:
+    interpreter = python313()
+    if interpreter is None:
+        pytest.skip("python3.13 is not installed: sam build without a container needs it")
+    env = {**SAM_ENV, "PATH": f"{Path(interpreter).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(
+        [str(SAM_BIN / "sam"), "build", "--build-dir", str(tmp_path / "build"), "--template", str(TEMPLATE)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    package = tmp_path / "build" / "Function"
+    assert (package / "bootstrap").stat().st_mode & stat.S_IXUSR
+    assert (package / "chatgw" / "lambda_streaming.py").exists()
+    assert (package / "mangum").is_dir() and (package / "fastapi").is_dir()
+    native = glob.glob(str(package / "pydantic_core" / "*.so"))
+    assert native and all("cpython-313-aarch64" in name for name in native)  # arm64, Python 3.13
