@@ -218,7 +218,6 @@ def test_client_leaving_closes_the_upstream_call_within_a_second(up: Upstreamed,
     reply = up.chat(gw, key, True, leave=2)  # the client goes away after two chunks
     assert reply.status == 200 and time.monotonic() - started < 2
     assert fake_openai.stream_aborted.wait(1.0), "the upstream call was not closed within a second"
-    assert not fake_openai.stream_completed.is_set()
     (event,) = events_of(gw, key)
     assert event.status == "client_closed" and event.streamed and event.request_id == reply.request_id
 
