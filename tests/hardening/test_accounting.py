@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from chatgw.catalog import Catalog, ModelEntry
 from chatgw.compose import Container, build
 from chatgw.errors import UpstreamError
 from chatgw.keys import new_key
+from chatgw.limits import day_of, month_of
 from chatgw.settings import Settings
 from chatgw.store.base import Store, UsageEvent, UsageQuery
 from chatgw.store.codec import event_from_dict
@@ -214,7 +216,8 @@ def check_schedule(ledger: Ledger, schedule: list[Op]) -> None:
             assert event.completion_tokens == (len(WORDS) * (5 if op.model == "slow" else 1))
 
     assert_aggregates_match(store, good.key_id, [e for e in stored if e.key_id == good.key_id])
-    assert_aggregates_match(store, bad.key_id, [])
+    for period, value in (("day", day_of(datetime.now(UTC))), ("month", month_of(datetime.now(UTC)))):
+        assert store.usage(UsageQuery(period, value, key_id=bad.key_id)) == []  # type: ignore[arg-type]
     # the log lines replay into the ledger, once, and then everything adds up for both keys
     for event in logged:
         assert store.record_usage(event) is True

@@ -5,11 +5,14 @@ the envelope for errors, always one `x-request-id`."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import event as event_note
 from hypothesis import strategies as st
@@ -41,6 +44,17 @@ bodies = (
 )
 
 
+@pytest.fixture
+def lambda_loop() -> Iterator[None]:
+    """One event loop for Mangum, as a Lambda container has, closed at the end (Mangum would make
+    its own and never close it)."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
 def set_path(event: dict[str, Any], path: str, method: str) -> None:
     if "httpMethod" in event:
         event["path"] = event["requestContext"]["path"] = path
@@ -70,6 +84,7 @@ def set_header(event: dict[str, Any], name: str, values: list[str]) -> None:
 )
 def test_lambda_events(
     fuzzed: Fuzzed,
+    lambda_loop: None,
     shape: str,
     path: str,
     method: str,

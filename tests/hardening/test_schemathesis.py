@@ -4,6 +4,7 @@ schema and data that does not, through the ASGI app, with schemathesis' response
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import pytest
@@ -14,6 +15,30 @@ from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
 
 from tests.hardening.conftest import Fuzzed
+
+# pytest compiles schemathesis' modules itself (it is a pytest plugin, so they are rewritten on
+# import). Import the lazily imported ones now, at collection, and not in the middle of a test run:
+# CPython 3.11's AST recursion-depth bookkeeping (python/cpython#106905) can fail such a compile with
+# "SystemError: AST constructor recursion depth mismatch" once threads and hypothesis are running.
+for _module in (
+    "schemathesis.specs.openapi.schemas",
+    "schemathesis.specs.openapi.coverage",
+    "schemathesis.specs.openapi.stateful",
+    "schemathesis.specs.openapi.auth_flow",
+    "schemathesis.specs.openapi.auth_jwt",
+    "schemathesis.specs.openapi.object_authorization",
+    "schemathesis.transport.asgi",
+    "schemathesis.transport.requests",
+    "schemathesis.transport.wsgi",
+    "schemathesis.engine.supervisor",
+    "schemathesis.engine.link_calibration",
+    "schemathesis.generation.jsonschema.strategy",
+    "schemathesis.generation.body_overrides",
+    "schemathesis.generation.dictionaries",
+    "schemathesis.generation.stateful.control",
+    "schemathesis.wfc.escalation",
+):
+    importlib.import_module(_module)
 
 NEGATIVE = GenerationMode.NEGATIVE
 MODES = [GenerationMode.POSITIVE, NEGATIVE]
