@@ -272,3 +272,15 @@ def test_narrow_key_refusals_are_envelopes(fuzzed: Fuzzed) -> None:
         reply = run(fuzzed.app, "POST", CHAT, headers_for(fuzzed.narrow_key), json.dumps(body).encode())
         assert_envelope(reply)
         assert reply.status == status
+
+
+def test_client_cannot_choose_the_request_id(fuzzed: Fuzzed) -> None:
+    """Usage events are idempotent by request id: were it the client's, a client could replay one
+    id and be metered once for many calls."""
+    headers = [*headers_for(fuzzed.key), (b"x-request-id", b"chosen-by-client"), (b"x-amzn-requestid", b"chosen")]
+    replies = [run(fuzzed.app, "POST", CHAT, headers, json.dumps(VALID).encode()) for _ in range(2)]
+    ids = [r.request_id for r in replies]
+    assert all(r.status == 200 for r in replies) and len(set(ids)) == 2 and "chosen-by-client" not in ids
+    key_id = fuzzed.key.split("_")[1]
+    recorded = {e.request_id for e in fuzzed.container.store.usage_events(key_id)}
+    assert set(ids) <= recorded
