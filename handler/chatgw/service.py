@@ -21,6 +21,7 @@ from .errors import (
     ChatgwError,
     InvalidRequest,
     PermissionDenied,
+    UpstreamError,
     UpstreamTimeout,
 )
 from .keys import KeyRecord, check_usable, model_allowed, parse_key, secret_matches
@@ -157,6 +158,10 @@ class Service:
             except ChatgwError as exc:
                 await self.record(self.event(prepared, call, entry, status="error"))
                 raise exc
+            except Exception as exc:  # a backend bug: a 502 and a usage event, as when streaming
+                logs.event("backend_failed", logging.ERROR, request_id=call.request_id, error_type=type(exc).__name__)
+                await self.record(self.event(prepared, call, entry, status="error"))
+                raise UpstreamError("The model backend failed.") from None
             else:
                 usage, estimated = self.usage_of(request, completion)
                 body = completion_body(

@@ -17,11 +17,14 @@ def parse_chat_request(body: bytes) -> ChatRequest:
     try:
         return ChatRequest.model_validate_json(body)
     except pydantic.ValidationError as exc:
-        try:
-            data = json.loads(body)
-        except ValueError:
-            data = None
-        raise to_invalid_request(exc.errors(include_url=False), data) from None
+        errors = exc.errors(include_url=False)
+        data = None
+        if not any(e["type"] == "json_invalid" for e in errors):  # never re-parse what pydantic could not
+            try:
+                data = json.loads(body)
+            except (ValueError, RecursionError):  # deep nesting must not be a 500
+                data = None
+        raise to_invalid_request(errors, data) from None
 
 
 def _path(loc: tuple[Any, ...], data: Any, missing: bool = False) -> str:

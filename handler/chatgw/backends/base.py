@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -69,11 +70,18 @@ class BackendDeps:
         self._http_client_factory = http_client_factory
         self._aws_client_factory = aws_client_factory
         self._http_client: Any = None
+        self._http_loop: asyncio.AbstractEventLoop | None = None
         self._aws_clients: dict[tuple[str, str | None], Any] = {}
 
     def http_client(self) -> Any:
-        """The one `httpx.AsyncClient` of the container (connection reuse, no redirects)."""
+        """The one `httpx.AsyncClient` of the container (connection reuse, no redirects). Its pooled
+        connections belong to the event loop that opened them: under another loop (a caller that
+        runs each request in `asyncio.run`), a new client is made instead of failing every call."""
+        loop = asyncio.get_running_loop()
+        if self._http_client is not None and self._http_loop is not loop:
+            self._http_client = None  # the old loop is gone or elsewhere: its client cannot be closed from here
         if self._http_client is None:
+            self._http_loop = loop
             if self._http_client_factory is None:
                 import httpx
 

@@ -1,0 +1,154 @@
+"""Faults on the DynamoDB store, through the real boto3 client: a loopback proxy in front of the
+moto server throttles, answers 503, delays or drops chosen operations, and the store can be down
+altogether. A request the store cannot check is refused with 503 and reaches no backend; a usage
+write that fails becomes the `usage_event` log line; a write whose answer was lost is not counted
+twice when botocore retries it."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+
+from chatgw.catalog import Catalog, ModelEntry
+from chatgw.compose import Container, build
+from chatgw.keys import Limits, new_key
+from chatgw.settings import Settings
+from chatgw.store.base import UsageQuery
+from chatgw.store.codec import event_from_dict
+from chatgw.store.dynamodb import DynamoStore, make_client
+from tests.conftest import free_port
+from tests.dynamo_fixtures import Tables
+from tests.fakes.backends import ScriptedBackend
+from tests.hardening.asgi import CHAT, assert_envelope, captured_logs, run
+from tests.hardening.faulty_proxy import THROTTLED, UNAVAILABLE, Fault, FaultyProxy, faulty_proxy, operation
+
+TIMEOUT_S = 0.5
+
+
+@dataclass
+class DynGateway:
+    container: Container
+    store: DynamoStore
+    backend: ScriptedBackend
+    proxy: FaultyProxy
+
+    def key(self, **fields: Any) -> str:
+        key, record = new_key("dyn", **fields)
+        self.store.create_key(record)
+        return key
+
+    def chat(self, key: str, stream: bool = False) -> Any:
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+        headers = [(b"x-api-key", key.encode()), (b"content-type", b"application/json")]
+        return run(self.container.app, "POST", CHAT, headers, json.dumps(body).encode())
+
+
+def dynamo_store(endpoint: str, tables: Tables) -> DynamoStore:
+    client = make_client(
+        endpoint_url=endpoint,
+        region="us-east-1",
+        connect_timeout=TIMEOUT_S,
+        read_timeout=TIMEOUT_S,
+        max_attempts=2,
+    )
+    return DynamoStore(client, tables.keys, tables.usage)
+
+
+def gateway_on(store: DynamoStore, settings: Settings, backend: ScriptedBackend) -> Container:
+    catalog = Catalog({"m": ModelEntry("m", backend, "scripted")})
+    return build(replace(settings, key_cache_seconds=0), store=store, catalog=catalog)
+
+
+@pytest.fixture
+def dyn(dynamo_tables: Tables, settings: Settings) -> Iterator[DynGateway]:
+    with faulty_proxy(dynamo_tables.endpoint) as proxy:
+        store = dynamo_store(proxy.endpoint, dynamo_tables)
+        backend = ScriptedBackend(["a", " b", " c"])
+        yield DynGateway(gateway_on(store, settings, backend), store, backend, proxy)
+        store.close()
+
+
+FAULTS = {
+    "throttled": lambda match: Fault(match, answer=THROTTLED),
+    "unavailable-503": lambda match: Fault(match, answer=UNAVAILABLE),
+    "connection-dropped": lambda match: Fault(match, drop=True),
+    "slower-than-timeout": lambda match: Fault(match, delay_s=TIMEOUT_S * 3),
+}
+
+
+CASES = [(f, p, False) for f in sorted(FAULTS) for p in ("key-lookup", "admission")]
+CASES += [("unavailable-503", p, True) for p in ("key-lookup", "admission")]  # streams share the path
+
+
+@pytest.mark.parametrize(("fault", "phase", "stream"), CASES)
+def test_store_fault_is_503_and_nothing_passes(dyn: DynGateway, fault: str, phase: str, stream: bool) -> None:
+    limited = phase == "admission"
+    key = dyn.key(limits=Limits(requests_per_minute=100)) if limited else dyn.key()
+    op = "UpdateItem" if limited else "GetItem"
+    started = time.monotonic()
+    with dyn.proxy.injecting(FAULTS[fault](operation(op))):
+        reply = dyn.chat(key, stream)
+    assert time.monotonic() - started < 8
+    assert_envelope(reply, allowed_5xx=(503,))
+    assert reply.status == 503 and reply.json()["error"]["code"] == "store_unavailable"
+    assert dyn.backend.calls == 0
+    assert dyn.chat(key, stream).status == 200  # and it recovers at once
+
+
+def test_store_down_altogether(dynamo_tables: Tables, settings: Settings) -> None:
+    store = dynamo_store(f"http://127.0.0.1:{free_port()}", dynamo_tables)  # nothing listens there
+    backend = ScriptedBackend()
+    gw = gateway_on(store, settings, backend)
+    key, _ = new_key("nowhere")
+    reply = run(gw.app, "POST", CHAT, [(b"x-api-key", key.encode())], b'{"model": "m", "messages": []}')
+    assert_envelope(reply, allowed_5xx=(503,))
+    assert reply.status == 503 and backend.calls == 0
+    store.close()
+
+
+def test_store_slow_but_within_the_timeout_still_answers(dyn: DynGateway) -> None:
+    key = dyn.key(limits=Limits(requests_per_minute=100))
+    with dyn.proxy.injecting(Fault(operation(), delay_s=TIMEOUT_S / 3)):
+        assert dyn.chat(key).status == 200
+        assert dyn.chat(key, stream=True).status == 200
+
+
+@pytest.mark.parametrize(
+    ("fault", "stream"), [("throttled", False), ("unavailable-503", True), ("connection-dropped", False)]
+)
+def test_failed_usage_write_is_logged_and_replays(dyn: DynGateway, fault: str, stream: bool) -> None:
+    key = dyn.key()
+    with captured_logs() as logs, dyn.proxy.injecting(FAULTS[fault](operation("TransactWriteItems"))):
+        reply = dyn.chat(key, stream)
+    assert reply.status == 200
+    kid = key.split("_")[1]
+    assert dyn.store.usage_events(kid) == []
+    (line,) = logs.named("usage_event")
+    assert line["usage_event"]["request_id"] == reply.request_id and line["reason"] == "StoreUnavailable"
+    event = event_from_dict(line["usage_event"])
+    assert dyn.store.record_usage(event) is True
+    assert dyn.store.record_usage(event) is False
+    (row,) = dyn.store.usage(UsageQuery("day", event.at.strftime("%Y-%m-%d"), key_id=kid))
+    assert (row.requests, row.total_tokens) == (1, event.total_tokens) and row.total_tokens > 0
+
+
+def test_lost_answer_to_a_usage_write_is_not_counted_twice(dyn: DynGateway) -> None:
+    """The transaction lands but its answer is lost; botocore retries it; the request id is
+    already there, so the retry changes nothing: counted once, nothing logged."""
+    key = dyn.key()
+    kid = key.split("_")[1]
+    lost = Fault(operation("TransactWriteItems"), drop_after_forward=True, times=1)
+    with captured_logs() as logs, dyn.proxy.injecting(lost):
+        reply = dyn.chat(key)
+    assert reply.status == 200 and lost.times == 0
+    assert dyn.proxy.seen.count("TransactWriteItems") == 2  # the original and botocore's retry
+    assert logs.named("usage_event") == []
+    (event,) = dyn.store.usage_events(kid)
+    assert event.request_id == reply.request_id
+    (row,) = dyn.store.usage(UsageQuery("day", event.at.strftime("%Y-%m-%d"), key_id=kid))
+    assert (row.requests, row.total_tokens) == (1, event.total_tokens)

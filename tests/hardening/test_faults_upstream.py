@@ -1,0 +1,243 @@
+"""Upstream faults through the real openai backend (httpx) against the fake OpenAI-compatible
+server on loopback, seen from the gateway's side: connection refused, too slow, failing before
+and after the first byte, malformed JSON and SSE, no usage, a redirect to another host, and a
+client leaving mid-stream. Each answer keeps the envelope and status rules, each call that
+reached the upstream leaves one usage event, and the upstream key never shows."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+
+from chatgw.backends.base import BackendDeps
+from chatgw.compose import Container, build
+from tests.conftest import add_key, eventually, free_port
+from tests.fakes.fake_openai import FakeOpenAI, Script
+from tests.hardening.asgi import CHAT, Reply, assert_envelope, call, run
+
+UPSTREAM_KEY = "sk-upstream-hardening-3f9c2a7d1e"
+USER = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@dataclass
+class Upstreamed:
+    """Gateways whose catalog points at an upstream, all on one event loop for the test (as in
+    uvicorn, Mangum and the streaming runtime), their HTTP clients closed on that loop at the end."""
+
+    make_container: Callable[..., Container]
+    loop: asyncio.AbstractEventLoop
+    deps: list[BackendDeps] = field(default_factory=list)
+
+    def gateway(self, base_url: str, **options: Any) -> tuple[Container, str]:
+        model = {
+            "backend": "openai",
+            "base_url": base_url,
+            "upstream_model": "gpt-upstream",
+            "api_key_env": "HARDENING_UPSTREAM_KEY",
+            "max_retries": 0,
+            **options,
+        }
+        base = self.make_container()
+        deps = BackendDeps()
+        self.deps.append(deps)
+        settings = replace(base.settings, models=json.dumps({"up": model}))
+        return build(settings, store=base.store, deps=deps), add_key(base)
+
+    def chat(self, gw: Container, key: str, stream: bool = False, leave: int | None = None, **extra: Any) -> Reply:
+        body = {"model": "up", "messages": USER, "stream": stream, **extra}
+        headers = [(b"x-api-key", key.encode()), (b"content-type", b"application/json")]
+        return self.loop.run_until_complete(
+            call(gw.app, "POST", CHAT, headers, json.dumps(body).encode(), leave_after_chunks=leave)
+        )
+
+
+@pytest.fixture
+def up(make_container: Callable[..., Container], monkeypatch: pytest.MonkeyPatch) -> Iterator[Upstreamed]:
+    monkeypatch.setenv("HARDENING_UPSTREAM_KEY", UPSTREAM_KEY)
+    loop = asyncio.new_event_loop()
+    upstreamed = Upstreamed(make_container, loop)
+    try:
+        yield upstreamed
+    finally:
+        for deps in upstreamed.deps:
+            loop.run_until_complete(deps.aclose())
+        loop.close()
+
+
+def events_of(gw: Container, key: str) -> list[Any]:
+    return list(eventually(lambda: gw.store.usage_events(key.split("_")[1])))
+
+
+def sse(reply: Reply) -> list[str]:
+    return [e for e in reply.body.decode().split("\n\n") if e]
+
+
+def assert_no_upstream_key(reply: Reply) -> None:
+    assert UPSTREAM_KEY not in reply.body.decode("utf-8", "replace")
+
+
+# before the first byte: an ordinary HTTP error, never a 500 -----------------------------------
+
+ECHOING_OUR_KEY = Script(status=400, body={"error": {"message": f"Incorrect API key provided: {UPSTREAM_KEY}"}})
+BEFORE: list[tuple[str, list[Script], dict[str, Any], int, str]] = [
+    ("5xx-after-retries", [Script(status=503)] * 3, {"max_retries": 2}, 502, "upstream_error"),
+    ("429", [Script(status=429, headers={"retry-after": "7"})], {}, 429, "upstream_rate_limited"),
+    ("4xx-passes-through", [Script(status=400, body={"error": {"message": "no"}})], {}, 400, "upstream_rejected"),
+    ("401-our-credentials", [Script(status=401)], {}, 502, "upstream_error"),
+    ("too-slow", [Script(delay_s=2.0)], {"timeout_s": 0.4}, 504, "upstream_timeout"),
+    ("garbage-json", [Script(status=200, body=b"{not json")], {}, 502, "upstream_error"),
+    ("not-a-completion", [Script(status=200, body={"hello": "world"})], {}, 502, "upstream_error"),
+    ("error-echoing-our-key", [ECHOING_OUR_KEY], {}, 400, "upstream_rejected"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "scripts", "options", "status", "code"), BEFORE, ids=[c[0] for c in BEFORE])
+@pytest.mark.parametrize("stream", [False, True])
+def test_upstream_failing_before_the_first_byte(
+    up: Upstreamed,
+    fake_openai: FakeOpenAI,
+    name: str,
+    scripts: list[Script],
+    options: dict[str, Any],
+    status: int,
+    code: str,
+    stream: bool,
+) -> None:
+    gw, key = up.gateway(fake_openai.base_url, **options)
+    fake_openai.then(*scripts)
+    reply = up.chat(gw, key, stream)
+    assert_envelope(reply, allowed_5xx=(502, 504))
+    assert reply.status == status and reply.json()["error"]["code"] == code, reply.body
+    assert_no_upstream_key(reply)
+    if status == 429:
+        assert reply.header("retry-after")
+    assert fake_openai.wait_for_requests(len(scripts)) == len(scripts)  # retried as allowed, no more
+    (event,) = events_of(gw, key)
+    assert (event.request_id, event.status, event.streamed) == (reply.request_id, "error", stream)
+
+
+def test_upstream_refusing_connections(up: Upstreamed) -> None:
+    gw, key = up.gateway(f"http://127.0.0.1:{free_port()}/v1", max_retries=2)
+    started = time.monotonic()
+    for stream in (False, True):
+        reply = up.chat(gw, key, stream)
+        assert_envelope(reply, allowed_5xx=(502,))
+        assert reply.status == 502 and reply.json()["error"]["code"] == "upstream_error"
+    assert time.monotonic() - started < 10
+    assert [e.status for e in events_of(gw, key)] == ["error", "error"]
+
+
+def test_redirect_to_another_host_is_not_followed(up: Upstreamed, fake_openai: FakeOpenAI) -> None:
+    elsewhere = FakeOpenAI().start()  # another origin, which must never be called
+    try:
+        gw, key = up.gateway(fake_openai.base_url)
+        location = elsewhere.base_url + "/chat/completions"
+        for stream in (False, True):
+            fake_openai.then(Script(status=307, headers={"location": location}))
+            reply = up.chat(gw, key, stream)
+            assert_envelope(reply, allowed_5xx=(502,))
+            assert reply.status == 502 and "redirect" in reply.json()["error"]["message"]
+        assert elsewhere.requests == []
+        assert all(r.headers.get("authorization") == f"Bearer {UPSTREAM_KEY}" for r in fake_openai.requests)
+    finally:
+        elsewhere.stop()
+
+
+# after the first byte: in-band, no [DONE], counted ---------------------------------------------
+
+AFTER = [
+    ("connection-dropped", Script(drop_after_chunks=3)),
+    ("error-event", Script(error_event_after_chunks=3)),
+    ("malformed-sse", Script(garbage_sse_after_chunks=3)),
+]
+
+
+@pytest.mark.parametrize(("name", "script"), AFTER, ids=[c[0] for c in AFTER])
+def test_upstream_failing_after_the_first_byte(
+    up: Upstreamed, fake_openai: FakeOpenAI, name: str, script: Script
+) -> None:
+    gw, key = up.gateway(fake_openai.base_url, max_retries=2)
+    fake_openai.then(script)
+    reply = up.chat(gw, key, True)
+    assert reply.status == 200
+    events = sse(reply)
+    assert "data: [DONE]" not in events
+    last = json.loads(events[-1].removeprefix("data: "))
+    assert set(last) == {"error"} and last["error"]["type"] == "api_error"
+    assert_no_upstream_key(reply)
+    assert fake_openai.wait_for_requests(1) == 1  # nothing is retried after the first byte
+    (event,) = events_of(gw, key)
+    assert event.status == "error" and event.streamed and event.completion_tokens > 0 and event.estimated
+
+
+def test_malformed_sse_as_the_first_event_is_an_http_502(up: Upstreamed, fake_openai: FakeOpenAI) -> None:
+    gw, key = up.gateway(fake_openai.base_url)
+    fake_openai.then(Script(garbage_sse_after_chunks=0))
+    reply = up.chat(gw, key, True)
+    assert_envelope(reply, allowed_5xx=(502,))
+    assert reply.status == 502
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_upstream_sending_no_usage_is_estimated(up: Upstreamed, fake_openai: FakeOpenAI, stream: bool) -> None:
+    gw, key = up.gateway(fake_openai.base_url)
+    if stream:
+        fake_openai.then(Script(send_usage=False))
+        reply = up.chat(gw, key, True, stream_options={"include_usage": True})
+        chunks = [json.loads(e.removeprefix("data: ")) for e in sse(reply) if e.startswith("data: {")]
+        usage = chunks[-1]["usage"]
+        assert sse(reply)[-1] == "data: [DONE]"
+    else:
+        answer = {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "gpt-upstream",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}],
+        }
+        fake_openai.then(Script(body=answer))
+        reply = up.chat(gw, key)
+        usage = reply.json()["usage"]
+    assert reply.status == 200 and usage["completion_tokens"] > 0 and usage["prompt_tokens"] > 0
+    (event,) = events_of(gw, key)
+    assert event.status == "ok" and event.estimated
+    assert (event.prompt_tokens, event.completion_tokens) == (usage["prompt_tokens"], usage["completion_tokens"])
+
+
+def test_client_leaving_closes_the_upstream_call_within_a_second(up: Upstreamed, fake_openai: FakeOpenAI) -> None:
+    gw, key = up.gateway(fake_openai.base_url)
+    fake_openai.then(Script(chunk_delay_s=0.1))
+    started = time.monotonic()
+    reply = up.chat(gw, key, True, leave=2)  # the client goes away after two chunks
+    assert reply.status == 200 and time.monotonic() - started < 2
+    assert fake_openai.stream_aborted.wait(1.0), "the upstream call was not closed within a second"
+    (event,) = events_of(gw, key)
+    assert event.status == "client_closed" and event.streamed and event.request_id == reply.request_id
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_each_request_on_its_own_event_loop(
+    make_container: Callable[..., Container], fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: the container's shared httpx client kept the connections of the first event
+    loop, so a caller that runs each request in its own `asyncio.run` got "Event loop is closed"
+    (a 502) from the second request on. (The old loop's idle connections are left to the garbage
+    collector, hence the warnings this test ignores.)"""
+    monkeypatch.setenv("HARDENING_UPSTREAM_KEY", UPSTREAM_KEY)
+    model = {"backend": "openai", "base_url": fake_openai.base_url, "api_key_env": "HARDENING_UPSTREAM_KEY"}
+    gw = make_container(models=json.dumps({"up": model}))
+    key = add_key(gw)
+    headers = [(b"x-api-key", key.encode()), (b"content-type", b"application/json")]
+    for stream in (False, True, False, True):
+        body = json.dumps({"model": "up", "messages": USER, "stream": stream}).encode()
+        reply = run(gw.app, "POST", CHAT, headers, body)  # a new asyncio.run, hence a new loop, each time
+        assert reply.status == 200, reply.body
+    assert [e.status for e in events_of(gw, key)] == ["ok"] * 4
+    gc.collect()

@@ -1,0 +1,117 @@
+"""Limits under concurrency, on both store adapters: many requests at once, through two gateway
+containers sharing one store (as two Lambda containers share DynamoDB), never get more than a
+limit allows."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chatgw.compose import Container, build
+from chatgw.keys import Limits, new_key
+from tests.fakes.backends import ScriptedBackend
+from tests.hardening.asgi import CHAT, Reply, call
+
+BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+
+
+def away_from_minute_edge(margin: int = 4) -> None:
+    """Rate windows are calendar minutes: do not start a burst that could straddle two."""
+    second = datetime.now(UTC).second
+    if second >= 60 - margin:
+        time.sleep(60 - second + 0.2)
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def twin(
+    request: pytest.FixtureRequest, make_container: Callable[..., Container]
+) -> Iterator[tuple[Container, Container]]:
+    """Two containers (own Service, own key cache, own store client) on one store."""
+    first = make_container({"m": ScriptedBackend(["a", " b", " c"])})
+    if request.param == "sqlite":
+        second = build(first.settings, catalog=first.catalog)
+        yield first, second
+        second.store.close()
+        return
+    from chatgw.store.dynamodb import DynamoStore, make_client
+
+    tables = request.getfixturevalue("dynamo_tables")
+    stores = [
+        DynamoStore(make_client(endpoint_url=tables.endpoint, region="us-east-1"), tables.keys, tables.usage)
+        for _ in range(2)
+    ]
+    yield (
+        build(first.settings, store=stores[0], catalog=first.catalog),
+        build(first.settings, store=stores[1], catalog=first.catalog),
+    )
+    for store in stores:
+        store.close()
+
+
+async def burst(apps: list[Container], key: str, count: int) -> list[Reply]:
+    headers = [(b"x-api-key", key.encode()), (b"content-type", b"application/json")]
+    return list(
+        await asyncio.gather(*(call(apps[i % len(apps)].app, "POST", CHAT, headers, BODY) for i in range(count)))
+    )
+
+
+def statuses(replies: list[Reply]) -> Counter[int]:
+    return Counter(r.status for r in replies)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(limit=st.integers(1, 6), concurrent=st.integers(1, 40))
+def test_requests_per_minute_admits_exactly_the_limit(
+    twin: tuple[Container, Container], limit: int, concurrent: int
+) -> None:
+    first, second = twin
+    key, record = new_key("rpm", limits=Limits(requests_per_minute=limit))
+    first.store.create_key(record)
+    away_from_minute_edge()
+    replies = asyncio.run(burst([first, second], key, concurrent))
+    assert statuses(replies) == Counter({200: min(limit, concurrent), 429: max(0, concurrent - limit)})
+    for r in replies:
+        assert r.header("x-ratelimit-limit-requests") == [str(limit)]
+        if r.status == 429:
+            assert r.json()["error"]["code"] == "rate_limit_exceeded" and int(r.header("retry-after")[0]) >= 1
+    remaining = sorted(int(r.header("x-ratelimit-remaining-requests")[0]) for r in replies if r.status == 200)
+    assert remaining == list(range(max(0, limit - concurrent), limit))  # each slot handed out once
+
+
+@pytest.mark.parametrize(
+    ("limits", "code"),
+    [
+        (Limits(monthly_token_budget=20), "insufficient_quota"),
+        (Limits(tokens_per_minute=20), "rate_limit_exceeded"),
+    ],
+    ids=["monthly-budget", "tokens-per-minute"],
+)
+def test_token_limits_refuse_everything_once_reached(
+    twin: tuple[Container, Container], limits: Limits, code: str
+) -> None:
+    """Tokens are known only when a request ends, so requests admitted together may pass the
+    limit together (by design, as OpenAI's own limits); but once the counted tokens reach it,
+    not one more request is admitted, however many arrive at once."""
+    first, second = twin
+    key, record = new_key("tokens", limits=limits)
+    first.store.create_key(record)
+    away_from_minute_edge()
+    used, reached_at_wave = 0, None
+    for wave in range(6):
+        replies = asyncio.run(burst([first, second], key, 6))
+        admitted = [r for r in replies if r.status == 200]
+        if reached_at_wave is not None:
+            assert admitted == [], f"admitted after the limit was reached (wave {wave})"
+            assert all(r.status == 429 and r.json()["error"]["code"] == code for r in replies)
+        used += sum(r.json()["usage"]["total_tokens"] for r in admitted)
+        if used >= 20 and reached_at_wave is None:
+            reached_at_wave = wave
+    assert reached_at_wave is not None
