@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from . import logs
 from .backends.base import Deadline
 from .catalog import Catalog, ModelEntry
+from .completion import Completion, Usage, completion_body
 from .errors import (
     PERMISSION_MESSAGE,
     RETRYABLE_UPSTREAM,
@@ -29,7 +30,7 @@ from .limits import raise_if_refused, rate_headers
 from .settings import Settings
 from .store.base import Store, UsageEvent, UsageStatus
 from .tokens import count_tokens, estimate_prompt_tokens
-from .wire import ChatRequest, Completion, Usage, completion_body
+from .wire import ChatRequest
 
 KEY_CACHE_SIZE = 10_000
 

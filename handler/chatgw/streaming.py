@@ -12,12 +12,12 @@ from typing import Literal
 
 from . import logs
 from .catalog import ModelEntry
+from .completion import Piece, Usage, chunk_body
 from .errors import RETRYABLE_UPSTREAM, ChatgwError, UpstreamError, UpstreamTimeout
 from .service import Call, Prepared, Service
 from .sse import DONE, KEEPALIVE, frame
 from .store.base import UsageStatus
 from .tokens import count_tokens, estimate_prompt_tokens
-from .wire import Piece, Usage, chunk_body
 
 End = Literal["end"]
 END: End = "end"

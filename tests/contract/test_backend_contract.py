@@ -14,8 +14,9 @@ import pytest
 
 from chatgw.backends import build_backend
 from chatgw.backends.base import BackendDeps, ChatBackend, Deadline
+from chatgw.completion import Piece
 from chatgw.errors import UnsupportedParameter
-from chatgw.wire import ChatRequest, Piece
+from chatgw.wire import ChatRequest
 from tests.fakes import fake_bedrock, fake_openai
 
 T = TypeVar("T")

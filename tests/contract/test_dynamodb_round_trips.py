@@ -8,7 +8,8 @@ from typing import Any
 
 from chatgw.keys import Limits, new_key
 from chatgw.store import UsageEvent
-from chatgw.store.dynamodb import DynamoStore, make_client
+from chatgw.store.dynamodb import DynamoStore
+from chatgw.store.dynamodb_tables import make_client
 
 BASE = datetime.now(UTC).replace(day=10, hour=12, minute=0, second=0, microsecond=0)
 

@@ -16,7 +16,8 @@ from chatgw.errors import StoreUnavailable
 from chatgw.keys import KeyRecord, Limits, new_key
 from chatgw.limits import day_of, month_of
 from chatgw.store import KeyExists, KeyNotFound, Store, UsageEvent, UsageQuery, UsageRow
-from chatgw.store.dynamodb import DynamoStore, make_client
+from chatgw.store.dynamodb import DynamoStore
+from chatgw.store.dynamodb_tables import make_client
 from chatgw.store.sqlite import SqliteStore
 
 PEPPER = b"contract-pepper"

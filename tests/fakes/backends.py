@@ -7,8 +7,9 @@ import threading
 from collections.abc import AsyncIterator
 
 from chatgw.backends.base import Deadline, refuse_unsupported
+from chatgw.completion import Choice, ChunkChoice, Completion, Piece, Usage
 from chatgw.errors import ChatgwError, UpstreamError
-from chatgw.wire import ChatRequest, Choice, ChunkChoice, Completion, Piece, Usage
+from chatgw.wire import ChatRequest
 
 
 class ScriptedBackend:

@@ -104,7 +104,8 @@ def sqlite_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
 @pytest.fixture(scope="module")
 def dynamo_ledger(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
     settings = ledger_settings(tmp_path_factory)
-    from chatgw.store.dynamodb import DynamoStore, create_tables, make_client
+    from chatgw.store.dynamodb import DynamoStore
+    from chatgw.store.dynamodb_tables import create_tables, make_client
 
     moto = request.getfixturevalue("moto_server")
     suffix = uuid.uuid4().hex[:10]

@@ -20,7 +20,8 @@ from chatgw.keys import Limits, new_key
 from chatgw.settings import Settings
 from chatgw.store.base import UsageQuery
 from chatgw.store.codec import event_from_dict
-from chatgw.store.dynamodb import DynamoStore, make_client
+from chatgw.store.dynamodb import DynamoStore
+from chatgw.store.dynamodb_tables import make_client
 from tests.conftest import free_port
 from tests.dynamo_fixtures import Tables
 from tests.fakes.backends import ScriptedBackend

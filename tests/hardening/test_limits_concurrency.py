@@ -41,7 +41,8 @@ def twin(
         yield first, second
         second.store.close()
         return
-    from chatgw.store.dynamodb import DynamoStore, make_client
+    from chatgw.store.dynamodb import DynamoStore
+    from chatgw.store.dynamodb_tables import make_client
 
     tables = request.getfixturevalue("dynamo_tables")
     stores = [

@@ -114,7 +114,7 @@ def sqlite_store(state_dir: Path) -> StoreUnderTest:
 
 @contextlib.contextmanager
 def dynamodb_store(request: pytest.FixtureRequest) -> Iterator[StoreUnderTest]:
-    from chatgw.store.dynamodb import make_client
+    from chatgw.store.dynamodb_tables import make_client
     from tests.hardening.faulty_proxy import TABLE_MISSING, Fault, faulty_proxy, operation
 
     tables = request.getfixturevalue("dynamo_tables")

@@ -16,6 +16,7 @@ import pytest
 from chatgw.backends import CatalogError, build_backend
 from chatgw.backends.base import BackendDeps, Deadline
 from chatgw.backends.bedrock import BedrockBackend
+from chatgw.completion import Piece
 from chatgw.errors import (
     ChatgwError,
     UpstreamError,
@@ -23,7 +24,7 @@ from chatgw.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
-from chatgw.wire import ChatRequest, Piece
+from chatgw.wire import ChatRequest
 from tests.fakes.fake_bedrock import FakeBedrock, Script
 
 T = TypeVar("T")

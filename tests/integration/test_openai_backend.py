@@ -14,6 +14,7 @@ import pytest
 from chatgw.backends import CatalogError, build_backend
 from chatgw.backends.base import BackendDeps, Deadline
 from chatgw.backends.openai_http import OpenAIBackend
+from chatgw.completion import Piece
 from chatgw.errors import (
     ChatgwError,
     UpstreamError,
@@ -21,7 +22,7 @@ from chatgw.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
-from chatgw.wire import ChatRequest, Piece
+from chatgw.wire import ChatRequest
 from tests.fakes.fake_openai import FakeOpenAI, Script
 
 T = TypeVar("T")

@@ -162,7 +162,7 @@ def test_the_environment_is_what_settings_read(template: dict[str, Any]) -> None
 
 @pytest.mark.parametrize("table", ["KeysTable", "UsageTable"])
 def test_tables_keep_the_store_contract(template: dict[str, Any], table: str) -> None:
-    from chatgw.store.dynamodb import ATTRIBUTES, KEY_SCHEMA, TTL_ATTRIBUTE
+    from chatgw.store.dynamodb_tables import ATTRIBUTES, KEY_SCHEMA, TTL_ATTRIBUTE
 
     resource = template["Resources"][table]
     assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Retain"

@@ -16,7 +16,7 @@ from chatgw.keys import parse_key, secret_matches
 from chatgw.limits import day_of, month_of
 from chatgw.settings import Settings
 from chatgw.store import Store, UsageEvent
-from chatgw.store.dynamodb import make_client
+from chatgw.store.dynamodb_tables import make_client
 
 PEPPER = "cli-pepper"
 

@@ -63,7 +63,7 @@ def open_store(args: argparse.Namespace, settings: Settings) -> Store:
     if bool(keys_table) != bool(usage_table):
         raise CliError("--keys-table and --usage-table go together", code=2)
     if stack:
-        from ..store.dynamodb import stack_tables
+        from ..store.dynamodb_tables import stack_tables
 
         keys_table, usage_table = stack_tables(stack, region)
     if keys_table and usage_table:
@@ -79,7 +79,7 @@ def open_store(args: argparse.Namespace, settings: Settings) -> Store:
 
 
 def cmd_tables_create(args: argparse.Namespace) -> int:
-    from ..store.dynamodb import create_tables, make_client
+    from ..store.dynamodb_tables import create_tables, make_client
 
     settings = Settings.from_env()
     keys_table = args.keys_table or settings.keys_table or DEFAULT_KEYS_TABLE

@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..completion import Completion, Piece
 from ..errors import UnsupportedParameter
-from ..wire import ChatRequest, Completion, Piece
+from ..wire import ChatRequest
 
 
 class CatalogError(ValueError):

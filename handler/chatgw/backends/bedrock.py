@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from ..completion import Completion, Piece
 from ..errors import (
     ChatgwError,
     UpstreamError,
@@ -18,7 +19,7 @@ from ..errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
-from ..wire import ChatRequest, Completion, Piece
+from ..wire import ChatRequest
 from . import bedrock_mapping as mapping
 from ._options import Options
 from ._retry import Retryable, with_retries

@@ -8,22 +8,18 @@ import binascii
 import json
 from typing import Any
 
+from ..completion import Choice, ChunkChoice, Completion, Piece, Usage
 from ..errors import UnsupportedParameter
 from ..wire import (
     AssistantMessage,
     ChatRequest,
-    Choice,
-    ChunkChoice,
-    Completion,
     DeveloperMessage,
     ImagePart,
     NamedToolChoice,
-    Piece,
     RefusalPart,
     SystemMessage,
     TextPart,
     ToolMessage,
-    Usage,
     UserMessage,
     text_of,
 )

@@ -12,19 +12,10 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from ..completion import Choice, ChunkChoice, Completion, Piece, Usage
 from ..errors import UnsupportedParameter
 from ..tokens import estimate_prompt_tokens
-from ..wire import (
-    ChatRequest,
-    Choice,
-    ChunkChoice,
-    Completion,
-    Piece,
-    TextFormat,
-    Usage,
-    UserMessage,
-    text_of,
-)
+from ..wire import ChatRequest, TextFormat, UserMessage, text_of
 from .base import BackendDeps, CatalogError, Deadline, refuse_unsupported
 
 SUPPORTED = frozenset(

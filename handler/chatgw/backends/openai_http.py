@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from ..completion import Choice, ChunkChoice, Completion, Piece, Usage
 from ..errors import (
     ChatgwError,
     UnsupportedParameter,
@@ -20,7 +21,7 @@ from ..errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
-from ..wire import ChatRequest, Choice, ChunkChoice, Completion, Piece, Usage
+from ..wire import ChatRequest
 from ._options import Options
 from ._retry import Retryable, retry_after_seconds, with_retries
 from .base import BackendDeps, Deadline

@@ -18,6 +18,7 @@ def open_from_settings(settings: Settings, *, region: str | None = None) -> Stor
 
 
 def open_dynamodb(keys_table: str, usage_table: str, settings: Settings, *, region: str | None = None) -> Store:
-    from .dynamodb import DynamoStore, make_client
+    from .dynamodb import DynamoStore
+    from .dynamodb_tables import make_client
 
     return DynamoStore(make_client(region=region), keys_table, usage_table, usage_ttl_days=settings.usage_ttl_days)
