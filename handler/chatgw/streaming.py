@@ -38,6 +38,7 @@ class ChatStream:
         self._text: list[str] = []
         self._ttft_ms: int | None = None
         self._recorded = False
+        self._first_chunk = True
 
     # producer ------------------------------------------------------------------------
 
@@ -111,36 +112,45 @@ class ChatStream:
 
     async def frames(self, keepalive_s: float) -> AsyncIterator[bytes]:
         """The SSE body. Ends with `[DONE]`, or with an in-band error and no `[DONE]`.
-        Each chunk is its own frame, sent as soon as it is made."""
+        A write is sent as soon as a piece arrives; pieces the backend has already produced
+        by then (queued) go out in that same write, one SSE event each: nothing waits."""
         request = self.prepared.request
         cid, created, model = f"chatcmpl-{self.call.request_id}", int(self.call.now.timestamp()), request.model
-        first_chunk = True
         while True:
             item = await self._next(keepalive_s)
             if item is None:
                 yield KEEPALIVE
                 continue
-            if item == END:
-                break
-            if isinstance(item, ChatgwError):
-                self.status = "error"
-                yield frame({"error": item.envelope(self.call.request_id)["error"]})
-                return
-            assert isinstance(item, Piece)
-            if item.usage is not None:
-                self._usage = item.usage
-            if not item.choices:
-                continue
-            if first_chunk:
-                first_chunk = False
-                item.choices[0].delta.setdefault("role", "assistant")
-            self._observe(item)
-            yield frame(chunk_body(item, completion_id=cid, created=created, model=model))
-        if request.include_usage:
-            usage, _ = self.usage()
-            yield frame(chunk_body(Piece(), completion_id=cid, created=created, model=model, usage=usage))
-        self.status = "ok"
-        yield DONE
+            out: list[bytes] = []
+            while True:
+                if item == END:
+                    if out:
+                        yield b"".join(out)
+                    if request.include_usage:
+                        usage, _ = self.usage()
+                        yield frame(chunk_body(Piece(), completion_id=cid, created=created, model=model, usage=usage))
+                    self.status = "ok"
+                    yield DONE
+                    return
+                if isinstance(item, ChatgwError):
+                    self.status = "error"
+                    out.append(frame({"error": item.envelope(self.call.request_id)["error"]}))
+                    yield b"".join(out)
+                    return
+                assert isinstance(item, Piece)
+                if item.usage is not None:
+                    self._usage = item.usage
+                if item.choices:
+                    if self._first_chunk:
+                        self._first_chunk = False
+                        item.choices[0].delta.setdefault("role", "assistant")
+                    self._observe(item)
+                    out.append(frame(chunk_body(item, completion_id=cid, created=created, model=model)))
+                if self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
+            if out:
+                yield b"".join(out)
 
     def _observe(self, piece: Piece) -> None:
         for choice in piece.choices:

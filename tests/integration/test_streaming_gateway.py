@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from chatgw.backends.echo import EchoBackend
 from chatgw.compose import Container
 from chatgw.keys import new_key
 from chatgw.local_runtime import FakeInvocation, FakeRuntimeAPI
@@ -44,7 +45,8 @@ def fake() -> Iterator[FakeRuntimeAPI]:
 def test_streamed_and_buffered_completions_from_one_warm_container(
     fake: FakeRuntimeAPI, make_container: Callable[..., Container]
 ) -> None:
-    container = make_container()
+    # echo paced at 10 ms a word: each word is its own write (pieces already queued would share one)
+    container = make_container({"echo": EchoBackend("echo", delay_s=0.01)})
     key = add_key(container)
     auth = {"Authorization": f"Bearer {key}"}
     streamed = fake.push(rest_v1_event("POST", CHAT, chat(True, stream_options={"include_usage": True}), auth))
