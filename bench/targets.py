@@ -128,9 +128,9 @@ def create_key(env: dict[str, str]) -> str:
     try:
         settings = Settings.from_env()
         if settings.uses_dynamodb:
-            from chatgw.store import dynamodb
+            from chatgw.store.dynamodb_tables import create_tables, make_client
 
-            dynamodb.create_tables(dynamodb.make_client(), KEYS_TABLE, USAGE_TABLE)  # type: ignore[attr-defined]
+            create_tables(make_client(), KEYS_TABLE, USAGE_TABLE)
         store = open_store(settings)
         limits = Limits(requests_per_minute=10**9, tokens_per_minute=10**12, monthly_token_budget=10**15)
         key, record = new_key("bench", pepper=settings.pepper, limits=limits, owner="bench")
