@@ -13,7 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import admin
+from . import __version__, admin
+from .backends.base import CatalogError
 from .errors import ChatgwError
 from .keys import new_key
 from .settings import Settings, SettingsError
@@ -139,6 +140,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="chatgw", description=__doc__)
+    root.add_argument("--version", action="version", version=f"chatgw {__version__}")
     sub = root.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway locally (uvicorn, embedded store)")
@@ -167,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     except ChatgwError as exc:
         print(f"chatgw: {exc.message}", file=sys.stderr)
         return 1
+    except CatalogError as exc:
+        print(f"chatgw: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -269,7 +269,16 @@ def install_error_handlers(app: FastAPI) -> None:
         convert: Callable[[Any], ChatgwError],
     ) -> Callable[[Request, Any], Awaitable[JSONResponse]]:
         async def handle(request: Request, exc: Any) -> JSONResponse:
-            return error_response(convert(exc), request_id_of(request.scope))
+            error = convert(exc)
+            request_id = request_id_of(request.scope)
+            logs.event(
+                "refused",
+                request_id=request_id,
+                method=request.method,
+                status=error.status,
+                code=error.code,
+            )
+            return error_response(error, request_id)
 
         return handle
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 ROUTING_OR_CREDENTIAL_FIELDS = frozenset(
     {
@@ -255,17 +255,35 @@ class ChatRequest(_Strict):
                 raise ValueError(f"metadata key {key!r} is not allowed: the gateway chooses upstreams")
         return value
 
-    @model_validator(mode="after")
-    def _coherent(self) -> ChatRequest:
-        if self.stream_options is not None and not self.stream:
+    # Each rule on the field it is about (fields are validated in order: `stream` before
+    # `stream_options`, `logprobs` before `top_logprobs`, `tools` before `tool_choice`).
+    @field_validator("stream_options")
+    @classmethod
+    def _stream_options_need_stream(cls, value: StreamOptions | None, info: ValidationInfo) -> StreamOptions | None:
+        if value is not None and not info.data.get("stream"):
             raise ValueError("`stream_options` is only allowed when `stream` is true")
-        if self.top_logprobs is not None and not self.logprobs:
+        return value
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs_need_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and not info.data.get("logprobs"):
             raise ValueError("`top_logprobs` requires `logprobs` to be true")
-        if self.tool_choice not in (None, "none") and not self.tools:
+        return value
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _tool_choice_needs_tools(cls, value: object, info: ValidationInfo) -> object:
+        if value not in (None, "none") and not info.data.get("tools"):
             raise ValueError("`tool_choice` is only allowed when `tools` are given")
-        if isinstance(self.stop, list) and any(not s for s in self.stop):
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_not_empty(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and any(not s for s in value):
             raise ValueError("`stop` sequences must not be empty")
-        return self
+        return value
 
     @property
     def token_cap(self) -> int | None:

@@ -129,7 +129,9 @@ BAD = [
     ({"model": "m", "messages": USER, "logit_bias": {"1": 101}}, "logit_bias.1"),
     ({"model": "m", "messages": USER, "top_logprobs": 21, "logprobs": True}, "top_logprobs"),
     ({"model": "m", "messages": USER, "stream": "yes"}, "stream"),
-    ({"model": "m", "messages": USER, "stream_options": {"include_usage": True}}, "body"),
+    ({"model": "m", "messages": USER, "stream_options": {"include_usage": True}}, "stream_options"),
+    ({"model": "m", "messages": USER, "top_logprobs": 2}, "top_logprobs"),
+    ({"model": "m", "messages": USER, "stop": ["a", ""]}, "stop"),
     ({"model": "m", "messages": USER, "response_format": {"type": "xml"}}, "response_format"),
     ({"model": "m", "messages": USER, "tool_choice": "maybe", "tools": []}, "tool_choice"),
     (

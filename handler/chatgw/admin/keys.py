@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -180,11 +181,18 @@ def cmd_keys_update(args: argparse.Namespace, store: Store, settings: Settings) 
     return 0
 
 
+REVOCATION_NOTE = (
+    "Running gateways stop accepting this key once their key cache expires (CHATGW_KEY_CACHE_SECONDS, default 30 s)."
+)
+
+
 def set_enabled(enabled: bool) -> Callable[[argparse.Namespace, Store, Settings], int]:
     def command(args: argparse.Namespace, store: Store, settings: Settings) -> int:
         updated = _get(store, args.key_id).with_changes(enabled=enabled)
         _save(store, updated)
         _print_record(updated, args.json)
+        if not enabled and not args.json:
+            print(REVOCATION_NOTE, file=sys.stderr)
         return 0
 
     return command
@@ -198,7 +206,10 @@ def cmd_keys_rotate(args: argparse.Namespace, store: Store, settings: Settings) 
     if args.json:
         print(json.dumps({"key": key, **record.public_dict()}, indent=2))
     else:
-        print(f"Rotated key {record.key_id}; the old secret no longer works. The new key, shown this once:")
+        print(
+            f"Rotated key {record.key_id}. Running gateways refuse the old secret once their key cache expires "
+            f"(CHATGW_KEY_CACHE_SECONDS, default 30 s). The new key, shown this once:"
+        )
         print(f"\n    {key}\n")
     return 0
 
@@ -207,4 +218,6 @@ def cmd_keys_delete(args: argparse.Namespace, store: Store, settings: Settings) 
     if not store.delete_key(key_id_arg(args.key_id)):
         raise CliError(f"no such key: {args.key_id}")
     print(json.dumps({"key_id": args.key_id, "deleted": True}) if args.json else f"Deleted key {args.key_id}.")
+    if not args.json:
+        print(REVOCATION_NOTE, file=sys.stderr)
     return 0

@@ -102,7 +102,11 @@ def cmd_usage(args: argparse.Namespace, store: Store, settings: Settings) -> int
     if not report:
         print(f"No usage for {query.value}" + (f" by key {query.key_id}." if query.key_id else "."))
         return 0
-    print_table([c.upper() for c in columns], [[str(r.get(c, "-")) for c in columns] for r in report])
+
+    def cell(value: object) -> str:
+        return f"{value:.6f}" if isinstance(value, float) else str(value)
+
+    print_table([c.upper() for c in columns], [[cell(r.get(c, "-")) for c in columns] for r in report])
     return 0
 
 
