@@ -88,14 +88,19 @@ def running_gateway(state_dir: Path, env: dict[str, str] | None = None) -> Itera
         key = (state_dir / "dev-key").read_text().strip()
         yield Gateway(base, key, state_dir, process)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         if process.stdout:
             process.stdout.close()
+
+
+def stop(process: subprocess.Popen[Any]) -> None:
+    """Terminate a server process, killing it if it does not exit within 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture
@@ -207,3 +212,22 @@ def fake_bedrock(_bedrock_server: FakeBedrock, monkeypatch: pytest.MonkeyPatch) 
     _bedrock_server.reset()
     yield _bedrock_server
     _bedrock_server.reset()
+
+
+_sdk_clients: list[Any] = []
+
+
+def openai_client(base_url: str, api_key: str, **options: Any) -> Any:
+    """The official SDK's client, closed after the test (an unclosed one leaks its socket)."""
+    import openai
+
+    client = openai.OpenAI(base_url=base_url, api_key=api_key, **options)
+    _sdk_clients.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_sdk_clients() -> Iterator[None]:
+    yield
+    while _sdk_clients:
+        _sdk_clients.pop().close()

@@ -14,10 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, admin
-from .backends.base import CatalogError
-from .errors import ChatgwError
 from .keys import new_key
-from .settings import Settings, SettingsError
+from .settings import Settings
 from .store.base import Store
 
 if TYPE_CHECKING:
@@ -161,17 +159,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (SettingsError, admin.CliError) as exc:
-        print(f"chatgw: {exc}", file=sys.stderr)
-        return getattr(exc, "code", 2)
-    except ChatgwError as exc:
-        print(f"chatgw: {exc.message}", file=sys.stderr)
-        return 1
-    except CatalogError as exc:
-        print(f"chatgw: {exc}", file=sys.stderr)
-        return 2
+    return int(admin.guarded(args.func)(args))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import eventually, free_port, wait_healthy
+from tests.conftest import eventually, free_port, stop, wait_healthy
 from tests.fakes.fake_openai import FakeOpenAI, Script
 
 CHAT = "/v2/llms/chat/completions"
@@ -69,12 +69,7 @@ def serve(state_dir: Path, env: dict[str, str], store_args: list[str]) -> Iterat
             wait_healthy(base, process=process)
             yield Session(base, state_dir, output)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
 
 
 @dataclass

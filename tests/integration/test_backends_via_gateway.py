@@ -14,7 +14,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.conftest import Gateway, eventually, running_gateway
+from tests.conftest import Gateway, eventually, openai_client, running_gateway
 from tests.fakes.fake_bedrock import FakeBedrock
 from tests.fakes.fake_bedrock import Script as BedrockScript
 from tests.fakes.fake_openai import FakeOpenAI
@@ -70,7 +70,7 @@ def _fresh_fakes(fake_openai: FakeOpenAI, fake_bedrock: FakeBedrock) -> None:
 
 
 def sdk(gateway: Gateway, key: str | None = None) -> OpenAI:
-    return OpenAI(base_url=gateway.openai_base, api_key=key or gateway.key, max_retries=0, timeout=30)
+    return openai_client(gateway.openai_base, key or gateway.key, max_retries=0, timeout=30)
 
 
 @pytest.mark.parametrize("model", MODELS)

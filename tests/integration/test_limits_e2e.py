@@ -22,6 +22,8 @@ import httpx
 import openai
 import pytest
 
+from tests.conftest import openai_client
+
 BIN = Path(sys.executable).parent
 PEPPER = "e2e-pepper"
 
@@ -52,7 +54,7 @@ class Served:
         return json.loads(done.stdout)
 
     def client(self, key: str) -> openai.OpenAI:
-        return openai.OpenAI(api_key=key, base_url=f"{self.base_url}/v2/llms", max_retries=0, timeout=30)
+        return openai_client(f"{self.base_url}/v2/llms", key, max_retries=0, timeout=30)
 
     def secrets_in_log(self, secret: str) -> bool:
         return secret in self.log.read_text()

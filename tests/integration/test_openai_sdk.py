@@ -9,7 +9,7 @@ import pytest
 from openai import OpenAI
 
 from chatgw.keys import Limits
-from tests.conftest import Gateway, eventually, running_gateway
+from tests.conftest import Gateway, eventually, openai_client, running_gateway
 
 MESSAGES = [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -25,7 +25,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 
 def client(gateway: Gateway, key: str | None = None, v1: bool = False) -> OpenAI:
     base = f"{gateway.base_url}/v1" if v1 else gateway.openai_base
-    return OpenAI(base_url=base, api_key=key or gateway.key, max_retries=0, timeout=20)
+    return openai_client(base, key or gateway.key, max_retries=0, timeout=20)
 
 
 def test_buffered(gateway: Gateway) -> None:

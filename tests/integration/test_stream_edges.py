@@ -12,7 +12,7 @@ import pytest
 
 from chatgw.compose import Container
 from chatgw.errors import UpstreamError, UpstreamRejected
-from tests.conftest import ThreadServer, add_key, eventually
+from tests.conftest import ThreadServer, add_key, eventually, openai_client
 from tests.fakes.backends import ScriptedBackend
 
 CHAT = "/v2/llms/chat/completions"
@@ -54,7 +54,7 @@ def test_error_after_first_byte_is_in_band_without_done(make_container: Callable
         assert "data: [DONE]" not in events
         error = json.loads(events[-1][6:])
         assert error["error"]["code"] == "upstream_error" and "mid-stream" in error["error"]["message"]
-        sdk = openai.OpenAI(base_url=server.base_url + "/v2/llms", api_key=key, max_retries=0)
+        sdk = openai_client(server.base_url + "/v2/llms", key, max_retries=0)
         with pytest.raises(openai.APIError, match="mid-stream"):
             list(sdk.chat.completions.create(model="flaky", messages=USER, stream=True))  # type: ignore[arg-type]
     recorded = eventually(lambda: gw.store.usage_events(key_id(key)))
@@ -81,7 +81,7 @@ def test_fallback_before_first_byte(make_container: Callable[..., Container], st
     gw = make_container({"backup": backup, "primary": (primary, ("backup",))})
     key = add_key(gw)
     with ThreadServer(gw.app) as server:
-        sdk = openai.OpenAI(base_url=server.base_url + "/v2/llms", api_key=key, max_retries=0)
+        sdk = openai_client(server.base_url + "/v2/llms", key, max_retries=0)
         if stream:
             chunks = list(sdk.chat.completions.create(model="primary", messages=USER, stream=True))  # type: ignore[arg-type]
             text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -144,7 +144,7 @@ def test_backend_without_usage_is_estimated(make_container: Callable[..., Contai
     gw = make_container({"quiet": ScriptedBackend(["one", " two"], usage=False)})
     key = add_key(gw)
     with ThreadServer(gw.app) as server:
-        sdk = openai.OpenAI(base_url=server.base_url + "/v2/llms", api_key=key, max_retries=0)
+        sdk = openai_client(server.base_url + "/v2/llms", key, max_retries=0)
         chunks = list(
             sdk.chat.completions.create(
                 model="quiet",

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..backends.base import CatalogError
 from ..errors import ChatgwError
 from ..settings import Settings, SettingsError
 from ..store.base import Store
@@ -108,7 +109,9 @@ def _with_store(command: StoreCommand) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+def guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Every CLI command's errors as one `chatgw: ...` line on stderr and an exit code, no traceback."""
+
     def run(args: argparse.Namespace) -> int:
         try:
             return func(args)
@@ -121,6 +124,9 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
         except ChatgwError as exc:
             print(f"chatgw: {exc.message}", file=sys.stderr)
             return 1
+        except CatalogError as exc:
+            print(f"chatgw: {exc}", file=sys.stderr)
+            return 2
 
     return run
 
@@ -138,7 +144,7 @@ def _leaf(
         parser.add_argument("key_id", metavar="ID", help="the key's id (cgw_<id>_...)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     add_store_options(parser)
-    parser.set_defaults(func=_guarded(_with_store(command)))
+    parser.set_defaults(func=guarded(_with_store(command)))
     return parser
 
 
@@ -188,7 +194,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     usage.add_argument("--by-model", action="store_true")
     usage.add_argument("--json", action="store_true")
     add_store_options(usage)
-    usage.set_defaults(func=_guarded(_with_store(cmd_usage)))
+    usage.set_defaults(func=guarded(_with_store(cmd_usage)))
 
     replay = subparsers.add_parser(
         "replay",
@@ -198,7 +204,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     replay.add_argument("files", nargs="+", metavar="LOGFILE", help="log files, '-' for stdin")
     replay.add_argument("--json", action="store_true")
     add_store_options(replay)
-    replay.set_defaults(func=_guarded(_with_store(cmd_replay)))
+    replay.set_defaults(func=guarded(_with_store(cmd_replay)))
 
     tables = subparsers.add_parser("tables", help="DynamoDB tables", description="DynamoDB tables.")
     tsub = tables.add_subparsers(dest="tables_command", required=True, metavar="COMMAND")
@@ -206,7 +212,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     tcreate.add_argument("--keys-table", default=None, help=f"default CHATGW_KEYS_TABLE or {DEFAULT_KEYS_TABLE}")
     tcreate.add_argument("--usage-table", default=None, help=f"default CHATGW_USAGE_TABLE or {DEFAULT_USAGE_TABLE}")
     tcreate.add_argument("--region", default=None)
-    tcreate.set_defaults(func=_guarded(cmd_tables_create))
+    tcreate.set_defaults(func=guarded(cmd_tables_create))
 
 
 def parser() -> argparse.ArgumentParser:
