@@ -180,7 +180,11 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
         record = await authenticate(request)
         body = await read_body(request, settings.max_body_bytes)
         chat_request = parse_chat_request(body)
-        call = Call(request_id=request_id_of(request.scope), deadline=deadline_for(request.scope, settings))
+        call = Call(
+            request_id=request_id_of(request.scope),
+            deadline=deadline_for(request.scope, settings),
+            now=service.wall_clock(),
+        )
         if settings.log_prompts:
             logs.event(
                 "prompt",

@@ -65,11 +65,14 @@ class Service:
         catalog: Catalog,
         settings: Settings,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
         self.catalog = catalog
         self.settings = settings
         self._clock = clock
+        self.wall_clock = wall_clock
+        """What time it is for a new request (`Call.now`): limits' windows, the ledger's dates."""
         self._keys: OrderedDict[str, tuple[float, KeyRecord]] = OrderedDict()
 
     # who is calling ------------------------------------------------------------------
