@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from chatgw.backends.sse_reader import LineDecoder
 
 PIECES = st.lists(
-    st.sampled_from(["data: {}", "\n", "\r", "\r\n", ": c", "x", "\u2028", "\u2029", "\x85", "\x0b", "data: [DONE]", "é"])
+    st.sampled_from(
+        ["data: {}", "\n", "\r", "\r\n", ": c", "x", "\u2028", "\u2029", "\x85", "\x0b", "data: [DONE]", "é"]
+    )
 )
 
 
