@@ -100,6 +100,10 @@ class Service:
             self._keys.pop(key_id, None)
         return record
 
+    def forget_cached_keys(self) -> None:
+        """After a SnapStart restore: records cached before the snapshot are as old as the snapshot."""
+        self._keys.clear()
+
     def models_for(self, record: KeyRecord) -> list[ModelEntry]:
         return [e for e in self.catalog.entries() if model_allowed(record, e.name)]
 
