@@ -24,7 +24,7 @@ from typing import Any
 from mangum.handlers import APIGateway, HTTPGateway
 from mangum.types import ASGI, LambdaConfig, LambdaHandler, Message
 
-from . import snapstart
+from . import logs, snapstart
 from .runtime_api import PRELUDE_DELIMITER, Invocation, ResponseStream, RuntimeAPIError, RuntimeClient
 
 logger = logging.getLogger("chatgw.runtime")
@@ -290,11 +290,9 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=os.environ.get("CHATGW_LOG_LEVEL", "INFO").upper(),
-            format="%(levelname)s %(name)s %(message)s",
-            stream=sys.stderr,
-        )
+        # The root logger (every library) at WARNING; only chatgw's loggers follow CHATGW_LOG_LEVEL.
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    logs.configure(_log_level())
     runtime_api = os.environ.get("AWS_LAMBDA_RUNTIME_API")
     if not runtime_api:
         print("AWS_LAMBDA_RUNTIME_API is not set: this runs inside Lambda", file=sys.stderr)
@@ -306,6 +304,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Runtime API failure: {exc}", file=sys.stderr)
         traceback.print_exc()
         return 1
+
+
+def _log_level() -> str:
+    level = os.environ.get("CHATGW_LOG_LEVEL", "INFO").upper()
+    return level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO"
 
 
 def run_local(
