@@ -15,6 +15,7 @@ from chatgw import logs, restore_safe
 from chatgw.backends.base import BackendDeps
 from chatgw.backends.upstream_keys import KeySource
 from chatgw.compose import build
+from chatgw.errors import PermissionDenied
 from chatgw.keys import new_key
 from chatgw.settings import Settings
 
@@ -44,7 +45,8 @@ def test_a_key_cached_before_the_snapshot_is_read_again_after_the_restore(contai
 
     restore_safe.after_restore(service, container.deps, container.store)
 
-    assert not asyncio.run(service.authenticate(key)).enabled
+    with pytest.raises(PermissionDenied, match="disabled"):
+        asyncio.run(service.authenticate(key))
 
 
 def test_upstream_keys_pools_and_clients_are_dropped(container: Any, monkeypatch: pytest.MonkeyPatch) -> None:
