@@ -120,7 +120,7 @@ class Service:
         record = await self._key(key_id)
         if record is None or not secret_matches(secret, record.secret_hash, self.settings.pepper):
             raise AuthenticationFailed("Invalid API key.")
-        check_usable(record, now or datetime.now(UTC))
+        check_usable(record, now or self.wall_clock())
         return record
 
     async def _key(self, key_id: str) -> KeyRecord | None:
