@@ -27,6 +27,7 @@ from .errors import (
 )
 from .keys import KeyRecord, check_usable, model_allowed, parse_key, secret_matches
 from .limits import raise_if_refused, rate_headers
+from .observability import Observer, Report
 from .settings import Settings
 from .store.base import Store, UsageEvent, UsageStatus
 from .tokens import count_tokens, estimate_prompt_tokens
@@ -43,6 +44,17 @@ class Call:
     deadline: Deadline
     started: float = field(default_factory=time.monotonic)
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    report: Report | None = None
+
+    def __post_init__(self) -> None:
+        if self.report is None:
+            self.report = Report(self.request_id)
+
+    @property
+    def seen(self) -> Report:
+        """What the operator will see of this request (observability.py)."""
+        assert self.report is not None
+        return self.report
 
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
@@ -65,10 +77,12 @@ class Service:
         catalog: Catalog,
         settings: Settings,
         clock: Callable[[], float] = time.monotonic,
+        observer: Observer | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
         self.settings = settings
+        self.observer = observer if observer is not None else Observer()
         self._clock = clock
         self._keys: OrderedDict[str, tuple[float, KeyRecord]] = OrderedDict()
 
@@ -90,7 +104,8 @@ class Service:
         hit = self._keys.get(key_id)
         if hit is not None and self._clock() - hit[0] < self.settings.key_cache_seconds:
             return hit[1]
-        record = await asyncio.to_thread(self.store.get_key, key_id)
+        with self.observer.store_call("get_key"):
+            record = await asyncio.to_thread(self.store.get_key, key_id)
         if record is not None and self.settings.key_cache_seconds > 0:
             self._keys[key_id] = (self._clock(), record)
             self._keys.move_to_end(key_id)
@@ -108,6 +123,7 @@ class Service:
     async def prepare(self, record: KeyRecord, request: ChatRequest, call: Call) -> Prepared:
         check_usable(record, call.now)
         entry = self.catalog.get(request.model)
+        call.seen.resolved(entry.name, entry.backend.kind)
         if not model_allowed(record, entry.name):
             raise PermissionDenied(f"{PERMISSION_MESSAGE} This key may not use model `{entry.name}`.", param="model")
         if request.stream and not record.allow_streaming:
@@ -137,7 +153,8 @@ class Service:
         limits = record.limits
         if not limits.needs_admission:
             return {}
-        admission = await asyncio.to_thread(self.store.admit, record.key_id, limits, call.now)
+        with self.observer.store_call("admit", call.request_id):
+            admission = await asyncio.to_thread(self.store.admit, record.key_id, limits, call.now)
         rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
         raise_if_refused(admission, rpm=rpm, tpm=tpm, now=call.now)
         return rate_headers(admission, rpm=rpm, tpm=tpm, now=call.now)
@@ -157,10 +174,12 @@ class Service:
             except RETRYABLE_UPSTREAM as exc:
                 last_error = exc
             except ChatgwError as exc:
+                self.upstream_failed(call, entry, exc, falling_back=False)
                 await self.record(self.event(prepared, call, entry, status="error"))
                 raise exc
             except Exception as exc:  # a backend bug: a 502 and a usage event, as when streaming
                 logs.event("backend_failed", logging.ERROR, request_id=call.request_id, error_type=type(exc).__name__)
+                self.upstream_failed(call, entry, exc, falling_back=False)
                 await self.record(self.event(prepared, call, entry, status="error"))
                 raise UpstreamError("The model backend failed.") from None
             else:
@@ -174,14 +193,8 @@ class Service:
                 )
                 event = self.event(prepared, call, entry, status="ok", usage=usage, estimated=estimated)
                 return body, event
-            if entry is not prepared.chain[-1]:
-                logs.event(
-                    "fallback",
-                    logging.WARNING,
-                    request_id=call.request_id,
-                    model=entry.name,
-                    error=last_error.code,
-                )
+            assert last_error is not None
+            self.upstream_failed(call, entry, last_error, falling_back=entry is not prepared.chain[-1])
         assert last_error is not None
         await self.record(self.event(prepared, call, prepared.chain[-1], status="error"))
         raise last_error
@@ -206,7 +219,7 @@ class Service:
         estimated: bool = False,
         ttft_ms: int | None = None,
     ) -> UsageEvent:
-        return UsageEvent(
+        event = UsageEvent(
             key_id=prepared.record.key_id,
             request_id=call.request_id,
             at=call.now,
@@ -220,11 +233,17 @@ class Service:
             ttft_ms=ttft_ms,
             estimated=estimated,
         )
+        call.seen.metered(event, served_model=entry.name)
+        return event
+
+    def upstream_failed(self, call: Call, entry: ModelEntry, error: BaseException, *, falling_back: bool) -> None:
+        self.observer.upstream_failed(call.seen, entry.name, entry.backend.kind, error, falling_back=falling_back)
 
     async def record(self, event: UsageEvent) -> None:
         """Write the usage event; if the store fails, log it whole so that it can be replayed."""
         try:
-            await asyncio.to_thread(self.store.record_usage, event)
+            with self.observer.store_call("record_usage", event.request_id):
+                await asyncio.to_thread(self.store.record_usage, event)
         except Exception as exc:
             logs.event("usage_event", logging.ERROR, usage_event=event.to_log(), reason=type(exc).__name__)
 
