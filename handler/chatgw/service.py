@@ -28,6 +28,7 @@ from .errors import (
 from .keys import KeyRecord, check_usable, model_allowed, parse_key, secret_matches
 from .limits import raise_if_refused, rate_headers
 from .observability import Observer, Report
+from .refusals import RefusalCache
 from .settings import Settings
 from .store.base import Store, UsageEvent, UsageStatus
 from .tokens import count_tokens, estimate_prompt_tokens
@@ -85,6 +86,7 @@ class Service:
         self.observer = observer if observer is not None else Observer()
         self._clock = clock
         self._keys: OrderedDict[str, tuple[float, KeyRecord]] = OrderedDict()
+        self._refusals = RefusalCache()
 
     # who is calling ------------------------------------------------------------------
 
@@ -153,8 +155,11 @@ class Service:
         limits = record.limits
         if not limits.needs_admission:
             return {}
-        with self.observer.store_call("admit", call.request_id):
-            admission = await asyncio.to_thread(self.store.admit, record.key_id, limits, call.now)
+        admission = self._refusals.get(record.key_id, limits, call.now)
+        if admission is None:  # not refused earlier in this minute: ask the store
+            with self.observer.store_call("admit", call.request_id):
+                admission = await asyncio.to_thread(self.store.admit, record.key_id, limits, call.now)
+            self._refusals.remember(record.key_id, limits, admission, call.now)
         rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
         raise_if_refused(admission, rpm=rpm, tpm=tpm, now=call.now)
         return rate_headers(admission, rpm=rpm, tpm=tpm, now=call.now)
