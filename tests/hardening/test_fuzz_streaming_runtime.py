@@ -50,7 +50,7 @@ CASES: list[tuple[str, str, dict[str, Any], int]] = [
     ("rest-v1-missing-key.json", "missing-key", {}, 401),
     ("rest-v1-malformed-body.json", "malformed", {}, 400),
     ("function-url-chat-stream.json", "stream", {}, 200),
-    ("rest-v1-chat-stream.json", "stream-unknown-field", {"body": json.dumps({**json.loads(VALID), "api_base": "x"})}, 400),
+    ("rest-v1-chat-stream.json", "stream-unknown-field", {"body": json.dumps({**json.loads(VALID), "x": 1})}, 400),
 ]  # fmt: skip
 
 
