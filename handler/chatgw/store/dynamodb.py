@@ -18,20 +18,21 @@ reservation by the actual tokens (docs/store.md).
 
 from __future__ import annotations
 
-import random
 import threading
-import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from ..errors import StoreUnavailable
 from ..keys import KeyRecord, Limits
 from ..limits import Admission, decide, minute_window, month_of, need_of
 from .base import KeyExists, KeyNotFound, UsageEvent, UsageQuery, UsageRow
 from .codec import event_from_dict, key_from_dict, key_to_dict
+from .dynamodb_call import Refused as _Refused
+from .dynamodb_call import RetryPolicy, call
+from .dynamodb_call import unavailable as _unavailable
 from .dynamodb_items import attr_n, attr_s, from_item, int_of, pk_of, settlement_actions, to_item
 
 if TYPE_CHECKING:
@@ -46,25 +47,18 @@ class _WindowMoved(Exception):
     """The settlement's minute is no longer the live window: settle the month alone."""
 
 
-class _Refused(Exception):
-    """A conditional write failed; `item` is the item as it was (ALL_OLD), or empty."""
-
-    def __init__(self, item: Mapping[str, Any]) -> None:
-        super().__init__("condition failed")
-        self.item = item
-
-
-def _unavailable(exc: Exception) -> StoreUnavailable:
-    return StoreUnavailable(f"The key store is unavailable ({type(exc).__name__}).")
-
-
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 class DynamoStore:
-    def __init__(self, client: DynamoDBClient, keys_table: str, usage_table: str, *, usage_ttl_days: int = 90) -> None:
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        keys_table: str,
+        usage_table: str,
+        *,
+        usage_ttl_days: int = 90,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         self.client = client
+        self.retry = retry or RetryPolicy()
         self.keys_table = keys_table
         self.usage_table = usage_table
         self.usage_ttl = timedelta(days=usage_ttl_days)
@@ -72,28 +66,16 @@ class DynamoStore:
         self._live_window: dict[str, int] = {}
         self._hint_lock = threading.Lock()
 
+    def drop_connections(self) -> None:
+        """For a SnapStart snapshot and restore: clear botocore's connection pool (new ones on use)."""
+        self.client.close()
+
     # plumbing -----------------------------------------------------------------------
 
     def _call(self, fn: Callable[..., T], **kwargs: Any) -> T:
-        """One request; conditional failures become `_Refused`, transport and server errors
-        (after botocore's own retries) `StoreUnavailable`. Transaction conflicts are retried."""
-        for attempt in range(CONFLICT_RETRIES):
-            try:
-                return fn(**kwargs)
-            except ClientError as exc:
-                code = _error_code(exc)
-                if code == "ConditionalCheckFailedException":
-                    item: Mapping[str, Any] = exc.response.get("Item") or {}  # type: ignore[assignment]
-                    raise _Refused(item) from None
-                if code == "TransactionConflictException" and attempt + 1 < CONFLICT_RETRIES:
-                    time.sleep(random.uniform(0, 0.02 * 2**attempt))
-                    continue
-                if code == "TransactionCanceledException":
-                    raise
-                raise _unavailable(exc) from exc
-            except BotoCoreError as exc:
-                raise _unavailable(exc) from exc
-        raise AssertionError("unreachable")
+        """One request with the store's retries (dynamodb_call): a failed condition is `_Refused`,
+        what cannot be done `StoreUnavailable`."""
+        return call(self.retry, fn, **kwargs)
 
     # keys ---------------------------------------------------------------------------
 
@@ -179,7 +161,11 @@ class DynamoStore:
         need = need_of(reserve)
         window = minute_window(now)
         month = month_of(now)
-        if (rpm is not None and rpm <= 0) or (tpm is not None and need > tpm) or (budget is not None and need > budget):
+        if rpm is not None and rpm <= 0:  # first in the order: refused whatever the store holds
+            return Admission("requests", reserve=reserve)
+        if rpm is None and tpm is not None and tpm <= 0:  # likewise, with no request limit before it
+            return Admission("tokens", reserve=reserve)
+        if (tpm is not None and need > tpm) or (budget is not None and need > budget):
             return self._never_fits(key_id, month, window, limits, reserve)
         with self._hint_lock:
             same_window = self._live_window.get(key_id) == window
@@ -299,7 +285,7 @@ class DynamoStore:
                 if window_index > 0 and reasons[window_index : window_index + 1] == ["ConditionalCheckFailed"]:
                     raise _WindowMoved from None
                 if "TransactionConflict" in reasons and attempt + 1 < CONFLICT_RETRIES:
-                    time.sleep(random.uniform(0, 0.02 * 2**attempt))
+                    self.retry.backoff(attempt)
                     continue
                 raise _unavailable(exc) from exc
         raise AssertionError("unreachable")
