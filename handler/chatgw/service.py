@@ -138,9 +138,9 @@ class Service:
             )
         key_id, secret = parse_key(presented)
         record = await self._key(key_id)
-        if record is not None and not secret_matches(secret, record.secret_hash, self.settings.pepper):
-            if self._cached_for(key_id) >= SECRET_RECHECK_SECONDS:  # rotated since it was cached?
-                record = await self._key(key_id, fresh=True)
+        wrong = record is not None and not secret_matches(secret, record.secret_hash, self.settings.pepper)
+        if wrong and self._cached_for(key_id) >= SECRET_RECHECK_SECONDS:  # rotated since it was cached?
+            record = await self._key(key_id, fresh=True)
         if record is None or not secret_matches(secret, record.secret_hash, self.settings.pepper):
             raise AuthenticationFailed("Invalid API key.")
         check_usable(record, now or self.wall_clock())
