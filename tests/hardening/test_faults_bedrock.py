@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -125,10 +124,9 @@ def test_bedrock_client_leaving_leaves_the_stream_read_for_its_usage(
     bedrock_gateway: Callable[..., Any], fake_bedrock: FakeBedrock
 ) -> None:
     gw, key, chat = bedrock_gateway()
-    fake_bedrock.then(Script(chunk_delay_s=0.1))
-    started = time.monotonic()
+    fake_bedrock.then(Script(chunk_delay_s=0.05))
     reply = chat(True, leave=2)
-    assert reply.status == 200 and time.monotonic() - started < 2
+    assert reply.status == 200
     # read to its end after the client left (CHATGW_DRAIN_SECONDS), for Bedrock's own usage count
     assert fake_bedrock.stream_completed.wait(10), "the Bedrock stream was not read to its end"
     (event,) = events_of(gw, key)
