@@ -53,16 +53,24 @@ def test_leaving_early_books_the_upstreams_own_usage(up: Upstreamed, fake_openai
 def test_leaving_early_from_an_upstream_without_usage_books_the_whole_request(
     up: Upstreamed, fake_openai: FakeOpenAI
 ) -> None:
-    gw, _ = up.gateway(fake_openai.base_url)
-    budget_key = add_key(gw, limits=Limits(monthly_token_budget=1_000))
-    fake_openai.then(Script(send_usage=False, chunk_delay_s=0.05), Script(send_usage=False))
-    event = leave_after_first_chunk(up, gw, budget_key)
+    gw, key = up.gateway(fake_openai.base_url)
+    fake_openai.then(Script(send_usage=False, chunk_delay_s=0.05))
+    event = leave_after_first_chunk(up, gw, key)
     assert event.estimated and event.prompt_tokens > 60_000  # it was 7: tools were not counted
     month = month_of(datetime.now(UTC))
-    (row,) = gw.store.usage(UsageQuery("month", month, key_id=budget_key.split("_")[1]))
+    (row,) = gw.store.usage(UsageQuery("month", month, key_id=key.split("_")[1]))
     assert row.total_tokens > 60_000
-    refused = up.chat(gw, budget_key, True, tools=TOOLS)  # the budget holds: the next is refused
+
+
+def test_a_budget_reserves_the_whole_request(up: Upstreamed, fake_openai: FakeOpenAI) -> None:
+    """The ledger's reservation is this estimate plus the output cap: the request that once booked
+    7 tokens against a 1,000-token budget is now refused before it reaches the upstream."""
+    gw, _ = up.gateway(fake_openai.base_url)
+    budget_key = add_key(gw, limits=Limits(monthly_token_budget=1_000))
+    refused = up.chat(gw, budget_key, True, tools=TOOLS)
     assert refused.status == 429, refused.body
+    assert fake_openai.requests == []
+    assert up.chat(gw, budget_key, True, max_tokens=100).status == 200  # a small request still fits
 
 
 def test_the_drain_is_bounded_in_size(make_container: Callable[..., Container]) -> None:
