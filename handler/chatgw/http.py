@@ -194,7 +194,7 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
         body = await read_body(request, settings.max_body_bytes)
         chat_request = parse_chat_request(body)
         report.asked(chat_request.model, bool(chat_request.stream))
-        call = Call(report.request_id, deadline_for(request.scope, settings), report=report)
+        call = Call(report.request_id, deadline_for(request.scope, settings), report=report, now=service.wall_clock())
         if settings.log_prompts:
             logs.event(
                 "prompt",

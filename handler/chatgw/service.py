@@ -107,12 +107,15 @@ class Service:
         settings: Settings,
         clock: Callable[[], float] = time.monotonic,
         observer: Observer | None = None,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
         self.catalog = catalog
         self.settings = settings
         self.observer = observer if observer is not None else Observer()
         self._clock = clock
+        self.wall_clock = wall_clock
+        """What time it is for a new request (`Call.now`): limits' windows, the ledger's dates."""
         self._keys: OrderedDict[str, tuple[float, KeyRecord]] = OrderedDict()
         self._unknown = UnknownKeys(clock)
         self._refusals = RefusalCache()
@@ -131,7 +134,7 @@ class Service:
         record = await self._key(key_id)
         if record is None or not secret_matches(secret, record.secret_hash, self.settings.pepper):
             raise AuthenticationFailed("Invalid API key.")
-        check_usable(record, now or datetime.now(UTC))
+        check_usable(record, now or self.wall_clock())
         return record
 
     async def _key(self, key_id: str) -> KeyRecord | None:

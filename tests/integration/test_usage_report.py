@@ -23,7 +23,7 @@ from chatgw import admin
 from chatgw.keys import new_key
 from chatgw.store.base import UsageEvent
 from chatgw.store.sqlite import SqliteStore
-from tests.conftest import ROOT
+from tests.conftest import ROOT, missing_tool
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
@@ -161,13 +161,11 @@ def chromium(*args: str) -> subprocess.CompletedProcess[str]:
         )
 
 
-@pytest.mark.skipif(
-    not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
-    reason="Debian's chromium is not installed (`make chromium`; make test installs it)",
-)
 def test_the_html_report_renders_its_charts_in_chromium(
     state: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    if not os.path.exists(CHROMIUM):
+        missing_tool("chromium", "`make chromium` installs Debian's package (make test does)")
     folder, _ = state
     page = folder / "usage.html"
     run(capsys, "--state-dir", str(folder), "--from", "2026-11-18", "--to", "2026-11-30", "--html", str(page))
