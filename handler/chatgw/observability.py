@@ -103,8 +103,7 @@ class Report:
         self.served_model, self.backend = served_model, event.backend
         self.usage_status = event.status
         self.prompt_tokens, self.completion_tokens = event.prompt_tokens, event.completion_tokens
-        cached = getattr(event, "cached_tokens", None)
-        self.cached_tokens = cached if isinstance(cached, int) else None
+        self.cached_tokens = event.cached_tokens
         self.estimated = event.estimated
         self.latency_ms, self.ttft_ms = event.latency_ms, event.ttft_ms
 

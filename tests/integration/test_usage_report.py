@@ -40,6 +40,7 @@ FLAGS = [
 ]
 KEYS = [("search-app", "alice", "search"), ("billing-bot", "bob", "finance"), ("ci-tests", "carol", "search")]
 MODELS = ["gpt-4o-mini", "claude", "echo"]
+PRICES = {"gpt-4o-mini": (0.15, 0.6), "claude": (0.8, 4.0), "echo": (0.0, 0.0)}
 START = datetime(2026, 11, 20, 12, tzinfo=UTC)
 
 
@@ -59,9 +60,9 @@ def state(tmp_path: Path) -> tuple[Path, list[str]]:
                 n += 1
                 at = START + timedelta(days=day, minutes=j)
                 prompt, completion = 100 * (i + 1) + 37 * j, 40 * (j + 1) + day * 11
-                event = UsageEvent(
-                    key_id, f"r{n}", at, MODELS[(i + j) % 3], "openai", prompt, completion, "ok", False, 9
-                )
+                model = MODELS[(i + j) % 3]
+                cost = (prompt * PRICES[model][0] + completion * PRICES[model][1]) / 1_000_000
+                event = UsageEvent(key_id, f"r{n}", at, model, "openai", prompt, completion, "ok", False, 9, cost=cost)
                 store.record_usage(event)
     store.close()
     return tmp_path, ids
@@ -95,7 +96,10 @@ def test_ranges_groups_and_csv(state: tuple[Path, list[str]], capsys: pytest.Cap
     whole = list(
         csv.DictReader(io.StringIO(run(capsys, *store, "--from", "2026-11-01", "--to", "2026-11-30", "--csv")))
     )
-    assert month == whole and whole[-1]["key_id"] == "TOTAL"
+    assert whole[-1]["key_id"] == "TOTAL" and float(whole[-1]["cost"]) > 0
+    for by_month, by_days in zip(month, whole, strict=True):  # the same, but cost summed in another order
+        assert abs(float(by_month.pop("cost")) - float(by_days.pop("cost"))) < 1e-5
+        assert by_month == by_days
     first_days = list(
         csv.DictReader(io.StringIO(run(capsys, *store, "--from", "2026-11-20", "--to", "2026-11-21", "--csv")))
     )
@@ -189,6 +193,6 @@ def test_the_html_report_renders_its_charts_in_chromium(
     width, height, pixels = png_pixels(shot.read_bytes())
     assert (width, height) == (1400, 1340)
     colours = Counter(pixels)
-    bars = {(0x3B, 0x6F, 0xB6): "tokens", (0x4C, 0x9A, 0x5F): "requests"}
+    bars = {(0x3B, 0x6F, 0xB6): "tokens", (0x4C, 0x9A, 0x5F): "requests", (0xC0, 0x7A, 0x2C): "cost"}
     for rgb, what in bars.items():
         assert colours[rgb] > 2000, f"no {what} bars on the screenshot"

@@ -63,7 +63,6 @@ def collect(store: Store, queries: list[UsageQuery]) -> list[DayUsage]:
     found: list[DayUsage] = []
     for query in queries:
         for row in store.usage(query):
-            cost = getattr(row, "cost", None)
             found.append(
                 DayUsage(
                     day=row.period,
@@ -72,8 +71,8 @@ def collect(store: Store, queries: list[UsageQuery]) -> list[DayUsage]:
                     requests=row.requests,
                     prompt_tokens=row.prompt_tokens,
                     completion_tokens=row.completion_tokens,
-                    cached_tokens=int(getattr(row, "cached_tokens", 0) or 0),
-                    cost=float(cost) if cost is not None else None,
+                    cached_tokens=row.cached_tokens,
+                    cost=row.cost,
                 )
             )
     return found
