@@ -18,6 +18,7 @@ from typing import Any
 
 from . import logs
 from .errors import ChatgwError, UpstreamRateLimited, UpstreamRejected, UpstreamTimeout
+from .keys import KEY_PATTERN
 from .metrics import (
     DURATION,
     FALLBACKS,
@@ -92,6 +93,11 @@ class Report:
             lambda_id = getattr(context, "aws_request_id", None)
             report = scope[SCOPE_KEY] = cls(request_id, path, lambda_id, chat=path.endswith("/chat/completions"))
         return report
+
+    def claimed(self, presented: str | None) -> None:
+        """The key id of a presented key that parses (its public part; the secret is not kept)."""
+        match = KEY_PATTERN.match(presented or "")
+        self.key_id = match.group(1) if match else None
 
     def asked(self, model: str, streamed: bool) -> None:
         self.model, self.streamed = model[:MODEL_LOG_LIMIT], streamed
