@@ -136,6 +136,7 @@ class FakeBedrock:
             await asyncio.sleep(script.delay_s)
         if script.stall_before_headers:
             await self.stall.wait()
+            return body, script, JSONResponse({"message": "released at the end of the test"}, status_code=503)
         if script.status != 200:
             error = JSONResponse(
                 {"message": script.message},
@@ -169,11 +170,13 @@ class FakeBedrock:
         return StreamingResponse(self._frames(events, script), media_type="application/vnd.amazon.eventstream")
 
     async def _frames(self, events: list[tuple[str, dict[str, Any]]], script: Script) -> AsyncIterator[bytes]:
-        completed = False
+        completed = released = False
         try:
             for n, (kind, payload) in enumerate(events):
                 if n == script.stall_after_events:
                     await self.stall.wait()
+                    released = True
+                    return
                 if n == script.end_after_events:
                     return
                 if n == script.exception_after_events:
@@ -187,7 +190,8 @@ class FakeBedrock:
                 yield eventstream.event(kind, payload)
             completed = True
         finally:
-            (self.stream_completed if completed else self.stream_aborted).set()
+            if not released:
+                (self.stream_completed if completed else self.stream_aborted).set()
 
 
 def _think(body: dict[str, Any]) -> Answer:

@@ -125,6 +125,7 @@ class FakeOpenAI:
             await asyncio.sleep(script.delay_s)
         if script.stall_before_headers:
             await self.stall.wait()
+            return JSONResponse({"error": {"message": "released at the end of the test"}}, status_code=503)
         if script.body is not None or script.status != 200:
             content = script.body if script.body is not None else {"error": {"message": "scripted"}}
             if isinstance(content, bytes):
@@ -149,11 +150,13 @@ class FakeOpenAI:
     async def _sse(self, body: dict[str, Any], answer: Answer, script: Script) -> AsyncIterator[bytes]:
         chunks = _chunks(body, answer)
         usage_wanted = (body.get("stream_options") or {}).get("include_usage") and script.send_usage
-        completed = False
+        completed = released = False
         try:
             for n, chunk in enumerate(chunks):
                 if n == script.stall_after_chunks:
                     await self.stall.wait()
+                    released = True
+                    return
                 if n == script.drop_after_chunks:
                     raise ConnectionAbortedError("scripted drop")
                 if n == script.error_event_after_chunks:
@@ -176,7 +179,7 @@ class FakeOpenAI:
         finally:
             if completed:
                 self.stream_completed.set()
-            else:
+            elif not released:
                 self.stream_aborted.set()
 
 

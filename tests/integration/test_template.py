@@ -18,13 +18,21 @@ import pytest
 import yaml
 
 from chatgw.settings import Settings
+from tests.conftest import missing_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 SAM_BIN = ROOT / ".venv-sam" / "bin"
-needs_sam = pytest.mark.skipif(
-    not (SAM_BIN / "sam").exists(), reason="AWS SAM CLI not installed: `make sam-install` (make test does it)"
-)
+
+
+@pytest.fixture
+def sam() -> Path:
+    """The SAM CLI's venv (`make sam-install`, which `make test` runs first): missing fails under `make test`."""
+    if not (SAM_BIN / "sam").exists():
+        missing_tool("sam", "`make sam-install` puts the AWS SAM CLI in .venv-sam (make test does it)")
+    return SAM_BIN
+
+
 SAM_ENV = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "us-east-1"}
 ROUTES = {
     ("/v2/llms/chat/completions", "post"),
@@ -67,10 +75,9 @@ def test_cfn_lint_passes() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@needs_sam
-def test_sam_validate_lint_passes() -> None:
+def test_sam_validate_lint_passes(sam: Path) -> None:
     result = subprocess.run(
-        [str(SAM_BIN / "sam"), "validate", "--lint", "--template", str(TEMPLATE)],
+        [str(sam / "sam"), "validate", "--lint", "--template", str(TEMPLATE)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -95,9 +102,9 @@ json.dump(transform(template, json.loads(sys.argv[2]), NoManagedPolicies()), sys
 """
 
 
-def translate(parameters: dict[str, str]) -> dict[str, Any]:
+def translate(sam: Path, parameters: dict[str, str]) -> dict[str, Any]:
     result = subprocess.run(
-        [str(SAM_BIN / "python"), "-c", TRANSLATE, str(TEMPLATE), json.dumps(parameters)],
+        [str(sam / "python"), "-c", TRANSLATE, str(TEMPLATE), json.dumps(parameters)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -122,11 +129,10 @@ def resolve(value: Any, translated: dict[str, Any], parameters: dict[str, str]) 
     return value
 
 
-@needs_sam
 @pytest.mark.parametrize("snap_start", ["false", "true"])
-def test_sam_turns_every_route_into_a_streaming_lambda_integration(snap_start: str) -> None:
+def test_sam_turns_every_route_into_a_streaming_lambda_integration(sam: Path, snap_start: str) -> None:
     parameters = {"SnapStart": snap_start}
-    translated = translate(parameters)
+    translated = translate(sam, parameters)
     resources = translated["Resources"]
     paths = resources["Api"]["Properties"]["Body"]["paths"]
     routes = {(path, method) for path, methods in paths.items() for method in methods}
@@ -286,15 +292,15 @@ def python313() -> str | None:
     return None
 
 
-@needs_sam
 @pytest.mark.slow
-def test_sam_build_packages_the_function_without_a_container(tmp_path: Path) -> None:
+def test_sam_build_packages_the_function_without_a_container(sam: Path, tmp_path: Path) -> None:
     interpreter = python313()
     if interpreter is None:
-        pytest.skip("python3.13 is not installed: sam build without a container needs it")
+        missing_tool("python3.13", "sam build without a container needs it (on PATH or under pyenv)")
+        return
     env = {**SAM_ENV, "PATH": f"{Path(interpreter).parent}{os.pathsep}{os.environ['PATH']}"}
     result = subprocess.run(
-        [str(SAM_BIN / "sam"), "build", "--build-dir", str(tmp_path / "build"), "--template", str(TEMPLATE)],
+        [str(sam / "sam"), "build", "--build-dir", str(tmp_path / "build"), "--template", str(TEMPLATE)],
         capture_output=True,
         text=True,
         timeout=600,
