@@ -53,7 +53,7 @@ def usage_report(store: Store, query: UsageQuery, settings: Settings) -> list[di
         if query.by_model:
             item["model"] = row.model
         if row.cost is not None:
-            item["cost"] = round(row.cost, 6)
+            item["cost"] = round(row.cost, 9)
         report.append(item)
     return report
 
