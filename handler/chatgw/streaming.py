@@ -140,6 +140,7 @@ class ChatStream:
                     return
                 if isinstance(item, ChatgwError):
                     self.status = "error"
+                    self.call.seen.code = item.code  # the in-band error's code, for the completion line
                     out.append(frame({"error": item.envelope(self.call.request_id)["error"]}))
                     yield b"".join(out)
                     return
