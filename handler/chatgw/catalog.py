@@ -1,35 +1,60 @@
 """The model catalog: `CHATGW_MODELS` (a JSON file path or inline JSON) to backends.
 
 {"<public name>": {"backend": "openai" | "bedrock" | "echo",
-                   "description": "...", "price_per_million_tokens": {"input": 0.15, "output": 0.6},
+                   "description": "...", "price_per_million_tokens": {"input": 0.15, "output": 0.6,
+                   "cached_input": 0.075, "cache_write": 0.1875}, "max_output_tokens": 4096,
                    "fallbacks": ["<other public name>", ...], ...backend options}}
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import logs
 from .backends import ADAPTERS, BackendDeps, CatalogError, ChatBackend, build_backend
 from .errors import ModelNotFound
 
-COMMON_FIELDS = ("backend", "description", "price_per_million_tokens", "fallbacks")
+COMMON_FIELDS = ("backend", "description", "price_per_million_tokens", "fallbacks", "max_output_tokens")
+PRICE_FIELDS = {"input", "output", "cached_input", "cache_write"}
 ECHO_DESCRIPTION = (
     "Development model: answers deterministically by echoing the last user message. Not a language model."
 )
 DEFAULT_MODELS: dict[str, dict[str, Any]] = {"echo": {"backend": "echo"}}
+NOTHING_CONFIGURED = (
+    "CHATGW_MODELS is not set: this gateway serves only the built-in echo development model "
+    "(no language model). Set CHATGW_MODELS (the stack's Models parameter) to serve real models."
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Price:
+    """USD per million tokens. Cached input (read from the provider's prompt cache) and cache
+    writes have their own rates; unset, they cost as ordinary input."""
+
     input: float
     output: float
+    cached_input: float | None = None
+    cache_write: float | None = None
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
+    def cost(
+        self, prompt_tokens: int, completion_tokens: int, *, cached_tokens: int = 0, cache_write_tokens: int = 0
+    ) -> float:
+        """`prompt_tokens` includes the cached and cache-write tokens (OpenAI's convention)."""
+        plain = max(0, prompt_tokens - cached_tokens - cache_write_tokens)
+        cached_rate = self.input if self.cached_input is None else self.cached_input
+        write_rate = self.input if self.cache_write is None else self.cache_write
+        total = (
+            plain * self.input
+            + cached_tokens * cached_rate
+            + cache_write_tokens * write_rate
+            + completion_tokens * self.output
+        )
+        return round(total / 1_000_000, 12)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +64,7 @@ class ModelEntry:
     description: str
     price: Price | None = None
     fallbacks: tuple[str, ...] = ()
+    max_output_tokens: int | None = None
 
     @property
     def development(self) -> bool:
@@ -93,18 +119,30 @@ def _price(name: str, value: Any) -> Price | None:
         return None
     if (
         not isinstance(value, dict)
-        or set(value) != {"input", "output"}
+        or not {"input", "output"} <= set(value) <= PRICE_FIELDS
         or not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in value.values())
     ):
         raise CatalogError(
             f"CHATGW_MODELS: model '{name}': field 'price_per_million_tokens' must be "
-            '{"input": <number >= 0>, "output": <number >= 0>}'
+            '{"input": <number >= 0>, "output": <number >= 0>} with optional "cached_input" and "cache_write"'
         )
-    return Price(float(value["input"]), float(value["output"]))
+    optional = {k: float(value[k]) for k in ("cached_input", "cache_write") if k in value}
+    return Price(float(value["input"]), float(value["output"]), **optional)
+
+
+def _max_output(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise CatalogError(f"CHATGW_MODELS: model '{name}': field 'max_output_tokens' must be an integer >= 1")
+    return value
 
 
 def load_catalog(source: str | None, deps: BackendDeps) -> Catalog:
     data = read_source(source)
+    nothing_configured = source is None or not source.strip()
+    if nothing_configured:  # said at init (CloudWatch in Lambda) and in every model list
+        logs.event("catalog_default", logging.WARNING, message=NOTHING_CONFIGURED)
     entries: dict[str, ModelEntry] = {}
     for name, spec in data.items():
         if not isinstance(spec, dict):
@@ -124,6 +162,8 @@ def load_catalog(source: str | None, deps: BackendDeps) -> Catalog:
         backend = build_backend(kind, name, options, deps)
         if description is None:
             description = ECHO_DESCRIPTION if kind == "echo" else f"{name} ({kind} backend)"
+            if nothing_configured:
+                description = f"{description} {NOTHING_CONFIGURED}"
         elif kind == "echo" and "development" not in description.lower():
             description = f"Development model. {description}"
         entries[name] = ModelEntry(
@@ -132,6 +172,7 @@ def load_catalog(source: str | None, deps: BackendDeps) -> Catalog:
             description=description,
             price=_price(name, spec.get("price_per_million_tokens")),
             fallbacks=tuple(fallbacks),
+            max_output_tokens=_max_output(name, spec.get("max_output_tokens")),
         )
     for entry in entries.values():
         for fallback in entry.fallbacks:

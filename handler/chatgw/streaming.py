@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Literal
 
 from . import logs
+from .accounting import ChainLog
 from .catalog import ModelEntry
 from .completion import Piece, Usage, chunk_body
 from .errors import RETRYABLE_UPSTREAM, ChatgwError, UpstreamError, UpstreamTimeout
@@ -44,6 +45,7 @@ class ChatStream:
 
     async def _produce(self) -> None:
         request, deadline = self.prepared.request, self.call.deadline
+        chain = ChainLog(self.call.request_id, request.model)
         try:
             async with asyncio.timeout(max(0.0, deadline.remaining())):
                 for entry in self.prepared.chain:
@@ -55,17 +57,14 @@ class ChatStream:
                             produced = True
                             await self._queue.put(piece)
                         await self._queue.put(END)
+                        chain.served(entry)
                         return
                     except RETRYABLE_UPSTREAM as exc:
-                        if produced or entry is self.prepared.chain[-1]:
+                        chain.failed(entry, exc)
+                        if produced:
                             raise
-                        logs.event(
-                            "fallback",
-                            logging.WARNING,
-                            request_id=self.call.request_id,
-                            model=entry.name,
-                            error=exc.code,
-                        )
+                        if entry is self.prepared.chain[-1]:
+                            raise chain.whole_chain_failed(exc) from None
                     finally:
                         await pieces.aclose()  # type: ignore[attr-defined]
         except TimeoutError:
@@ -80,6 +79,8 @@ class ChatStream:
                 error_type=type(exc).__name__,
             )
             await self._queue.put(UpstreamError("The model backend failed."))
+        finally:
+            chain.flush()
 
     async def start(self, first_byte_wait: float) -> None:
         """Start the backend; wait (up to `first_byte_wait`) for its first piece, so that an error
