@@ -313,4 +313,5 @@ class Service:
         try:
             await asyncio.to_thread(self.store.record_usage, event)
         except Exception as exc:
-            logs.event("usage_event", logging.ERROR, usage_event=event.to_log(), reason=type(exc).__name__)
+            logged = getattr(exc, "event", event)  # the store may say which writes are still pending
+            logs.event("usage_event", logging.ERROR, usage_event=logged.to_log(), reason=type(exc).__name__)
