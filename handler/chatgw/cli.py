@@ -50,12 +50,13 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _build(args: argparse.Namespace) -> tuple[Settings, Container]:
+def _build(args: argparse.Namespace, **overrides: Any) -> tuple[Settings, Container]:
     """Settings and container, with the store the options name (the same options as `chatgw keys`)."""
     from .compose import build
 
-    settings = _settings(args)
-    return settings, build(settings, store=admin.open_store(args, settings))
+    sinks = overrides.pop("sinks", None)
+    settings = replace(_settings(args), **overrides)
+    return settings, build(settings, store=admin.open_store(args, settings), sinks=sinks)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -64,12 +65,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError:
         print("chatgw serve needs uvicorn: pip install 'chatgw[local]'", file=sys.stderr)
         return 2
-    settings, container = _build(args)
+    sinks: list[Any] = []
+    if args.metrics:
+        from .prometheus import MetricsEndpoint, PrometheusSink
+
+        sinks.append(PrometheusSink())
+    settings, container = _build(args, sinks=sinks)
+    if sinks:
+        endpoint = MetricsEndpoint(sinks[0])  # an ASGI app: Starlette routes to it as it is
+        container.app.add_route("/metrics", endpoint, methods=["GET"])  # type: ignore[arg-type]
     key, created = dev_key(container.store, settings.state_dir, settings.pepper)
     base = f"http://{args.host}:{args.port}"
     models = ", ".join(e.name for e in container.catalog.entries())
     print(f"chatgw serving on {base}  (OpenAI base_url: {base}/v2/llms)", flush=True)
     print(f"models: {models}", flush=True)
+    if sinks:
+        print(f"metrics (Prometheus text format): {base}/metrics", flush=True)
     if created:
         print(
             f"development key (shown once, saved in {settings.state_dir / DEV_KEY_FILE}):\n  {key}",
@@ -107,7 +118,7 @@ def load_event(path: str, key: str) -> dict[str, Any]:
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:
-    settings, container = _build(args)
+    settings, container = _build(args, metrics="emf")  # the EMF lines the function writes in Lambda
     key, _ = dev_key(container.store, settings.state_dir, settings.pepper)
     event = load_event(args.event, key)
     if args.stream:
@@ -144,6 +155,7 @@ def parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gateway locally (uvicorn, embedded store)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--metrics", action="store_true", help="serve Prometheus metrics at /metrics")
     admin.add_store_options(serve)
     serve.set_defaults(func=cmd_serve)
 
