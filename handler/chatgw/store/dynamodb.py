@@ -31,6 +31,7 @@ from .dynamodb_call import Refused as _Refused
 from .dynamodb_call import RetryPolicy, call
 from .dynamodb_items import attr_n, attr_s, from_item, int_of, pk_of, to_item
 from .dynamodb_settle import Settler
+from .dynamodb_shards import ShardMemory, admit_sharded
 from .dynamodb_usage import usage_rows
 
 if TYPE_CHECKING:
@@ -59,7 +60,8 @@ class DynamoStore:
         # The minute window this process last saw live per key: picks the right update first.
         self._live_window: dict[str, int] = {}
         self._hint_lock = threading.Lock()
-        self._settler = Settler(client, usage_table, self.usage_ttl, self._call)
+        self._shards = ShardMemory()
+        self._settler = Settler(client, usage_table, self.usage_ttl, self._call, self._shards.take)
 
     def drop_connections(self) -> None:
         """For a SnapStart snapshot and restore: clear botocore's connection pool (new ones on use)."""
@@ -144,7 +146,17 @@ class DynamoStore:
     def admit(
         self, key_id: str, limits: Limits, now: datetime, *, request_id: str | None = None, reserve: int = 0
     ) -> Admission:
-        """One conditional UpdateItem on the month item, which carries the live minute window.
+        """One conditional UpdateItem on the month item (or on one of the key's shard items:
+        store/dynamodb_shards.py), which carries the live minute window."""
+        if (limits.shards or 1) <= 1:
+            return self._admit_item(key_id, "", limits, now, reserve)
+        admission = admit_sharded(self._admit_item, key_id, limits, now, reserve)
+        if admission.admitted and request_id is not None:
+            self._shards.remember(request_id, admission.shard)
+        return admission
+
+    def _admit_item(self, key_id: str, shard: str, limits: Limits, now: datetime, reserve: int) -> Admission:
+        """One conditional UpdateItem on `M#<month><shard>`, which carries the live minute window.
 
         Two shapes of update: `ADD wreq 1, wtok R` within the live window, or `SET win, wreq=1,
         wtok=R` to open a new one (both `ADD total_tokens R`: the month's committed tokens). This
@@ -161,12 +173,13 @@ class DynamoStore:
         if rpm is None and tpm is not None and tpm <= 0:  # likewise, with no request limit before it
             return Admission("tokens", reserve=reserve)
         if (tpm is not None and need > tpm) or (budget is not None and need > budget):
-            return self._never_fits(key_id, month, window, limits, reserve)
+            return self._never_fits(key_id, month + shard, window, limits, reserve)
+        hint = key_id + shard
         with self._hint_lock:
-            same_window = self._live_window.get(key_id) == window
+            same_window = self._live_window.get(hint) == window
         for _ in range(4):
             try:
-                new = self._admit_once(key_id, month, window, same_window, rpm, tpm, budget, reserve)
+                new = self._admit_once(key_id, month, shard, window, same_window, rpm, tpm, budget, reserve)
             except _Refused as refused:
                 old = refused.item
                 live = int_of(old, "win", -1)
@@ -176,9 +189,9 @@ class DynamoStore:
                 if same_window != (live == window):  # guessed the wrong shape of update
                     same_window = live == window
                     continue
-                self._remember(key_id, live)
+                self._remember(hint, live)
                 return self._refusal(old, window, limits, reserve)
-            self._remember(key_id, window)
+            self._remember(hint, window)
             return Admission(
                 None,
                 requests_used=int_of(new, "wreq"),
@@ -206,6 +219,7 @@ class DynamoStore:
         self,
         key_id: str,
         month: str,
+        shard: str,
         window: int,
         same_window: bool,
         rpm: int | None,
@@ -234,7 +248,7 @@ class DynamoStore:
         resp = self._call(
             self.client.update_item,
             TableName=self.usage_table,
-            Key={"pk": pk_of(key_id), "sk": attr_s(f"M#{month}")},
+            Key={"pk": pk_of(key_id), "sk": attr_s(f"M#{month}{shard}")},
             UpdateExpression=update,
             ConditionExpression=" AND ".join(conditions),
             ExpressionAttributeValues=values,

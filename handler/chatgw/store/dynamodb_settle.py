@@ -28,6 +28,7 @@ from ..limits import day_of, minute_window, month_of
 from .base import UsageEvent
 from .dynamodb_call import Refused, Unsettled
 from .dynamodb_items import attr_n, attr_s, money, pk_of, to_item
+from .dynamodb_shards import suffix as shard_suffix
 
 PARTS = ("month", "day")
 MODEL_FIELDS = {
@@ -97,7 +98,7 @@ def _totals(event: UsageEvent, values: dict[str, Any]) -> str:
     return adds
 
 
-def month_update(table: str, event: UsageEvent, *, with_window: bool) -> dict[str, Any]:
+def month_update(table: str, event: UsageEvent, *, with_window: bool, shard: str = "") -> dict[str, Any]:
     month = month_of(event.at)
     values: dict[str, Any] = {
         ":kid": attr_s(event.key_id),
@@ -105,7 +106,8 @@ def month_update(table: str, event: UsageEvent, *, with_window: bool) -> dict[st
         ":t": attr_n(event.total_tokens - event.reserved_tokens),
     }
     update = f"SET key_id = :kid, period = :period ADD {_totals(event, values)}, total_tokens :t"
-    params: dict[str, Any] = {"TableName": table, "Key": {"pk": pk_of(event.key_id), "sk": attr_s(f"M#{month}")}}
+    key = {"pk": pk_of(event.key_id), "sk": attr_s(f"M#{month}{shard}")}
+    params: dict[str, Any] = {"TableName": table, "Key": key}
     if with_window:
         update += ", wtok :t"
         params["ConditionExpression"] = "attribute_not_exists(win) OR win = :w"
@@ -113,7 +115,7 @@ def month_update(table: str, event: UsageEvent, *, with_window: bool) -> dict[st
     return {**params, "UpdateExpression": update, "ExpressionAttributeValues": values}
 
 
-def day_update(table: str, event: UsageEvent) -> dict[str, Any]:
+def day_update(table: str, event: UsageEvent, shard: str = "") -> dict[str, Any]:
     day = day_of(event.at)
     values: dict[str, Any] = {":kid": attr_s(event.key_id), ":period": attr_s(day)}
     adds = _totals(event, values)
@@ -128,7 +130,7 @@ def day_update(table: str, event: UsageEvent) -> dict[str, Any]:
         adds += f", #m{i} {source[field]}"
     return {
         "TableName": table,
-        "Key": {"pk": pk_of(event.key_id), "sk": attr_s(f"D#{day}")},
+        "Key": {"pk": pk_of(event.key_id), "sk": attr_s(f"D#{day}{shard}")},
         "UpdateExpression": f"SET key_id = :kid, period = :period ADD {adds}",
         "ExpressionAttributeNames": names,
         "ExpressionAttributeValues": values,
@@ -141,8 +143,9 @@ Call = Callable[..., Any]
 class Settler:
     """Runs one settlement with the store's `call(fn, ambiguous_ok=..., **params)`."""
 
-    def __init__(self, client: Any, table: str, ttl: timedelta, call: Call) -> None:
+    def __init__(self, client: Any, table: str, ttl: timedelta, call: Call, shard_of: Callable[[str], int]) -> None:
         self.client = client
+        self.shard_of = shard_of
         self.table = table
         self.ttl = ttl
         self.call = call
@@ -158,19 +161,19 @@ class Settler:
             if refused.item.get("w") != {"S": nonce}:
                 return False  # recorded before: a replay, or a second settlement of the request
             # else: our own put landed and its answer was lost; the retry found it
-        self._parts(event, PARTS)
+        self._parts(event, PARTS, self.shard_of(event.request_id))
         return True
 
-    def _parts(self, event: UsageEvent, parts: tuple[str, ...]) -> None:
-        """W2 and W3 at once; `SettlementPending` with those that failed."""
+    def _parts(self, event: UsageEvent, parts: tuple[str, ...], shard: int = 0) -> None:
+        """W2 and W3 at once, on the shard that admitted; `SettlementPending` with those that failed."""
         futures: dict[str, Future[None]] = {}
         for part in parts[1:]:
-            futures[part] = self._pool.submit(self._part, event, part)
+            futures[part] = self._pool.submit(self._part, event, part, shard)
         failed: list[str] = []
         unsure: list[str] = []
         for part in parts[:1]:
             try:
-                self._part(event, part)
+                self._part(event, part, shard)
             except StoreUnavailable as exc:
                 (unsure if isinstance(exc, Unsettled) else failed).append(part)
         for part, future in futures.items():
@@ -183,15 +186,16 @@ class Settler:
         if failed:
             raise SettlementPending(event, tuple(failed))
 
-    def _part(self, event: UsageEvent, part: str) -> None:
+    def _part(self, event: UsageEvent, part: str, shard: int) -> None:
+        tail = shard_suffix(shard)
         if part == "day":
-            self.call(self.client.update_item, ambiguous_ok=False, **day_update(self.table, event))
+            self.call(self.client.update_item, ambiguous_ok=False, **day_update(self.table, event, tail))
             return
         try:
-            params = month_update(self.table, event, with_window=True)
+            params = month_update(self.table, event, with_window=True, shard=tail)
             self.call(self.client.update_item, ambiguous_ok=False, **params)
         except Refused:  # the admission's minute is no longer live: settle the month alone
-            params = month_update(self.table, event, with_window=False)
+            params = month_update(self.table, event, with_window=False, shard=tail)
             self.call(self.client.update_item, ambiguous_ok=False, **params)
 
     def _replay(self, event: UsageEvent) -> bool:

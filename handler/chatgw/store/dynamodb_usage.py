@@ -1,7 +1,7 @@
 """Usage rows from the DynamoDB aggregate items (docs/store.md).
 
 - all models: the period's own item, `M#<month>` or `D#<day>` (attributes `requests`,
-  `prompt_tokens`, ..., `cost`);
+  `prompt_tokens`, ..., `cost`), plus its shard items `...@<s>` for a key of N shards;
 - per served model: the `<model>#<field>` attributes of the day items (`D#<day>`; a month sums
   its days), plus the per-model items that releases before issue 13 wrote (`M#<month>#<model>`,
   `D#<day>#<model>`), so that a period that straddles the upgrade adds both and nothing migrates.
@@ -42,7 +42,7 @@ def usage_rows(query: UsageQuery, items: Iterable[Mapping[str, Any]]) -> list[Us
 
     for (_, sk), item in unique.items():
         if not query.by_model:
-            if sk == base:
+            if sk == base or sk.startswith(base + "@"):  # the period's item and its shards
                 add((_key_id(item), None), _sums(item))
         elif sk.startswith(base + "#"):  # a per-model item of an earlier release
             add((_key_id(item), str(item["model"]["S"])), _sums(item))
