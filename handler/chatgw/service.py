@@ -180,7 +180,7 @@ class Service:
             raise PermissionDenied(f"{PERMISSION_MESSAGE} This key may not stream.", param="stream")
         request = self._apply_token_cap(record, request)
         request, reserve = self._reservation(record, entry, request)
-        entry.backend.check(request)
+        entry.check(request)
         chain = fallback_chain(self.catalog, record, entry, request)
         headers = await self._admit(record, call, reserve)
         return Prepared(record, request, chain, headers, reserve)

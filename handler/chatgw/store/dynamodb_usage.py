@@ -54,7 +54,7 @@ def usage_rows(query: UsageQuery, items: Iterable[Mapping[str, Any]]) -> list[Us
             key_id=key_id,
             period=query.value,
             model=model,
-            cost=round(float(sums["cost"]), 9) if "cost" in sums else None,
+            cost=round(float(sums["cost"]), 12) if "cost" in sums else None,
             **{f: int(sums.get(f, 0)) for f in FIELDS},
         )
         for (key_id, model), sums in totals.items()
