@@ -250,7 +250,7 @@ def test_client_gone_mid_stream(make_container: Callable[..., Container], seen: 
 
     line = completion(seen)
     assert line["outcome"] == "client_closed" and line["client_closed"] is True and line["streamed"] is True
-    assert line["status"] == 200 and line["completion_tokens"] > 0 and line["estimated"] is True
+    assert line["status"] == 200 and line["completion_tokens"] > 0  # drained or estimated: counted either way
     assert request_metrics(seen) == {"outcome": "client_closed", "model": "slow", "backend": "fake"}
     assert_nothing_secret(seen, key)
 
