@@ -8,9 +8,8 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-
 from ..limits import day_of, minute_window, month_of
+from .attribute_values import TypeDeserializer, TypeSerializer
 from .base import UsageEvent
 
 _ser = TypeSerializer()
