@@ -7,8 +7,10 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
+import pytest
+
 from chatgw.keys import Limits
-from chatgw.store import Store
+from chatgw.store import Store, UsageQuery
 from tests.contract.test_store_contract import BASE, Adapter, adapter, event, make_key, store
 
 __all__ = ["adapter", "store"]  # the contract's fixtures, used here by name
@@ -93,3 +95,21 @@ def test_fifty_concurrent_reservations_never_pass_the_budget(store: Store) -> No
     for t in threads:
         t.join()
     assert results.count(True) == 3  # 3 x 30 <= 100 < 4 x 30
+
+
+def test_events_and_aggregates_keep_served_model_details_and_cost(store: Store) -> None:
+    _, record = make_key(store)
+    fallback = event(
+        record.key_id, "f1", model="primary", prompt=100, completion=40, served_model="backup",
+        cached_tokens=60, cache_write_tokens=10, reasoning_tokens=25, cost=0.000123456789,
+    )  # fmt: skip
+    unpriced = event(record.key_id, "f2", model="backup", prompt=1, completion=1)
+    assert store.record_usage(fallback) and store.record_usage(unpriced)
+    assert store.usage_events(record.key_id)[0] == fallback
+    month = BASE.strftime("%Y-%m")
+    (total,) = store.usage(UsageQuery("month", month, key_id=record.key_id))
+    assert (total.requests, total.cached_tokens, total.cache_write_tokens, total.reasoning_tokens) == (2, 60, 10, 25)
+    assert total.cost == pytest.approx(0.000123456789)
+    (per_model,) = store.usage(UsageQuery("month", month, key_id=record.key_id, by_model=True))
+    assert (per_model.model, per_model.requests, per_model.prompt_tokens) == ("backup", 2, 101)
+    assert store.usage(UsageQuery("day", "2000-01-01", key_id=record.key_id)) == []

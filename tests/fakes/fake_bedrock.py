@@ -50,6 +50,10 @@ class Script:
     """Never answer (until the gateway gives up or the test ends): a model too slow to start."""
     stall_after_events: int | None = None
     """A stream: send this many events, then nothing more (the connection kept open)."""
+    cache_read_tokens: int = 0
+    """Report this many input tokens as read from the prompt cache (`cacheReadInputTokens`)."""
+    cache_write_tokens: int = 0
+    """Report this many input tokens as written to the prompt cache (`cacheWriteInputTokens`)."""
 
 
 @dataclass
@@ -157,7 +161,7 @@ class FakeBedrock:
             {
                 "output": {"message": {"role": "assistant", "content": content}},
                 "stopReason": script.stop_reason or STOP_REASONS[answer.finish],
-                "usage": _usage(answer),
+                "usage": _usage(answer, script),
                 "metrics": {"latencyMs": 12},
             }
         )
@@ -227,12 +231,20 @@ def _think(body: dict[str, Any]) -> Answer:
     )
 
 
-def _usage(answer: Answer) -> dict[str, int]:
-    return {
+def _usage(answer: Answer, script: Script | None = None) -> dict[str, int]:
+    """Bedrock's convention: `inputTokens` leaves out the cache reads and writes."""
+    script = script or Script()
+    cached = script.cache_read_tokens + script.cache_write_tokens
+    usage = {
         "inputTokens": answer.prompt_tokens,
         "outputTokens": answer.completion_tokens,
-        "totalTokens": answer.prompt_tokens + answer.completion_tokens,
+        "totalTokens": answer.prompt_tokens + cached + answer.completion_tokens,
     }
+    if script.cache_read_tokens:
+        usage["cacheReadInputTokens"] = script.cache_read_tokens
+    if script.cache_write_tokens:
+        usage["cacheWriteInputTokens"] = script.cache_write_tokens
+    return usage
 
 
 def _events(answer: Answer, script: Script) -> list[tuple[str, dict[str, Any]]]:
@@ -253,5 +265,5 @@ def _events(answer: Answer, script: Script) -> list[tuple[str, dict[str, Any]]]:
         events.append(("contentBlockStop", {"contentBlockIndex": index}))
     events.append(("messageStop", {"stopReason": script.stop_reason or STOP_REASONS[answer.finish]}))
     if script.send_metadata:
-        events.append(("metadata", {"usage": _usage(answer), "metrics": {"latencyMs": 12}}))
+        events.append(("metadata", {"usage": _usage(answer, script), "metrics": {"latencyMs": 12}}))
     return events

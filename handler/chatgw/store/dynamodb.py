@@ -325,7 +325,7 @@ class DynamoStore:
                 cached_tokens=int_of(item, "cached_tokens"),
                 cache_write_tokens=int_of(item, "cache_write_tokens"),
                 reasoning_tokens=int_of(item, "reasoning_tokens"),
-                cost=round(float(item["cost"]["N"]), 9) if "cost" in item else None,
+                cost=round(float(item["cost"]["N"]), 12) if "cost" in item else None,
             )
             for item in items
         ]

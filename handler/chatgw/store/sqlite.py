@@ -243,7 +243,7 @@ class SqliteStore:
                 cached_tokens=r[6],
                 cache_write_tokens=r[7],
                 reasoning_tokens=r[8],
-                cost=None if r[9] is None else round(float(r[9]), 9),
+                cost=None if r[9] is None else round(float(r[9]), 12),
             )
             for r in rows
         ]
