@@ -88,7 +88,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     else:
         print(f"development key: in {settings.state_dir / DEV_KEY_FILE}", flush=True)
-    uvicorn.run(container.app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    from .local_server import uvicorn_options
+
+    uvicorn.run(container.app, host=args.host, port=args.port, **uvicorn_options())
     return 0
 
 
