@@ -89,9 +89,12 @@ def test_requests_per_minute_admits_exactly_the_limit(
     assert remaining == list(range(max(0, limit - concurrent), limit))  # each slot handed out once
 
 
-CAPPED = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}).encode()
-RESERVE = estimate_prompt_tokens(ChatRequest.model_validate_json(CAPPED)) + 3  # the prompt estimate plus max_tokens
+CAPPED = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}).encode()
+RESERVE = estimate_prompt_tokens(ChatRequest.model_validate_json(CAPPED)) + 1  # the prompt estimate plus max_tokens
 ACTUAL = 5 + 3  # what ScriptedBackend(["a", " b", " c"]) reports
+# Exactly 4 admissions against a limit of 4 reservations, whatever order they settle in, needs
+# 4 settled + 1 more reservation to pass the limit: 4 * ACTUAL + RESERVE > 4 * RESERVE.
+assert 3 * RESERVE < 4 * ACTUAL, (RESERVE, ACTUAL)
 
 
 @pytest.mark.parametrize(
