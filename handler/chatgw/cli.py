@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__, admin
 from .keys import new_key
+from .peppers import Peppers
 from .settings import Settings
 from .store.base import Store
 
@@ -23,17 +24,35 @@ if TYPE_CHECKING:
 
 DEV_KEY_FILE = "dev-key"
 PLACEHOLDER = "CHATGW_DEV_KEY"
+DEV_KEY_HELP = "on DynamoDB, create a development key (every model, no limits) if this folder has none for it"
 
 
-def dev_key(store: Store, state_dir: Path, pepper: bytes) -> tuple[str, bool]:
-    """The development key of a state folder: (key, created now). Made on first use, mode 0600."""
-    path = state_dir / DEV_KEY_FILE
+def dev_key_path(store: Store, state_dir: Path) -> Path:
+    """The state folder's dev-key file of this store: `dev-key` for its own SQLite store,
+    `dev-key.<keys table>` for a DynamoDB one, so that one store's key never replaces another's."""
+    table = getattr(store, "keys_table", None)  # DynamoStore names its table; SqliteStore has none
+    return state_dir / (f"{DEV_KEY_FILE}.{table}" if table else DEV_KEY_FILE)
+
+
+def dev_key(store: Store, state_dir: Path, peppers: Peppers, *, create: bool = True) -> tuple[str | None, bool]:
+    """The development key of a state folder and store: (key, created now); (None, False) when there
+    is none and `create` is off. Made on first use, mode 0600."""
+    path = dev_key_path(store, state_dir)
     if path.exists():
         key = path.read_text().strip()
         parts = key.split("_")
         if len(parts) == 3 and store.get_key(parts[1]) is not None:
             return key, False
-    key, record = new_key("development", pepper=pepper, owner="chatgw serve", tags={"purpose": "development"})
+    if not create:
+        return None, False
+    pepper, version = peppers.for_new_key()
+    key, record = new_key(
+        "development",
+        pepper=pepper,
+        pepper_version=version,
+        owner="chatgw serve",
+        tags={"purpose": "development"},
+    )
     store.create_key(record)
     state_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -41,6 +60,13 @@ def dev_key(store: Store, state_dir: Path, pepper: bytes) -> tuple[str, bool]:
         f.write(key + "\n")
     os.chmod(path, 0o600)
     return key, True
+
+
+def _dev_key(args: argparse.Namespace, settings: Settings, container: Container) -> tuple[str | None, bool]:
+    """Into the local SQLite store always; into DynamoDB only when asked (--dev-key)."""
+    store = container.store
+    create = bool(getattr(args, "dev_key", False)) or getattr(store, "keys_table", None) is None
+    return dev_key(store, settings.state_dir, container.service.peppers.peppers, create=create)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -52,10 +78,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _build(args: argparse.Namespace) -> tuple[Settings, Container]:
     """Settings and container, with the store the options name (the same options as `chatgw keys`)."""
+    from .admin.peppers import pepper_source
     from .compose import build
+    from .peppers import PepperBook
 
     settings = _settings(args)
-    return settings, build(settings, store=admin.open_store(args, settings))
+    peppers = PepperBook(pepper_source(args, settings, create=True))
+    return settings, build(settings, store=admin.open_store(args, settings), peppers=peppers)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -65,18 +94,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("chatgw serve needs uvicorn: pip install 'chatgw[local]'", file=sys.stderr)
         return 2
     settings, container = _build(args)
-    key, created = dev_key(container.store, settings.state_dir, settings.pepper)
+    store = container.store
+    key, created = _dev_key(args, settings, container)
     base = f"http://{args.host}:{args.port}"
     models = ", ".join(e.name for e in container.catalog.entries())
     print(f"chatgw serving on {base}  (OpenAI base_url: {base}/v2/llms)", flush=True)
     print(f"models: {models}", flush=True)
+    path = dev_key_path(store, settings.state_dir)
     if created:
-        print(
-            f"development key (shown once, saved in {settings.state_dir / DEV_KEY_FILE}):\n  {key}",
-            flush=True,
-        )
+        print(f"development key (shown once, saved in {path}):\n  {key}", flush=True)
+    elif key:
+        print(f"development key: in {path}", flush=True)
     else:
-        print(f"development key: in {settings.state_dir / DEV_KEY_FILE}", flush=True)
+        print("no development key: the store is DynamoDB (pass --dev-key to create one there)", flush=True)
     uvicorn.run(container.app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 
@@ -108,7 +138,11 @@ def load_event(path: str, key: str) -> dict[str, Any]:
 
 def cmd_invoke(args: argparse.Namespace) -> int:
     settings, container = _build(args)
-    key, _ = dev_key(container.store, settings.state_dir, settings.pepper)
+    store = container.store
+    key, _ = _dev_key(args, settings, container)
+    if key is None:
+        store.close()
+        raise admin.CliError("no development key for this DynamoDB store: pass --dev-key to create one", code=2)
     event = load_event(args.event, key)
     if args.stream:
         from .lambda_streaming import run_local
@@ -144,12 +178,14 @@ def parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gateway locally (uvicorn, embedded store)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--dev-key", action="store_true", help=DEV_KEY_HELP)
     admin.add_store_options(serve)
     serve.set_defaults(func=cmd_serve)
 
     invoke = sub.add_parser("invoke", help="run a Lambda event through the handler, no Docker")
     invoke.add_argument("event", help="an API Gateway / function URL event JSON file")
     invoke.add_argument("--stream", action="store_true", help="through the response-streaming runtime")
+    invoke.add_argument("--dev-key", action="store_true", help=DEV_KEY_HELP)
     admin.add_store_options(invoke)
     invoke.set_defaults(func=cmd_invoke)
 

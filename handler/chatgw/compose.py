@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from . import logs
 from .backends.base import BackendDeps
 from .catalog import Catalog, load_catalog
+from .peppers import PepperBook, source_for
 from .service import Service
 from .settings import Settings
 from .store import open_from_settings
@@ -37,13 +38,15 @@ def build(
     store: Store | None = None,
     deps: BackendDeps | None = None,
     catalog: Catalog | None = None,
+    peppers: PepperBook | None = None,
 ) -> Container:
     from .http import create_app
 
     logs.configure(settings.log_level)
     store = store if store is not None else open_store(settings)
     catalog = catalog if catalog is not None else load_catalog(settings.models, deps or BackendDeps())
-    service = Service(store, catalog, settings)
+    peppers = peppers if peppers is not None else PepperBook(source_for(settings, create=True))
+    service = Service(store, catalog, settings, peppers=peppers)
     return Container(settings, store, catalog, service, create_app(service, settings))
 
 

@@ -27,6 +27,7 @@ from .errors import (
 )
 from .keys import KeyRecord, check_usable, model_allowed, parse_key, secret_matches
 from .limits import raise_if_refused, rate_headers
+from .peppers import LEGACY, PepperBook
 from .settings import Settings
 from .store.base import Store, UsageEvent, UsageStatus
 from .tokens import count_tokens, estimate_prompt_tokens
@@ -65,10 +66,12 @@ class Service:
         catalog: Catalog,
         settings: Settings,
         clock: Callable[[], float] = time.monotonic,
+        peppers: PepperBook | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
         self.settings = settings
+        self.peppers = peppers if peppers is not None else PepperBook.legacy(settings.pepper)
         self._clock = clock
         self._keys: OrderedDict[str, tuple[float, KeyRecord]] = OrderedDict()
 
@@ -82,9 +85,24 @@ class Service:
             )
         key_id, secret = parse_key(presented)
         record = await self._key(key_id)
-        if record is None or not secret_matches(secret, record.secret_hash, self.settings.pepper):
+        if record is None or not secret_matches(secret, record.secret_hash, await self._pepper(record)):
             raise AuthenticationFailed("Invalid API key.")
         return record
+
+    async def _pepper(self, record: KeyRecord) -> bytes:
+        pepper = self.peppers.get(record.pepper_version)
+        if pepper is None:
+            pepper, problem = await asyncio.to_thread(self.peppers.reload_for, record.pepper_version)
+            if pepper is None:  # the key cannot match: the log says why, the client gets the usual 401
+                logs.event(
+                    "key_pepper_unknown",
+                    logging.ERROR,
+                    key_id=record.key_id,
+                    pepper_version=record.pepper_version or LEGACY,
+                    problem=problem,
+                )
+                raise AuthenticationFailed("Invalid API key.")
+        return pepper
 
     async def _key(self, key_id: str) -> KeyRecord | None:
         hit = self._keys.get(key_id)

@@ -148,7 +148,7 @@ def test_the_environment_is_what_settings_read(template: dict[str, Any]) -> None
         "CHATGW_MODELS": "",
         "CHATGW_LOG_LEVEL": "INFO",
         "CHATGW_KEY_CACHE_SECONDS": "30",
-        "CHATGW_KEY_PEPPER": "",
+        "CHATGW_PEPPER_SECRET": "arn:aws:secretsmanager:us-east-1:123456789012:secret:PepperSecret-abc-AbCdEf",
         "CHATGW_USAGE_TTL_DAYS": "90",
     }
     assert set(sample) == chatgw_vars

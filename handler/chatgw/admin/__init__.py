@@ -33,6 +33,7 @@ from .keys import (
     positive,
     set_enabled,
 )
+from .peppers import add_pepper_option, cmd_pepper_rotate, cmd_pepper_status
 from .usage import cmd_replay, cmd_usage
 
 __all__ = ["CLEAR", "CliError", "add_store_options", "main", "open_store", "parser", "register"]
@@ -50,6 +51,7 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--keys-table", default=None, help="DynamoDB keys table")
     group.add_argument("--usage-table", default=None, help="DynamoDB usage table")
     group.add_argument("--region", default=None, help="AWS region (default: the AWS configuration's)")
+    add_pepper_option(group)  # type: ignore[arg-type]
 
 
 def open_store(args: argparse.Namespace, settings: Settings) -> Store:
@@ -185,6 +187,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _leaf(ksub, "enable", "enable a disabled key", set_enabled(True))
     _leaf(ksub, "rotate", "give a key a new secret; the old one stops working", cmd_keys_rotate)
     _leaf(ksub, "delete", "delete a key (its usage is kept)", cmd_keys_delete)
+
+    pepper = subparsers.add_parser(
+        "pepper", help="the versioned key peppers", description="The versioned peppers mixed into key hashes."
+    )
+    psub = pepper.add_subparsers(dest="pepper_command", required=True, metavar="COMMAND")
+    _leaf(
+        psub, "status", "the pepper source, its versions, and how many keys use each", cmd_pepper_status, key_id=False
+    )
+    _leaf(psub, "rotate", "add a pepper version that new and rotated keys use", cmd_pepper_rotate, key_id=False)
 
     usage = subparsers.add_parser("usage", help="token usage per key", description="Token usage per key.")
     usage.add_argument("--key", default=None, metavar="ID")

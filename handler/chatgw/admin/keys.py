@@ -14,6 +14,7 @@ from ..keys import KeyRecord, Limits, format_key, hash_secret, new_key, new_secr
 from ..settings import Settings
 from ..store.base import KeyExists, KeyNotFound, Store
 from .common import CliError, key_id_arg, now, print_table
+from .peppers import peppers_for_new_keys
 
 CLEAR = "none"
 LIMIT_FLAGS = {
@@ -95,9 +96,11 @@ def _limits_text(limits: Limits) -> str:
 def cmd_keys_create(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     now = datetime.now(UTC)
     limits = Limits(**{LIMIT_FLAGS[f]: getattr(args, f) for f in LIMIT_FLAGS if getattr(args, f) is not None})
+    pepper, version = peppers_for_new_keys(args, settings).for_new_key()
     key, record = new_key(
         args.name,
-        pepper=settings.pepper,
+        pepper=pepper,
+        pepper_version=version,
         now=now,
         owner=args.owner,
         expires_at=parse_expiry(args.expires, now) if args.expires else None,
@@ -201,7 +204,8 @@ def set_enabled(enabled: bool) -> Callable[[argparse.Namespace, Store, Settings]
 def cmd_keys_rotate(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     record = _get(store, args.key_id)
     secret = new_secret()
-    _save(store, record.with_changes(secret_hash=hash_secret(secret, settings.pepper)))
+    pepper, version = peppers_for_new_keys(args, settings).for_new_key()
+    _save(store, record.with_changes(secret_hash=hash_secret(secret, pepper), pepper_version=version))
     key = format_key(record.key_id, secret)
     if args.json:
         print(json.dumps({"key": key, **record.public_dict()}, indent=2))
