@@ -302,80 +302,12 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, handler(from_validation))
 
 
-ERROR_ENVELOPE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["error", "messages", "field_errors", "request_id"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["message", "type", "param", "code"],
-            "properties": {
-                "message": {"type": "string"},
-                "type": {"type": "string"},
-                "param": {"type": ["string", "null"]},
-                "code": {"type": ["string", "null"]},
-            },
-        },
-        "messages": {"type": "array", "items": {"type": "string"}},
-        "field_errors": {"type": "object", "additionalProperties": {"type": "string"}},
-        "request_id": {"type": "string"},
-    },
-}
-PUBLIC_PATHS = {"/health"}
-
-
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document, corrected to what the app really does: the chat body is `ChatRequest`,
-    every error is the one envelope (never FastAPI's 422 `{"detail": ...}`), keys go in headers."""
+    """FastAPI's document, corrected by `openapi.correct` to what the app really does."""
     if app.openapi_schema is None:
         from fastapi.openapi.utils import get_openapi
 
-        from .wire import ChatRequest
+        from . import openapi
 
-        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-        chat_schema = ChatRequest.model_json_schema(ref_template="#/components/schemas/{model}", by_alias=True)
-        components = schema.setdefault("components", {})
-        schemas = components.setdefault("schemas", {})
-        for unused in ("HTTPValidationError", "ValidationError"):
-            schemas.pop(unused, None)
-        schemas.update(chat_schema.pop("$defs", {}))
-        schemas["ChatRequest"] = chat_schema
-        _describe_validators(schemas)
-        schemas["ErrorEnvelope"] = ERROR_ENVELOPE_SCHEMA
-        components["securitySchemes"] = {
-            "ApiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
-            "Bearer": {"type": "http", "scheme": "bearer"},
-        }
-        error = {
-            "description": "The error envelope",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
-        }
-        for path, operations in schema.get("paths", {}).items():
-            for operation in operations.values():
-                responses = operation.setdefault("responses", {})
-                responses.pop("422", None)
-                responses["default"] = error
-                if path not in PUBLIC_PATHS:
-                    operation["security"] = [{"ApiKey": []}, {"Bearer": []}]
-        app.openapi_schema = schema
+        app.openapi_schema = openapi.correct(get_openapi(title=app.title, version=app.version, routes=app.routes))
     return app.openapi_schema
-
-
-def _non_null(name: str, **extra: Any) -> dict[str, Any]:
-    return {"required": [name], "properties": {name: {"not": {"type": "null"}, **extra}}}
-
-
-def _describe_validators(schemas: dict[str, Any]) -> None:
-    """What the wire models check in code, said in the schema too, so that schema-valid is valid."""
-    assistant = schemas.get("AssistantMessage")
-    if assistant is not None:
-        assistant["anyOf"] = [
-            _non_null("content"),
-            _non_null("tool_calls", minItems=1),
-            _non_null("refusal"),
-            _non_null("audio"),
-        ]
-    metadata = schemas.get("ChatRequest", {}).get("properties", {}).get("metadata", {})
-    for option in metadata.get("anyOf", []):
-        if option.get("type") == "object":
-            option.update(maxProperties=16, propertyNames={"maxLength": 64})

@@ -7,7 +7,6 @@ HMAC-SHA256(pepper, secret) is.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import hmac
 import re
@@ -140,5 +139,14 @@ def check_usable(record: KeyRecord, now: datetime) -> None:
         raise PermissionDenied(f"{PERMISSION_MESSAGE} This key has expired.")
 
 
+def pattern_matches(pattern: str, model: str) -> bool:
+    """`*` is the only wildcard (any run of characters); every other character is literal, so that
+    a model named `m[1]` or `gpt-4?` is matched by its own name (not read as a glob class)."""
+    if "*" not in pattern:
+        return model == pattern
+    regex = ".*".join(re.escape(part) for part in pattern.split("*"))
+    return re.fullmatch(regex, model, flags=re.DOTALL) is not None
+
+
 def model_allowed(record: KeyRecord, model: str) -> bool:
-    return any(fnmatch.fnmatchcase(model, pattern) for pattern in record.allowed_models)
+    return any(pattern_matches(pattern, model) for pattern in record.allowed_models)

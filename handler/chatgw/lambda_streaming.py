@@ -24,6 +24,7 @@ from typing import Any
 from mangum.handlers import APIGateway, HTTPGateway
 from mangum.types import ASGI, LambdaConfig, LambdaHandler, Message
 
+from . import logs, snapstart
 from .runtime_api import PRELUDE_DELIMITER, Invocation, ResponseStream, RuntimeAPIError, RuntimeClient
 
 logger = logging.getLogger("chatgw.runtime")
@@ -245,38 +246,69 @@ async def serve(
     factory: Callable[[], ASGI] | None = None,
     max_invocations: int | None = None,
     deadline_margin_ms: int = DEFAULT_DEADLINE_MARGIN_MS,
+    app: ASGI | None = None,
 ) -> int:
-    """Builds the app once (inside the loop), then serves invocations; init failures go to
-    `/init/error`. Returns the process exit code."""
+    """Builds the app once (inside the loop) unless it is given, then serves invocations; init
+    failures go to `/init/error`. Returns the process exit code."""
     client = RuntimeClient(runtime_api)
+    if app is None:
+        try:
+            app = (factory or load_factory())()
+        except Exception as exc:
+            logger.exception("the application could not be built")
+            await client.init_error(snapstart.INIT_ERROR, f"{type(exc).__name__}: {exc}")
+            return 1
+    await StreamingRuntime(app, client, deadline_margin_ms).run(max_invocations)
+    return 0
+
+
+def run(
+    runtime_api: str,
+    factory: Callable[[], ASGI] | None = None,
+    max_invocations: int | None = None,
+    deadline_margin_ms: int = DEFAULT_DEADLINE_MARGIN_MS,
+    environ: Mapping[str, str] = os.environ,
+    wait_for_restore: snapstart.RestoreNext = snapstart.restore_next,
+) -> int:
+    """The runtime process. Initialised for a snapshot (`AWS_LAMBDA_INITIALIZATION_TYPE=snap-start`),
+    it builds the app and takes part in the snapshot lifecycle before any event loop exists, then
+    serves on a loop made after the restore; otherwise `serve` does everything on one loop."""
+    if not snapstart.requested(environ):
+        return asyncio.run(serve(runtime_api, factory, max_invocations, deadline_margin_ms))
     try:
-        asgi = (factory or load_factory())()
+        app = (factory or load_factory())()
     except Exception as exc:
         logger.exception("the application could not be built")
-        await client.init_error("Runtime.InitError", f"{type(exc).__name__}: {exc}")
+        snapstart.report_init_error(runtime_api, exc)
         return 1
-    await StreamingRuntime(asgi, client, deadline_margin_ms).run(max_invocations)
-    return 0
+    exit_code = snapstart.take_part(runtime_api, wait_for_restore)
+    if exit_code is not None:
+        return exit_code
+    served = serve(runtime_api, max_invocations=max_invocations, deadline_margin_ms=deadline_margin_ms, app=app)
+    return asyncio.run(served)
 
 
 def main(argv: list[str] | None = None) -> int:
     if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=os.environ.get("CHATGW_LOG_LEVEL", "INFO").upper(),
-            format="%(levelname)s %(name)s %(message)s",
-            stream=sys.stderr,
-        )
+        # The root logger (every library) at WARNING; only chatgw's loggers follow CHATGW_LOG_LEVEL.
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    logs.configure(_log_level())
     runtime_api = os.environ.get("AWS_LAMBDA_RUNTIME_API")
     if not runtime_api:
         print("AWS_LAMBDA_RUNTIME_API is not set: this runs inside Lambda", file=sys.stderr)
         return 2
     margin = int(os.environ.get(DEADLINE_MARGIN_ENV) or DEFAULT_DEADLINE_MARGIN_MS)
     try:
-        return asyncio.run(serve(runtime_api, deadline_margin_ms=margin))
+        return run(runtime_api, deadline_margin_ms=margin)
     except RuntimeAPIError as exc:
         print(f"Runtime API failure: {exc}", file=sys.stderr)
         traceback.print_exc()
         return 1
+
+
+def _log_level() -> str:
+    level = os.environ.get("CHATGW_LOG_LEVEL", "INFO").upper()
+    return level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO"
 
 
 def run_local(

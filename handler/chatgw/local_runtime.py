@@ -136,13 +136,24 @@ def describe(invocation: FakeInvocation) -> str:
 
 
 class FakeRuntimeAPI:
-    def __init__(self) -> None:
+    """`snap_start=True` is an environment initialised for a snapshot: as Lambda's runtime interface
+    emulator, it then also serves `GET restore/next` (answered once `restored` is set: at once
+    unless `hold_restore`) and `POST restore/error`. `calls` lists every call in arrival order."""
+
+    def __init__(self, *, snap_start: bool = False, hold_restore: bool = False) -> None:
         self._pending: queue.Queue[FakeInvocation | None] = queue.Queue()
         self.invocations: dict[str, FakeInvocation] = {}
         self.init_error: dict[str, Any] | None = None
         self.init_error_type: str | None = None
         self.init_failed = threading.Event()
         self.next_calls = 0
+        self.snap_start = snap_start
+        self.calls: list[str] = []
+        self.restored = threading.Event()
+        if not hold_restore:
+            self.restored.set()
+        self.restore_error: dict[str, Any] | None = None
+        self.restore_error_type: str | None = None
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -205,6 +216,11 @@ def _handler_for(fake: FakeRuntimeAPI) -> type[BaseHTTPRequestHandler]:
             return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
         def do_GET(self) -> None:
+            fake.calls.append(f"GET {self.path.removeprefix(prefix)}")
+            if fake.snap_start and self.path == prefix + "restore/next":
+                fake.restored.wait()
+                self._answer(200, b"")
+                return
             if self.path != prefix + "invocation/next":
                 self._answer(404, b'{"errorMessage":"not found"}')
                 return
@@ -224,6 +240,12 @@ def _handler_for(fake: FakeRuntimeAPI) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             tail = self.path.removeprefix(prefix)
+            fake.calls.append(f"POST {tail}")
+            if fake.snap_start and tail == "restore/error":
+                fake.restore_error = json.loads(self._read_body() or b"null")
+                fake.restore_error_type = self.headers.get(ERROR_TYPE_TRAILER)
+                self._answer(202)
+                return
             if tail == "init/error":
                 fake.init_error = json.loads(self._read_body() or b"null")
                 fake.init_error_type = self.headers.get(ERROR_TYPE_TRAILER)

@@ -27,8 +27,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+QUIET_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "httpx", "httpcore", "hpack", "asyncio", "mangum")
+"""Libraries that log request and response bodies (credentials, DynamoDB items, prompts) at DEBUG:
+they stay at WARNING whatever CHATGW_LOG_LEVEL says, even under a root logger at DEBUG."""
+
+
+def quiet_libraries() -> None:
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def configure(level: str) -> None:
-    """Install the JSON handler on the `chatgw` logger only (never the root logger)."""
+    """Install the JSON handler on the `chatgw` logger only (never the root logger); only chatgw's
+    loggers follow `level`: the libraries of `QUIET_LOGGERS` are held at WARNING."""
+    quiet_libraries()
     if any(isinstance(h.formatter, JsonFormatter) for h in log.handlers):
         log.setLevel(level)
         return

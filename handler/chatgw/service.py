@@ -21,6 +21,7 @@ from .errors import (
     AuthenticationFailed,
     ChatgwError,
     InvalidRequest,
+    ModelNotFound,
     PermissionDenied,
     UpstreamError,
     UpstreamTimeout,
@@ -28,12 +29,40 @@ from .errors import (
 from .keys import KeyRecord, check_usable, model_allowed, parse_key, secret_matches
 from .limits import raise_if_refused, rate_headers
 from .peppers import LEGACY, PepperBook
+from .refusals import RefusalCache
 from .settings import Settings
 from .store.base import Store, UsageEvent, UsageStatus
 from .tokens import count_tokens, estimate_prompt_tokens
 from .wire import ChatRequest
 
 KEY_CACHE_SIZE = 10_000
+UNKNOWN_KEY_SECONDS = 5.0
+UNKNOWN_KEY_CACHE_SIZE = 4_096
+
+
+class UnknownKeys:
+    """Key ids the store did not know, remembered briefly (a bounded LRU): a flood of random
+    well-formed keys costs one store read per id and `UNKNOWN_KEY_SECONDS`, not one per request.
+    Ids are random, so nobody presents a real one before it exists: nothing valid is refused."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def seen(self, key_id: str) -> bool:
+        at = self._seen.get(key_id)
+        if at is None:
+            return False
+        if self._clock() - at < UNKNOWN_KEY_SECONDS:
+            return True
+        del self._seen[key_id]
+        return False
+
+    def add(self, key_id: str) -> None:
+        self._seen[key_id] = self._clock()
+        self._seen.move_to_end(key_id)
+        while len(self._seen) > UNKNOWN_KEY_CACHE_SIZE:
+            self._seen.popitem(last=False)
 
 
 @dataclass(slots=True)
@@ -74,10 +103,14 @@ class Service:
         self.peppers = peppers if peppers is not None else PepperBook.legacy(settings.pepper)
         self._clock = clock
         self._keys: OrderedDict[str, tuple[float, KeyRecord]] = OrderedDict()
+        self._unknown = UnknownKeys(clock)
+        self._refusals = RefusalCache()
 
     # who is calling ------------------------------------------------------------------
 
-    async def authenticate(self, presented: str | None) -> KeyRecord:
+    async def authenticate(self, presented: str | None, now: datetime | None = None) -> KeyRecord:
+        """The key's record, for every route: a 401 unless the key is known and its secret right,
+        a 403 unless it is enabled and not expired (the one check of key usability)."""
         if not presented:
             raise AuthenticationFailed(
                 "Missing API key: send it as `Authorization: Bearer KEY` or `x-api-key: KEY`.",
@@ -87,6 +120,7 @@ class Service:
         record = await self._key(key_id)
         if record is None or not secret_matches(secret, record.secret_hash, await self._pepper(record)):
             raise AuthenticationFailed("Invalid API key.")
+        check_usable(record, now or datetime.now(UTC))
         return record
 
     async def _pepper(self, record: KeyRecord) -> bytes:
@@ -108,7 +142,11 @@ class Service:
         hit = self._keys.get(key_id)
         if hit is not None and self._clock() - hit[0] < self.settings.key_cache_seconds:
             return hit[1]
+        if self._unknown.seen(key_id):
+            return None
         record = await asyncio.to_thread(self.store.get_key, key_id)
+        if record is None:
+            self._unknown.add(key_id)
         if record is not None and self.settings.key_cache_seconds > 0:
             self._keys[key_id] = (self._clock(), record)
             self._keys.move_to_end(key_id)
@@ -124,30 +162,39 @@ class Service:
     # what it may do --------------------------------------------------------------------
 
     async def prepare(self, record: KeyRecord, request: ChatRequest, call: Call) -> Prepared:
-        check_usable(record, call.now)
         entry = self.catalog.get(request.model)
-        if not model_allowed(record, entry.name):
-            raise PermissionDenied(f"{PERMISSION_MESSAGE} This key may not use model `{entry.name}`.", param="model")
+        if not model_allowed(record, entry.name):  # as if missing: a key cannot map the catalog
+            raise ModelNotFound(f"The model `{request.model}` does not exist.", param="model")
         if request.stream and not record.allow_streaming:
             raise PermissionDenied(f"{PERMISSION_MESSAGE} This key may not stream.", param="stream")
         request = self._apply_token_cap(record, request)
         entry.backend.check(request)
-        chain = [entry] + [e for e in self.catalog.chain(entry.name)[1:] if _accepts(e, request)]
+        fallbacks = self.catalog.chain(entry.name)[1:]
+        chain = [entry] + [e for e in fallbacks if model_allowed(record, e.name) and _accepts(e, request)]
         headers = await self._admit(record, call)
         return Prepared(record, request, chain, headers)
 
     @staticmethod
     def _apply_token_cap(record: KeyRecord, request: ChatRequest) -> ChatRequest:
+        """The key's `max_tokens_per_request` holds for the whole request: `n` choices of
+        `max_tokens` each must fit in it. Without a client cap, each choice gets `cap // n`."""
         cap = record.limits.max_tokens_per_request
         if cap is None:
             return request
+        n = request.n or 1
+        if n > cap:
+            raise InvalidRequest(
+                f"`n` is {n}, above this key's limit of {cap} tokens per request (at least one token per choice).",
+                param="n",
+            )
         asked = request.token_cap
         if asked is None:
-            return request.model_copy(update={"max_tokens": cap})
-        if asked > cap:
+            return request.model_copy(update={"max_tokens": cap // n})
+        if asked * n > cap:
             param = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
+            times = f" x `n` ({n}) = {asked * n}" if n > 1 else ""
             raise InvalidRequest(
-                f"`{param}` is {asked}, above this key's limit of {cap} tokens per request.", param=param
+                f"`{param}` is {asked}{times}, above this key's limit of {cap} tokens per request.", param=param
             )
         return request
 
@@ -155,7 +202,10 @@ class Service:
         limits = record.limits
         if not limits.needs_admission:
             return {}
-        admission = await asyncio.to_thread(self.store.admit, record.key_id, limits, call.now)
+        admission = self._refusals.get(record.key_id, limits, call.now)
+        if admission is None:  # not refused earlier in this minute: ask the store
+            admission = await asyncio.to_thread(self.store.admit, record.key_id, limits, call.now)
+            self._refusals.remember(record.key_id, limits, admission, call.now)
         rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
         raise_if_refused(admission, rpm=rpm, tpm=tpm, now=call.now)
         return rate_headers(admission, rpm=rpm, tpm=tpm, now=call.now)

@@ -42,6 +42,8 @@ class Script:
     """Close the connection (no [DONE]) after this many chunks."""
     error_event_after_chunks: int | None = None
     """Send an in-band `{"error": ...}` event after this many chunks."""
+    error_message: str = "The model crashed mid-stream."
+    """The message of that in-band error event."""
     garbage_sse_after_chunks: int | None = None
     gate: threading.Event | None = None
     """Wait for it (at most `gate_wait_s`) before sending the last content chunk."""
@@ -136,7 +138,7 @@ class FakeOpenAI:
                 if n == script.drop_after_chunks:
                     raise ConnectionAbortedError("scripted drop")
                 if n == script.error_event_after_chunks:
-                    yield _event({"error": {"message": "The model crashed mid-stream.", "type": "server_error"}})
+                    yield _event({"error": {"message": script.error_message, "type": "server_error"}})
                     return
                 if n == script.garbage_sse_after_chunks:
                     yield b"data: {this is not json\n\n"

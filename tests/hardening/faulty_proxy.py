@@ -1,11 +1,15 @@
 """A loopback HTTP proxy that stands between a real client and a real (fake) server and breaks
-chosen requests: it delays them, answers 503 or a throttling error, or drops the connection.
-Rules match on the request (for DynamoDB: the `X-Amz-Target` operation and the body)."""
+chosen requests: it delays them, answers 503 or one of DynamoDB's refusals (throttling, transaction
+conflicts, a failed condition with the item of the test's choosing), rewrites the request (e.g. a
+small page `Limit`), or drops the connection. Rules match on the request (for DynamoDB: the
+`X-Amz-Target` operation and the body) and apply to every match, to the first `times`, at a seeded
+rate, or in bursts (`at_rate`, `in_bursts`)."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import random
 import socket
 import threading
 import time
@@ -13,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import urlsplit
 
 Match = Callable[[str, bytes], bool]
@@ -28,18 +33,79 @@ TABLE_MISSING = (
 )
 """Not retried by botocore: the write fails at once."""
 UNAVAILABLE = (503, {"__type": "com.amazon.coral.availability#ServiceUnavailableException", "message": "unavailable"})
+Answer = tuple[int, dict[str, Any]]
+
+
+def dynamo_error(code: str, message: str, **fields: Any) -> Answer:
+    """A DynamoDB error answer as the service sends it (HTTP 400, JSON `__type`)."""
+    return 400, {"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": message, **fields}
+
+
+CONFLICT = dynamo_error("TransactionConflictException", "Transaction is ongoing for the item")
+PROVISIONED = dynamo_error(
+    "ProvisionedThroughputExceededException",
+    "The level of configured provisioned throughput for the table was exceeded.",
+)
+REQUEST_LIMIT = dynamo_error(
+    "RequestLimitExceeded", "Throughput exceeds the current throughput limit for your account."
+)
+TX_CONFLICT = dynamo_error(
+    "TransactionCanceledException",
+    "Transaction cancelled, please refer cancellation reasons for specific reasons [None, TransactionConflict]",
+    CancellationReasons=[{"Code": "None"}, {"Code": "TransactionConflict", "Message": "Transaction is ongoing"}],
+)
+"""A transaction cancelled because another one held one of its items."""
+REFUSALS = {
+    "conflict": CONFLICT,
+    "provisioned": PROVISIONED,
+    "throttling": THROTTLED,
+    "request-limit": REQUEST_LIMIT,
+}
+"""The four answers DynamoDB gives without applying a write, by a short name for test ids."""
+
+
+def condition_failed(item: dict[str, Any]) -> Answer:
+    """A failed condition returning `item` as the old item (ReturnValuesOnConditionCheckFailure)."""
+    return dynamo_error("ConditionalCheckFailedException", "The conditional request failed", Item=item)
+
+
+def at_rate(rate: float, seed: int = 0) -> Callable[[int], bool]:
+    """Each matching request is hit with probability `rate` (seeded: the same run every time)."""
+    rng = random.Random(seed)
+    return lambda _n: rng.random() < rate
+
+
+def in_bursts(length: int, gap: int) -> Callable[[int], bool]:
+    """`length` matching requests hit in a row, then `gap` let through, and again."""
+    return lambda n: n % (length + gap) < length
+
+
+def page_limit(limit: int) -> Callable[[bytes], bytes]:
+    """Rewrite a Scan/Query to ask for pages of `limit` items: pagination on small data."""
+
+    def rewrite(body: bytes) -> bytes:
+        return json.dumps({**json.loads(body), "Limit": limit}).encode()
+
+    return rewrite
 
 
 @dataclass
 class Fault:
     match: Match
     delay_s: float = 0.0
-    answer: tuple[int, dict[str, str]] | None = None
+    answer: Answer | Callable[[int], Answer] | None = None
+    """The answer instead of the server's; a callable gets the number of earlier hits (0, 1, ...)."""
+    rewrite: Callable[[bytes], bytes] | None = None
+    """Forward this body instead of the client's."""
     drop: bool = False
     drop_after_forward: bool = False
     """The request reaches the server (and takes effect), but the answer is lost on the way back."""
     times: int | None = None
     """Apply to this many matching requests only (None: all)."""
+    pattern: Callable[[int], bool] | None = None
+    """Which matching requests (numbered from 0) are hit; None: every one."""
+    matched: int = 0
+    hits: int = 0
 
 
 def operation(*names: str, containing: bytes | None = None) -> Match:
@@ -74,8 +140,12 @@ class FaultyProxy:
         with self.lock:
             for fault in self.faults:
                 if fault.match(op, body) and (fault.times is None or fault.times > 0):
+                    fault.matched += 1
+                    if fault.pattern is not None and not fault.pattern(fault.matched - 1):
+                        continue
                     if fault.times is not None:
                         fault.times -= 1
+                    fault.hits += 1
                     return fault
         return None
 
@@ -102,12 +172,15 @@ def _handler(proxy: FaultyProxy) -> type[BaseHTTPRequestHandler]:
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
                 if fault.answer is not None:
-                    status, payload = fault.answer
+                    status, payload = fault.answer(fault.hits - 1) if callable(fault.answer) else fault.answer
                     self._reply(status, [("content-type", "application/x-amz-json-1.0")], json.dumps(payload).encode())
                     return
             upstream = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port, timeout=30)
             try:
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                if fault is not None and fault.rewrite is not None:
+                    body = fault.rewrite(body)
+                hop = ("host", "connection", "content-length")
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
                 upstream.request("POST", self.path, body=body, headers=headers)
                 response = upstream.getresponse()
                 data = response.read()

@@ -55,7 +55,6 @@ def dynamo_store(endpoint: str, tables: Tables) -> DynamoStore:
         region="us-east-1",
         connect_timeout=TIMEOUT_S,
         read_timeout=TIMEOUT_S,
-        max_attempts=2,
     )
     return DynamoStore(client, tables.keys, tables.usage)
 

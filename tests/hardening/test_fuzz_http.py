@@ -265,7 +265,7 @@ def test_path_edges(fuzzed: Fuzzed, method: str, path: str, status: int) -> None
 
 def test_narrow_key_refusals_are_envelopes(fuzzed: Fuzzed) -> None:
     for body, status in [
-        ({**VALID, "model": "scripted"}, 403),
+        ({**VALID, "model": "scripted"}, 404),  # not allowed: as if missing
         ({**VALID, "stream": True}, 403),
         ({**VALID, "model": "no-such-model"}, 404),
     ]:

@@ -98,11 +98,12 @@ def test_401_unknown_key(gateway: Gateway) -> None:
         client(gateway, key="cgw_aaaaaaaaaaaa_" + "B" * 33).chat.completions.create(model="echo", messages=MESSAGES)  # type: ignore[arg-type]
 
 
-def test_403_model_not_allowed(gateway: Gateway) -> None:
+def test_404_model_not_allowed(gateway: Gateway) -> None:
+    """A model the key may not use is answered as if it did not exist (a key cannot map the catalog)."""
     key = gateway.create_key(allowed_models=("gpt-*",))
-    with pytest.raises(openai.PermissionDeniedError) as info:
+    with pytest.raises(openai.NotFoundError) as info:
         client(gateway, key=key).chat.completions.create(model="echo", messages=MESSAGES)  # type: ignore[arg-type]
-    assert "Permissions do not allow creating a chat completion." in info.value.message
+    assert "The model `echo` does not exist." in info.value.message
 
 
 def test_403_streaming_not_allowed(gateway: Gateway) -> None:

@@ -24,6 +24,7 @@ from . import bedrock_mapping as mapping
 from ._options import Options
 from ._retry import Retryable, with_retries
 from .base import BackendDeps, Deadline
+from .scrub import scrub
 
 OPTIONS = {"model_id", "region", "max_retries"}
 THREADS = 32
@@ -172,7 +173,7 @@ class BedrockBackend:
         if isinstance(exc, boto.ClientError):
             error = exc.response.get("Error", {})
             code = str(error.get("Code") or "")
-            message = str(error.get("Message") or code)
+            message = scrub(str(error.get("Message") or code))
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             return self._map_code(code, message, status)
         if isinstance(exc, boto.ConnectTimeoutError):
@@ -182,7 +183,7 @@ class BedrockBackend:
         if isinstance(exc, boto.EndpointConnectionError | boto.ConnectionClosedError):
             return Retryable(UpstreamError(f"The connection to Bedrock failed for model '{self.name}'."))
         if isinstance(exc, boto.ParamValidationError):
-            return UpstreamRejected(f"Bedrock cannot take this request: {exc}")
+            return UpstreamRejected(f"Bedrock cannot take this request: {scrub(str(exc))}")
         return UpstreamError(f"The Bedrock call for model '{self.name}' failed ({type(exc).__name__}).")
 
     def _map_code(self, code: str, message: str, status: int) -> ChatgwError | Retryable:

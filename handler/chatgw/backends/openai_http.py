@@ -25,6 +25,7 @@ from ..wire import ChatRequest
 from ._options import Options
 from ._retry import Retryable, retry_after_seconds, with_retries
 from .base import BackendDeps, Deadline
+from .scrub import scrub
 from .sse_reader import LineDecoder, SSEEvent, SSEParser
 from .upstream_keys import KeySource
 
@@ -282,7 +283,7 @@ class OpenAIBackend:
     def _upstream_message(self, raw: bytes) -> tuple[str, str | None]:
         """The `error.message` (and `error.param`) of an OpenAI error body, else a short snippet."""
         text = raw.decode("utf-8", "replace")
-        message, param = text.strip()[:ERROR_SNIPPET], None
+        message, param = text.strip()[: ERROR_SNIPPET * 4], None
         try:
             data = json.loads(text)
         except json.JSONDecodeError:
@@ -294,10 +295,11 @@ class OpenAIBackend:
                 param = error.get("param") if isinstance(error.get("param"), str) else None
             elif isinstance(error, str):
                 message = error
-        key = self._key.cached if self._key is not None else None
-        if key:
-            message = message.replace(key, "***")
-        return message, param
+        return self._scrub(message), param
+
+    def _scrub(self, message: str) -> str:
+        """An upstream's words without the key, its prefixes, or any configured header value."""
+        return scrub(message, [self._key.cached if self._key is not None else None, *self._headers.values()])
 
     # ---- the answer --------------------------------------------------------------------------
 
@@ -357,7 +359,7 @@ class OpenAIBackend:
 
     def _in_band_error(self, error: Any) -> UpstreamError:
         message = error.get("message") if isinstance(error, dict) else error
-        text = str(message)[:ERROR_SNIPPET] if message else "an error"
+        text = self._scrub(str(message)) if message else "an error"
         return UpstreamError(f"The upstream of model '{self.name}' failed: {text}")
 
 

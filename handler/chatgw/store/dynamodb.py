@@ -15,21 +15,22 @@ TransactWriteItems (event Put with attribute_not_exists + four aggregate Updates
 
 from __future__ import annotations
 
-import random
 import threading
-import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from ..errors import StoreUnavailable
 from ..keys import KeyRecord, Limits
 from ..limits import Admission, day_of, minute_window, month_of
 from .base import KeyExists, KeyNotFound, UsageEvent, UsageQuery, UsageRow
 from .codec import event_from_dict, key_from_dict, key_to_dict
+from .dynamodb_call import Refused as _Refused
+from .dynamodb_call import RetryPolicy, call
+from .dynamodb_call import unavailable as _unavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -39,14 +40,6 @@ _ser = TypeSerializer()
 _de = TypeDeserializer()
 CONFLICT_RETRIES = 6
 KEY_SK = "KEY"
-
-
-class _Refused(Exception):
-    """A conditional write failed; `item` is the item as it was (ALL_OLD), or empty."""
-
-    def __init__(self, item: Mapping[str, Any]) -> None:
-        super().__init__("condition failed")
-        self.item = item
 
 
 def _to_item(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -74,17 +67,18 @@ def _pk(key_id: str) -> dict[str, str]:
     return _s(f"KEY#{key_id}")
 
 
-def _unavailable(exc: Exception) -> StoreUnavailable:
-    return StoreUnavailable(f"The key store is unavailable ({type(exc).__name__}).")
-
-
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 class DynamoStore:
-    def __init__(self, client: DynamoDBClient, keys_table: str, usage_table: str, *, usage_ttl_days: int = 90) -> None:
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        keys_table: str,
+        usage_table: str,
+        *,
+        usage_ttl_days: int = 90,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         self.client = client
+        self.retry = retry or RetryPolicy()
         self.keys_table = keys_table
         self.usage_table = usage_table
         self.usage_ttl = timedelta(days=usage_ttl_days)
@@ -95,25 +89,9 @@ class DynamoStore:
     # plumbing -----------------------------------------------------------------------
 
     def _call(self, fn: Callable[..., T], **kwargs: Any) -> T:
-        """One request; conditional failures become `_Refused`, transport and server errors
-        (after botocore's own retries) `StoreUnavailable`. Transaction conflicts are retried."""
-        for attempt in range(CONFLICT_RETRIES):
-            try:
-                return fn(**kwargs)
-            except ClientError as exc:
-                code = _error_code(exc)
-                if code == "ConditionalCheckFailedException":
-                    item: Mapping[str, Any] = exc.response.get("Item") or {}  # type: ignore[assignment]
-                    raise _Refused(item) from None
-                if code == "TransactionConflictException" and attempt + 1 < CONFLICT_RETRIES:
-                    time.sleep(random.uniform(0, 0.02 * 2**attempt))
-                    continue
-                if code == "TransactionCanceledException":
-                    raise
-                raise _unavailable(exc) from exc
-            except BotoCoreError as exc:
-                raise _unavailable(exc) from exc
-        raise AssertionError("unreachable")
+        """One request with the store's retries (dynamodb_call): a failed condition is `_Refused`,
+        what cannot be done `StoreUnavailable`."""
+        return call(self.retry, fn, **kwargs)
 
     # keys ---------------------------------------------------------------------------
 
@@ -341,7 +319,7 @@ class DynamoStore:
                 if reasons and reasons[0] == "ConditionalCheckFailed":
                     return False
                 if "TransactionConflict" in reasons and attempt + 1 < CONFLICT_RETRIES:
-                    time.sleep(random.uniform(0, 0.02 * 2**attempt))
+                    self.retry.backoff(attempt)
                     continue
                 raise _unavailable(exc) from exc
         raise AssertionError("unreachable")

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..errors import StoreUnavailable
-from .dynamodb import _error_code, _unavailable
+from .dynamodb_call import error_code as _error_code
+from .dynamodb_call import unavailable as _unavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -30,16 +31,21 @@ def make_client(
     endpoint_url: str | None = None,
     connect_timeout: float = 2.0,
     read_timeout: float = 5.0,
-    max_attempts: int = 3,
+    max_attempts: int = 1,
 ) -> DynamoDBClient:
-    """A DynamoDB client with short timeouts; boto3 itself honours AWS_ENDPOINT_URL_DYNAMODB."""
+    """A DynamoDB client with short timeouts; boto3 itself honours AWS_ENDPOINT_URL_DYNAMODB.
+
+    One attempt per call: the store retries (store/dynamodb_call.py), so botocore's retries would
+    multiply them. Parameter validation is off: the store builds every request itself, and
+    validating each against the service model cost CPU on every call (docs/bench.md)."""
     import boto3
     from botocore.config import Config
 
     config = Config(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
-        retries={"mode": "standard", "max_attempts": max_attempts},
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
+        parameter_validation=False,
     )
     try:
         return boto3.client("dynamodb", region_name=region, endpoint_url=endpoint_url, config=config)
