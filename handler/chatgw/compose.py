@@ -3,11 +3,11 @@ Nothing here touches the network: clients connect on first use."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING
 
-from . import logs
+from . import logs, restore_safe
 from .backends.base import BackendDeps
 from .catalog import Catalog, load_catalog
 from .peppers import PepperBook, source_for
@@ -31,6 +31,7 @@ class Container:
     catalog: Catalog
     service: Service
     app: FastAPI
+    deps: BackendDeps = field(default_factory=BackendDeps)
 
 
 def build(
@@ -44,16 +45,19 @@ def build(
 
     logs.configure(settings.log_level)
     store = store if store is not None else open_store(settings)
-    catalog = catalog if catalog is not None else load_catalog(settings.models, deps or BackendDeps())
+    deps = deps if deps is not None else BackendDeps()
+    catalog = catalog if catalog is not None else load_catalog(settings.models, deps)
     peppers = peppers if peppers is not None else PepperBook(source_for(settings, create=True))
     service = Service(store, catalog, settings, peppers=peppers)
-    return Container(settings, store, catalog, service, create_app(service, settings))
+    return Container(settings, store, catalog, service, create_app(service, settings), deps)
 
 
 @cache
 def container() -> Container:
-    """The container's one instance, from the environment."""
-    return build(Settings.from_env())
+    """The container's one instance, from the environment, with its SnapStart hooks registered."""
+    built = build(Settings.from_env())
+    restore_safe.register(built.deps, built.store, built.service)
+    return built
 
 
 def app() -> FastAPI:

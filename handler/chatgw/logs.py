@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
 LOGGER_NAME = "chatgw"
 log = logging.getLogger(LOGGER_NAME)
+_identity = {"container": secrets.token_hex(6)}
+
+
+def container_id() -> str:
+    """This execution environment's identity in every log line: new after a SnapStart restore."""
+    return _identity["container"]
+
+
+def renew_container_id() -> str:
+    _identity["container"] = secrets.token_hex(6)
+    return _identity["container"]
 
 
 class JsonFormatter(logging.Formatter):
@@ -18,6 +30,7 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "msg": record.getMessage(),
+            "container": _identity["container"],
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):

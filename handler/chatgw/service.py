@@ -156,6 +156,13 @@ class Service:
             self._keys.pop(key_id, None)
         return record
 
+    def forget_cached_keys(self) -> None:
+        """After a SnapStart restore: what was cached before the snapshot is as old as the snapshot
+        (and the monotonic clock does not count the time it was stored)."""
+        self._keys.clear()
+        self._unknown = UnknownKeys(self._clock)
+        self._refusals = RefusalCache()
+
     def models_for(self, record: KeyRecord) -> list[ModelEntry]:
         return [e for e in self.catalog.entries() if model_allowed(record, e.name)]
 

@@ -73,6 +73,21 @@ class BackendDeps:
         self._http_client: Any = None
         self._http_loop: asyncio.AbstractEventLoop | None = None
         self._aws_clients: dict[tuple[str, str | None], Any] = {}
+        self._forgetters: list[Callable[[], None]] = []
+
+    def forget_on_restore(self, forget: Callable[[], None]) -> None:
+        """`forget` drops something read before a snapshot (an upstream key) when it is restored."""
+        self._forgetters.append(forget)
+
+    def drop_connections(self) -> None:
+        """For a SnapStart snapshot and restore: every pooled connection (the HTTP client's, each AWS
+        client's) is dropped and what was read once is forgotten; the next call makes them anew."""
+        self._http_client = None  # its connections, if any, belong to a loop of the snapshotted process
+        self._http_loop = None
+        for client in self._aws_clients.values():
+            client.close()  # botocore: clears the urllib3 pools; the client makes new connections on use
+        for forget in self._forgetters:
+            forget()
 
     def http_client(self) -> Any:
         """The one `httpx.AsyncClient` of the container (connection reuse, no redirects). Its pooled

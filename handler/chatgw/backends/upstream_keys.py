@@ -20,6 +20,11 @@ class KeySource:
         self._deps = deps
         self._value: str | None = None
         self._lock = asyncio.Lock()
+        deps.forget_on_restore(self.forget)
+
+    def forget(self) -> None:
+        """Read the key again on next use (after a SnapStart restore: the key may have rotated since)."""
+        self._value = None
 
     @property
     def cached(self) -> str | None:

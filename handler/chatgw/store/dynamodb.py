@@ -86,6 +86,10 @@ class DynamoStore:
         self._live_window: dict[str, int] = {}
         self._hint_lock = threading.Lock()
 
+    def drop_connections(self) -> None:
+        """For a SnapStart snapshot and restore: clear botocore's connection pool (new ones on use)."""
+        self.client.close()
+
     # plumbing -----------------------------------------------------------------------
 
     def _call(self, fn: Callable[..., T], **kwargs: Any) -> T:
