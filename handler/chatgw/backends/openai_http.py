@@ -22,6 +22,7 @@ from ..errors import (
     UpstreamTimeout,
 )
 from ..wire import ChatRequest
+from ._drain import drain_to_end
 from ._options import Options
 from ._retry import Retryable, retry_after_seconds, with_retries
 from .base import BackendDeps, Deadline
@@ -177,6 +178,8 @@ class OpenAIBackend:
                 raise self._garbage("an event stream that ended without [DONE]")
             if usage is not None:
                 yield Piece(usage=usage)
+            if done:
+                await drain_to_end(texts, deadline)  # so that the connection is reused
         finally:
             await response.aclose()
 
