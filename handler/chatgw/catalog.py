@@ -8,11 +8,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import logs
 from .backends import ADAPTERS, BackendDeps, CatalogError, ChatBackend, build_backend
 from .errors import ModelNotFound
 
@@ -21,6 +23,10 @@ ECHO_DESCRIPTION = (
     "Development model: answers deterministically by echoing the last user message. Not a language model."
 )
 DEFAULT_MODELS: dict[str, dict[str, Any]] = {"echo": {"backend": "echo"}}
+NOTHING_CONFIGURED = (
+    "CHATGW_MODELS is not set: this gateway serves only the built-in echo development model "
+    "(no language model). Set CHATGW_MODELS (the stack's Models parameter) to serve real models."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +111,9 @@ def _price(name: str, value: Any) -> Price | None:
 
 def load_catalog(source: str | None, deps: BackendDeps) -> Catalog:
     data = read_source(source)
+    nothing_configured = source is None or not source.strip()
+    if nothing_configured:  # said at init (CloudWatch in Lambda) and in every model list
+        logs.event("catalog_default", logging.WARNING, message=NOTHING_CONFIGURED)
     entries: dict[str, ModelEntry] = {}
     for name, spec in data.items():
         if not isinstance(spec, dict):
@@ -124,6 +133,8 @@ def load_catalog(source: str | None, deps: BackendDeps) -> Catalog:
         backend = build_backend(kind, name, options, deps)
         if description is None:
             description = ECHO_DESCRIPTION if kind == "echo" else f"{name} ({kind} backend)"
+            if nothing_configured:
+                description = f"{description} {NOTHING_CONFIGURED}"
         elif kind == "echo" and "development" not in description.lower():
             description = f"Development model. {description}"
         entries[name] = ModelEntry(

@@ -1,7 +1,8 @@
 """`echo`: the built-in development model. Not a language model: it answers with the text of the
 last user message, word by word, so that the gateway can be run and tested with nothing configured.
 
-It honours `n`, `stop`, `max_tokens` / `max_completion_tokens` (a token is a word), and accepts the
+It honours `n` (at most MAX_N), `stop`, `max_tokens` / `max_completion_tokens` (a token is a word; the
+answer is capped at MAX_OUTPUT_WORDS words and MAX_OUTPUT_CHARS characters), and accepts the
 sampling parameters, whose only effect on a deterministic echo is none. Anything that would need a
 real model (tools, JSON modes, logprobs, audio) is refused with a 400."""
 
@@ -40,6 +41,11 @@ SUPPORTED = frozenset(
 )
 NO_TEXT = "(the last user message has no text)"
 _WORD = re.compile(r"\s*\S+")
+MAX_N = 8
+"""Echo answers at most this many choices: with MAX_OUTPUT_CHARS, an answer body stays under ~200 KB
+whatever the request (a 6 MB message with n=128 once made a 768 MB body)."""
+MAX_OUTPUT_CHARS = 16_384
+MAX_OUTPUT_WORDS = 4_096
 
 
 def answer(request: ChatRequest) -> tuple[list[str], str]:
@@ -52,9 +58,11 @@ def answer(request: ChatRequest) -> tuple[list[str], str]:
     cut = min((text.find(s) for s in request.stop_sequences if s in text), default=-1)
     if cut >= 0:
         text = text[:cut]
+    if len(text) > MAX_OUTPUT_CHARS:
+        text, finish = text[:MAX_OUTPUT_CHARS], "length"
     words = _WORD.findall(text)
-    cap = request.token_cap
-    if cap is not None and len(words) > cap:
+    cap = min(request.token_cap or MAX_OUTPUT_WORDS, MAX_OUTPUT_WORDS)
+    if len(words) > cap:
         words, finish = words[:cap], "length"
     return words, finish
 
@@ -68,6 +76,8 @@ class EchoBackend:
 
     def check(self, request: ChatRequest) -> None:
         refuse_unsupported(request, SUPPORTED, "echo (development)")
+        if (request.n or 1) > MAX_N:
+            raise UnsupportedParameter(f"The echo development model answers at most {MAX_N} choices (`n`).", param="n")
         if request.response_format is not None and not isinstance(request.response_format, TextFormat):
             raise UnsupportedParameter(
                 "The echo development model only supports `response_format` of type `text`.",

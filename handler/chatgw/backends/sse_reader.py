@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class SSEEvent:
     __slots__ = ("data", "event")
@@ -37,14 +39,17 @@ class SSEParser:
         return None
 
 
-class LineDecoder:
-    """Text to lines as it arrives, with the rules of `httpx.Response.aiter_lines` (str.splitlines; a
-    trailing `\r` waits for the next piece), so that a whole network read is split at once."""
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
-    NEWLINES = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+class LineDecoder:
+    """Text to lines as it arrives, split on CR, LF and CRLF only: the SSE rules (not
+    `str.splitlines`, which also splits on U+2028, U+2029, U+0085 and others that JSON may carry
+    unescaped). A trailing `\r` waits for the next piece (it may be half of a CRLF), so that a whole
+    network read is split at once."""
 
     def __init__(self) -> None:
-        self._buffer: list[str] = []
+        self._buffer = ""
         self._trailing_cr = False
 
     def decode(self, text: str) -> list[str]:
@@ -54,20 +59,13 @@ class LineDecoder:
             text, self._trailing_cr = text[:-1], True
         if not text:
             return []
-        complete = text[-1] in self.NEWLINES
-        lines = text.splitlines()
-        if len(lines) == 1 and not complete:
-            self._buffer.append(lines[0])
-            return []
-        if self._buffer:
-            lines[0] = "".join(self._buffer) + lines[0]
-            self._buffer = []
-        if not complete:
-            self._buffer = [lines.pop()]
+        lines = LINE_BREAK.split(text)
+        lines[0] = self._buffer + lines[0]
+        self._buffer = lines.pop()
         return lines
 
     def flush(self) -> list[str]:
         if not self._buffer and not self._trailing_cr:
             return []
-        lines, self._buffer, self._trailing_cr = ["".join(self._buffer)], [], False
+        lines, self._buffer, self._trailing_cr = [self._buffer], "", False
         return lines
