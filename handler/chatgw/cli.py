@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import sys
 import time
 import uuid
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 DEV_KEY_FILE = "dev-key"
 PLACEHOLDER = "CHATGW_DEV_KEY"
+EVENT_MARKERS = ("httpMethod", "requestContext", "routeKey")
+"""An API Gateway REST (v1), HTTP API (v2) or function URL event has at least one of these."""
 DEV_KEY_HELP = "on DynamoDB, create a development key (every model, no limits) if this folder has none for it"
 
 
@@ -93,6 +96,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError:
         print("chatgw serve needs uvicorn: pip install 'chatgw[local]'", file=sys.stderr)
         return 2
+    listening = listen(args.host, args.port)  # before anything is printed: a taken port is the one message
     settings, container = _build(args)
     store = container.store
     key, created = _dev_key(args, settings, container)
@@ -107,8 +111,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"development key: in {path}", flush=True)
     else:
         print("no development key: the store is DynamoDB (pass --dev-key to create one there)", flush=True)
-    uvicorn.run(container.app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    config = uvicorn.Config(container.app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[listening])
     return 0
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound now, so that a port in use is reported before anything else."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise admin.CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code=1) from None
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise admin.CliError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose another port: --port N, make run PORT=N)"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
 
 
 class LocalContext:
@@ -132,11 +156,17 @@ class LocalContext:
 
 def load_event(path: str, key: str) -> dict[str, Any]:
     text = Path(path).read_text()
-    event: dict[str, Any] = json.loads(text.replace(PLACEHOLDER, key))
+    try:
+        event = json.loads(text.replace(PLACEHOLDER, key))
+    except json.JSONDecodeError as exc:
+        raise admin.CliError(f"{path}: not JSON ({exc})", code=2) from None
+    if not isinstance(event, dict) or not any(k in event for k in EVENT_MARKERS):
+        raise admin.CliError(f"{path}: not an API Gateway (REST or HTTP API) or function URL event", code=2)
     return event
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:
+    load_event(args.event, PLACEHOLDER)  # a bad event is the one message, before anything is built
     settings, container = _build(args)
     store = container.store
     key, _ = _dev_key(args, settings, container)
@@ -195,7 +225,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return int(admin.guarded(args.func)(args))
+    return admin.quiet_pipe(admin.guarded(args.func), args)
 
 
 if __name__ == "__main__":
