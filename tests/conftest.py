@@ -171,8 +171,9 @@ class ThreadServer:
         self.thread.join(timeout=10)
 
 
-def eventually(probe: Callable[[], Any], timeout: float = 5.0) -> Any:
-    """Poll `probe` until it returns something truthy: for effects that land after a response."""
+def eventually(probe: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Poll `probe` until it returns something truthy: for effects that land after a response.
+    It returns as soon as they do; `timeout` only bounds a bug (milliseconds are the norm)."""
     deadline = time.monotonic() + timeout
     while True:
         value = probe()

@@ -79,15 +79,16 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _build(args: argparse.Namespace) -> tuple[Settings, Container]:
+def _build(args: argparse.Namespace, **overrides: Any) -> tuple[Settings, Container]:
     """Settings and container, with the store the options name (the same options as `chatgw keys`)."""
     from .admin.peppers import pepper_source
     from .compose import build
     from .peppers import PepperBook
 
-    settings = _settings(args)
+    sinks = overrides.pop("sinks", None)
+    settings = replace(_settings(args), **overrides)
     peppers = PepperBook(pepper_source(args, settings, create=True))
-    return settings, build(settings, store=admin.open_store(args, settings), peppers=peppers)
+    return settings, build(settings, store=admin.open_store(args, settings), sinks=sinks, peppers=peppers)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -97,7 +98,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("chatgw serve needs uvicorn: pip install 'chatgw[local]'", file=sys.stderr)
         return 2
     listening = listen(args.host, args.port)  # before anything is printed: a taken port is the one message
-    settings, container = _build(args)
+    sinks: list[Any] = []
+    if args.metrics:
+        from .prometheus import MetricsEndpoint, PrometheusSink
+
+        sinks.append(PrometheusSink())
+    settings, container = _build(args, sinks=sinks)
+    if sinks:
+        endpoint = MetricsEndpoint(sinks[0])  # an ASGI app: Starlette routes to it as it is
+        container.app.add_route("/metrics", endpoint, methods=["GET"])  # type: ignore[arg-type]
     store = container.store
     key, created = _dev_key(args, settings, container)
     base = f"http://{args.host}:{args.port}"
@@ -105,6 +114,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"chatgw serving on {base}  (OpenAI base_url: {base}/v2/llms)", flush=True)
     print(f"models: {models}", flush=True)
     path = dev_key_path(store, settings.state_dir)
+    if sinks:
+        print(f"metrics (Prometheus text format): {base}/metrics", flush=True)
     if created:
         print(f"development key (shown once, saved in {path}):\n  {key}", flush=True)
     elif key:
@@ -167,7 +178,7 @@ def load_event(path: str, key: str) -> dict[str, Any]:
 
 def cmd_invoke(args: argparse.Namespace) -> int:
     load_event(args.event, PLACEHOLDER)  # a bad event is the one message, before anything is built
-    settings, container = _build(args)
+    settings, container = _build(args, metrics="emf")  # the EMF lines the function writes in Lambda
     store = container.store
     key, _ = _dev_key(args, settings, container)
     if key is None:
@@ -209,6 +220,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--dev-key", action="store_true", help=DEV_KEY_HELP)
+    serve.add_argument("--metrics", action="store_true", help="serve Prometheus metrics at /metrics")
     admin.add_store_options(serve)
     serve.set_defaults(func=cmd_serve)
 

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 from . import logs, restore_safe
 from .backends.base import BackendDeps
 from .catalog import Catalog, load_catalog
+from .metrics import EmfSink, FanOut, Sink
+from .observability import Observer
 from .peppers import PepperBook, source_for
 from .service import Service
 from .settings import Settings
@@ -40,6 +42,7 @@ def build(
     deps: BackendDeps | None = None,
     catalog: Catalog | None = None,
     peppers: PepperBook | None = None,
+    sinks: list[Sink] | None = None,
 ) -> Container:
     from .http import create_app
 
@@ -48,8 +51,15 @@ def build(
     deps = deps if deps is not None else BackendDeps()
     catalog = catalog if catalog is not None else load_catalog(settings.models, deps)
     peppers = peppers if peppers is not None else PepperBook(source_for(settings, create=True))
-    service = Service(store, catalog, settings, peppers=peppers)
+    service = Service(store, catalog, settings, observer=observer_for(settings, sinks or []), peppers=peppers)
     return Container(settings, store, catalog, service, create_app(service, settings), deps)
+
+
+def observer_for(settings: Settings, sinks: list[Sink]) -> Observer:
+    """The metrics go to the given sinks, and to EMF lines (stderr) when CHATGW_METRICS=emf."""
+    if settings.metrics == "emf":
+        sinks = [EmfSink(settings.metrics_namespace), *sinks]
+    return Observer(FanOut(sinks), sample_rate=settings.log_sample_rate)
 
 
 @cache

@@ -41,10 +41,14 @@ class ChatgwError(Exception):
         code: str | None = None,
         field_errors: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
+        cause: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        # What went wrong, for logs and metrics only (never sent): an upstream failure's class
+        # (`connect`, `timeout`, `5xx`, `malformed`, ...) or the limit that refused a request.
+        self.cause = cause
         if code is not None:
             self.code = code
         self.field_errors = field_errors or ({param: message} if param else {})

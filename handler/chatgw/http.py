@@ -29,6 +29,7 @@ from .errors import (
     RequestTooLarge,
 )
 from .keys import KeyRecord
+from .observability import Observer, Report
 from .service import Call, Service
 from .settings import Settings
 from .streaming import ChatStream
@@ -45,22 +46,28 @@ def request_id_of(scope: Scope) -> str:
     return str(rid)
 
 
+def report_of(scope: Scope) -> Report:
+    return Report.of_scope(scope, request_id_of(scope))
+
+
 def error_response(exc: ChatgwError, request_id: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(exc.envelope(request_id), status_code=exc.status, headers={**exc.headers, **(headers or {})})
 
 
 class Envelope:
     """Outermost ASGI layer: a request id on every response, and no exception ever escapes
-    without becoming the spec's error envelope."""
+    without becoming the spec's error envelope; and the request's `completion` line once it is over."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, observer: Observer) -> None:
         self.app = app
+        self.observer = observer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         request_id = request_id_of(scope)
+        report = report_of(scope)
         started = False
         raw_id = request_id.encode()
 
@@ -68,6 +75,7 @@ class Envelope:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                report.status = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", raw_id)]
             await send(message)
 
@@ -76,8 +84,11 @@ class Envelope:
         except Exception as exc:
             logs.event("unhandled", logging.ERROR, request_id=request_id, error_type=type(exc).__name__)
             if not started:
+                report.code = InternalError.code
                 response = error_response(InternalError("The gateway failed to handle this request."), request_id)
                 await response(scope, receive, send_with_id)
+        finally:
+            self.observer.finish(report)
 
 
 class SSEResponse(StreamingResponse):
@@ -177,10 +188,13 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
 
     async def chat(request: Request) -> Response:
         started = time.monotonic()
+        report = report_of(request.scope)
         record = await authenticate(request)
+        report.key_id = record.key_id
         body = await read_body(request, settings.max_body_bytes)
         chat_request = parse_chat_request(body)
-        call = Call(request_id=request_id_of(request.scope), deadline=deadline_for(request.scope, settings))
+        report.asked(chat_request.model, bool(chat_request.stream))
+        call = Call(report.request_id, deadline_for(request.scope, settings), report=report, now=service.wall_clock())
         if settings.log_prompts:
             logs.event(
                 "prompt",
@@ -191,6 +205,7 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
         prepared = await service.prepare(record, chat_request, call)
         logs.event(
             "chat",
+            logging.DEBUG,
             request_id=call.request_id,
             key_id=record.key_id,
             model=chat_request.model,
@@ -258,27 +273,20 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
                 return model_object(m.name, m.development)
         raise NotFound(f"The model `{model}` does not exist.", param="model", code="model_not_found")
 
-    install_error_handlers(app)
-    app.add_middleware(Envelope)
+    install_error_handlers(app, service.observer)
+    app.add_middleware(Envelope, observer=service.observer)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, observer: Observer) -> None:
     def handler(
         convert: Callable[[Any], ChatgwError],
     ) -> Callable[[Request, Any], Awaitable[JSONResponse]]:
         async def handle(request: Request, exc: Any) -> JSONResponse:
             error = convert(exc)
-            request_id = request_id_of(request.scope)
-            logs.event(
-                "refused",
-                request_id=request_id,
-                method=request.method,
-                status=error.status,
-                code=error.code,
-            )
-            return error_response(error, request_id)
+            observer.refused(report_of(request.scope), error, request.url.path)
+            return error_response(error, request_id_of(request.scope))
 
         return handle
 

@@ -57,12 +57,14 @@ def raise_if_refused(admission: Admission, *, rpm: int | None, tpm: int | None, 
             f"Rate limit reached: {rpm} requests per minute for this key.",
             retry_after=seconds_to_next_minute(now),
             headers=headers,
+            cause="requests",
         )
     if admission.refused == "tokens":
         raise RateLimited(
             f"Rate limit reached: {tpm} tokens per minute for this key.",
             retry_after=seconds_to_next_minute(now),
             headers=headers,
+            cause="tokens",
         )
     if admission.refused == "budget":
         raise RateLimited(
@@ -70,6 +72,7 @@ def raise_if_refused(admission: Admission, *, rpm: int | None, tpm: int | None, 
             retry_after=seconds_to_next_month(now),
             code="insufficient_quota",
             headers=headers,
+            cause="budget",
         )
 
 

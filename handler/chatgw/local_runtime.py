@@ -31,6 +31,7 @@ class FakeInvocation:
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     deadline_ms: int = 0
     trace_id: str | None = None
+    deadline_in_s: float | None = None
     function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:chatgw"
     handed_out_at: float | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
@@ -178,9 +179,19 @@ class FakeRuntimeAPI:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def push(self, event: Any, *, deadline_ms: int | None = None, trace_id: str | None = None) -> FakeInvocation:
+    def push(
+        self,
+        event: Any,
+        *,
+        deadline_ms: int | None = None,
+        deadline_in_s: float | None = None,
+        trace_id: str | None = None,
+    ) -> FakeInvocation:
+        """Queue an event. Its deadline: `deadline_ms` (epoch ms), or `deadline_in_s` counted from
+        when the runtime takes the invocation (as Lambda's timeout starts at the invoke, not at
+        whatever moment a test queued it), or 300 s from now."""
         deadline = deadline_ms if deadline_ms is not None else int((time.time() + 300) * 1000)
-        invocation = FakeInvocation(event=event, deadline_ms=deadline, trace_id=trace_id)
+        invocation = FakeInvocation(event=event, deadline_ms=deadline, trace_id=trace_id, deadline_in_s=deadline_in_s)
         self.invocations[invocation.request_id] = invocation
         self._pending.put(invocation)
         return invocation
@@ -228,6 +239,8 @@ def _handler_for(fake: FakeRuntimeAPI) -> type[BaseHTTPRequestHandler]:
             if invocation is None:
                 self._answer(500, b'{"errorMessage":"the fake Runtime API is shutting down"}')
                 return
+            if invocation.deadline_in_s is not None:
+                invocation.deadline_ms = int((time.time() + invocation.deadline_in_s) * 1000)
             headers = {
                 "Lambda-Runtime-Aws-Request-Id": invocation.request_id,
                 "Lambda-Runtime-Deadline-Ms": str(invocation.deadline_ms),

@@ -28,6 +28,7 @@ from .errors import (
 )
 from .keys import KeyRecord, check_usable, model_allowed, parse_key, secret_matches
 from .limits import raise_if_refused, rate_headers
+from .observability import Observer, Report
 from .peppers import LEGACY, PepperBook
 from .refusals import RefusalCache
 from .settings import Settings
@@ -73,6 +74,17 @@ class Call:
     deadline: Deadline
     started: float = field(default_factory=time.monotonic)
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    report: Report | None = None
+
+    def __post_init__(self) -> None:
+        if self.report is None:
+            self.report = Report(self.request_id)
+
+    @property
+    def seen(self) -> Report:
+        """What the operator will see of this request (observability.py)."""
+        assert self.report is not None
+        return self.report
 
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
@@ -96,12 +108,17 @@ class Service:
         settings: Settings,
         clock: Callable[[], float] = time.monotonic,
         peppers: PepperBook | None = None,
+        observer: Observer | None = None,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
         self.catalog = catalog
         self.settings = settings
         self.peppers = peppers if peppers is not None else PepperBook.legacy(settings.pepper)
+        self.observer = observer if observer is not None else Observer()
         self._clock = clock
+        self.wall_clock = wall_clock
+        """What time it is for a new request (`Call.now`): limits' windows, the ledger's dates."""
         self._keys: OrderedDict[str, tuple[float, KeyRecord]] = OrderedDict()
         self._unknown = UnknownKeys(clock)
         self._refusals = RefusalCache()
@@ -120,7 +137,7 @@ class Service:
         record = await self._key(key_id)
         if record is None or not secret_matches(secret, record.secret_hash, await self._pepper(record)):
             raise AuthenticationFailed("Invalid API key.")
-        check_usable(record, now or datetime.now(UTC))
+        check_usable(record, now or self.wall_clock())
         return record
 
     async def _pepper(self, record: KeyRecord) -> bytes:
@@ -144,7 +161,8 @@ class Service:
             return hit[1]
         if self._unknown.seen(key_id):
             return None
-        record = await asyncio.to_thread(self.store.get_key, key_id)
+        with self.observer.store_call("get_key"):
+            record = await asyncio.to_thread(self.store.get_key, key_id)
         if record is None:
             self._unknown.add(key_id)
         if record is not None and self.settings.key_cache_seconds > 0:
@@ -172,6 +190,7 @@ class Service:
         entry = self.catalog.get(request.model)
         if not model_allowed(record, entry.name):  # as if missing: a key cannot map the catalog
             raise ModelNotFound(f"The model `{request.model}` does not exist.", param="model")
+        call.seen.resolved(entry.name, entry.backend.kind)
         if request.stream and not record.allow_streaming:
             raise PermissionDenied(f"{PERMISSION_MESSAGE} This key may not stream.", param="stream")
         request = self._apply_token_cap(record, request)
@@ -211,7 +230,8 @@ class Service:
             return {}
         admission = self._refusals.get(record.key_id, limits, call.now)
         if admission is None:  # not refused earlier in this minute: ask the store
-            admission = await asyncio.to_thread(self.store.admit, record.key_id, limits, call.now)
+            with self.observer.store_call("admit", call.request_id):
+                admission = await asyncio.to_thread(self.store.admit, record.key_id, limits, call.now)
             self._refusals.remember(record.key_id, limits, admission, call.now)
         rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
         raise_if_refused(admission, rpm=rpm, tpm=tpm, now=call.now)
@@ -232,10 +252,12 @@ class Service:
             except RETRYABLE_UPSTREAM as exc:
                 last_error = exc
             except ChatgwError as exc:
+                self.upstream_failed(call, entry, exc, falling_back=False)
                 await self.record(self.event(prepared, call, entry, status="error"))
                 raise exc
             except Exception as exc:  # a backend bug: a 502 and a usage event, as when streaming
                 logs.event("backend_failed", logging.ERROR, request_id=call.request_id, error_type=type(exc).__name__)
+                self.upstream_failed(call, entry, exc, falling_back=False)
                 await self.record(self.event(prepared, call, entry, status="error"))
                 raise UpstreamError("The model backend failed.") from None
             else:
@@ -249,14 +271,8 @@ class Service:
                 )
                 event = self.event(prepared, call, entry, status="ok", usage=usage, estimated=estimated)
                 return body, event
-            if entry is not prepared.chain[-1]:
-                logs.event(
-                    "fallback",
-                    logging.WARNING,
-                    request_id=call.request_id,
-                    model=entry.name,
-                    error=last_error.code,
-                )
+            assert last_error is not None
+            self.upstream_failed(call, entry, last_error, falling_back=entry is not prepared.chain[-1])
         assert last_error is not None
         await self.record(self.event(prepared, call, prepared.chain[-1], status="error"))
         raise last_error
@@ -281,7 +297,7 @@ class Service:
         estimated: bool = False,
         ttft_ms: int | None = None,
     ) -> UsageEvent:
-        return UsageEvent(
+        event = UsageEvent(
             key_id=prepared.record.key_id,
             request_id=call.request_id,
             at=call.now,
@@ -295,11 +311,17 @@ class Service:
             ttft_ms=ttft_ms,
             estimated=estimated,
         )
+        call.seen.metered(event, served_model=entry.name)
+        return event
+
+    def upstream_failed(self, call: Call, entry: ModelEntry, error: BaseException, *, falling_back: bool) -> None:
+        self.observer.upstream_failed(call.seen, entry.name, entry.backend.kind, error, falling_back=falling_back)
 
     async def record(self, event: UsageEvent) -> None:
         """Write the usage event; if the store fails, log it whole so that it can be replayed."""
         try:
-            await asyncio.to_thread(self.store.record_usage, event)
+            with self.observer.store_call("record_usage", event.request_id):
+                await asyncio.to_thread(self.store.record_usage, event)
         except Exception as exc:
             logs.event("usage_event", logging.ERROR, usage_event=event.to_log(), reason=type(exc).__name__)
 

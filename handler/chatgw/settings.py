@@ -77,6 +77,14 @@ class Settings:
     """CHATGW_LOG_LEVEL."""
     log_prompts: bool = False
     """CHATGW_LOG_PROMPTS: log request messages (off: prompts are never logged)."""
+    log_sample_rate: float = 1.0
+    """CHATGW_LOG_SAMPLE_RATE: share (0..1) of successful requests whose `completion` line is written;
+    every other line (errors, refusals) always is."""
+    metrics: str = "off"
+    """CHATGW_METRICS: `emf` writes CloudWatch embedded-metric-format lines (stderr), `off` does not
+    (default: `emf` in Lambda, `off` elsewhere)."""
+    metrics_namespace: str = "chatgw"
+    """CHATGW_METRICS_NAMESPACE: the CloudWatch namespace of the metrics."""
 
     @property
     def uses_dynamodb(self) -> bool:
@@ -96,6 +104,13 @@ class Settings:
         level = env.get("CHATGW_LOG_LEVEL", "INFO").upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise SettingsError(f"CHATGW_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+        in_lambda = bool(env.get("AWS_LAMBDA_FUNCTION_NAME"))
+        metrics = (env.get("CHATGW_METRICS") or ("emf" if in_lambda else "off")).lower()
+        if metrics not in ("emf", "off"):
+            raise SettingsError(f"CHATGW_METRICS must be emf or off, got {metrics!r}")
+        sample_rate = _float(env, "CHATGW_LOG_SAMPLE_RATE", 1.0)
+        if sample_rate > 1:
+            raise SettingsError(f"CHATGW_LOG_SAMPLE_RATE must be from 0 to 1, got {sample_rate}")
         return cls(
             models=env.get("CHATGW_MODELS") or None,
             keys_table=keys_table,
@@ -110,6 +125,9 @@ class Settings:
             usage_ttl_days=_int(env, "CHATGW_USAGE_TTL_DAYS", 90, minimum=1),
             log_level=level,
             log_prompts=_bool(env, "CHATGW_LOG_PROMPTS", False),
+            log_sample_rate=sample_rate,
+            metrics=metrics,
+            metrics_namespace=env.get("CHATGW_METRICS_NAMESPACE") or "chatgw",
         )
 
 

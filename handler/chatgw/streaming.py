@@ -59,18 +59,15 @@ class ChatStream:
                     except RETRYABLE_UPSTREAM as exc:
                         if produced or entry is self.prepared.chain[-1]:
                             raise
-                        logs.event(
-                            "fallback",
-                            logging.WARNING,
-                            request_id=self.call.request_id,
-                            model=entry.name,
-                            error=exc.code,
-                        )
+                        self.service.upstream_failed(self.call, entry, exc, falling_back=True)
                     finally:
                         await pieces.aclose()  # type: ignore[attr-defined]
         except TimeoutError:
-            await self._queue.put(UpstreamTimeout(f"The model `{request.model}` did not finish before the deadline."))
+            timeout = UpstreamTimeout(f"The model `{request.model}` did not finish before the deadline.")
+            self.service.upstream_failed(self.call, self.entry, timeout, falling_back=False)
+            await self._queue.put(timeout)
         except ChatgwError as exc:
+            self.service.upstream_failed(self.call, self.entry, exc, falling_back=False)
             await self._queue.put(exc)
         except Exception as exc:
             logs.event(
@@ -79,6 +76,7 @@ class ChatStream:
                 request_id=self.call.request_id,
                 error_type=type(exc).__name__,
             )
+            self.service.upstream_failed(self.call, self.entry, exc, falling_back=False)
             await self._queue.put(UpstreamError("The model backend failed."))
 
     async def start(self, first_byte_wait: float) -> None:

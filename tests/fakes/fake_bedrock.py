@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from . import eventstream
 from .model import Answer, think
-from .server import ThreadedServer
+from .server import Stall, ThreadedServer
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 
@@ -46,6 +46,10 @@ class Script:
     gate: threading.Event | None = None
     """Wait for it (at most `gate_wait_s`) before sending the last content event."""
     gate_wait_s: float = 10.0
+    stall_before_headers: bool = False
+    """Never answer (until the gateway gives up or the test ends): a model too slow to start."""
+    stall_after_events: int | None = None
+    """A stream: send this many events, then nothing more (the connection kept open)."""
 
 
 @dataclass
@@ -72,6 +76,7 @@ class FakeBedrock:
         self.stream_aborted = threading.Event()
         self.stream_completed = threading.Event()
         self.gate_timed_out = False
+        self.stall = Stall()
         routes = [
             Route("/model/{model_id:path}/converse", self._converse, methods=["POST"]),
             Route("/model/{model_id:path}/converse-stream", self._converse_stream, methods=["POST"]),
@@ -95,6 +100,7 @@ class FakeBedrock:
         self.stream_aborted.clear()
         self.stream_completed.clear()
         self.gate_timed_out = False
+        self.stall.release()
 
     def wait_for_requests(self, count: int, timeout: float = 10.0) -> int:
         """How many requests arrived, once `count` did (or `timeout` passed): for calls that were abandoned."""
@@ -128,6 +134,8 @@ class FakeBedrock:
         script = self.scripts.popleft() if self.scripts else Script()
         if script.delay_s:
             await asyncio.sleep(script.delay_s)
+        if script.stall_before_headers:
+            await self.stall.wait()
         if script.status != 200:
             error = JSONResponse(
                 {"message": script.message},
@@ -164,6 +172,8 @@ class FakeBedrock:
         completed = False
         try:
             for n, (kind, payload) in enumerate(events):
+                if n == script.stall_after_events:
+                    await self.stall.wait()
                 if n == script.end_after_events:
                     return
                 if n == script.exception_after_events:

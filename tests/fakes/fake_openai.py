@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .model import Answer, arguments_json, think
-from .server import ThreadedServer
+from .server import Stall, ThreadedServer
 
 
 @dataclass
@@ -48,6 +48,12 @@ class Script:
     gate: threading.Event | None = None
     """Wait for it (at most `gate_wait_s`) before sending the last content chunk."""
     gate_wait_s: float = 10.0
+    stall_before_headers: bool = False
+    """Never answer (until the gateway gives up or the test ends): an upstream too slow to start."""
+    stall_after_headers: bool = False
+    """A buffered answer: send the headers and half the JSON body, then nothing more."""
+    stall_after_chunks: int | None = None
+    """A stream: send this many chunks, then nothing more (no [DONE], the connection kept open)."""
 
 
 @dataclass
@@ -67,6 +73,7 @@ class FakeOpenAI:
         self.stream_completed = threading.Event()
         self.last_chunk_sent_at: float | None = None
         self.gate_timed_out = False
+        self.stall = Stall()
         routes = [Route("/v1/chat/completions", self._chat, methods=["POST"])]
         self._server = ThreadedServer(Starlette(routes=routes))
 
@@ -90,6 +97,7 @@ class FakeOpenAI:
         self.stream_completed.clear()
         self.last_chunk_sent_at = None
         self.gate_timed_out = False
+        self.stall.release()
 
     def wait_for_requests(self, count: int, timeout: float = 10.0) -> int:
         """How many requests arrived, once `count` did (or `timeout` passed): for calls that were abandoned."""
@@ -115,6 +123,8 @@ class FakeOpenAI:
         script = self.scripts.popleft() if self.scripts else Script()
         if script.delay_s:
             await asyncio.sleep(script.delay_s)
+        if script.stall_before_headers:
+            await self.stall.wait()
         if script.body is not None or script.status != 200:
             content = script.body if script.body is not None else {"error": {"message": "scripted"}}
             if isinstance(content, bytes):
@@ -127,7 +137,14 @@ class FakeOpenAI:
             return StreamingResponse(
                 self._sse(body, answer, script), media_type="text/event-stream", headers=script.headers
             )
+        if script.stall_after_headers:
+            whole = json.dumps(_completion(body, answer)).encode()
+            return StreamingResponse(self._stalled(whole[: len(whole) // 2]), media_type="application/json")
         return JSONResponse(_completion(body, answer), headers=script.headers)
+
+    async def _stalled(self, start: bytes) -> AsyncIterator[bytes]:
+        yield start
+        await self.stall.wait()
 
     async def _sse(self, body: dict[str, Any], answer: Answer, script: Script) -> AsyncIterator[bytes]:
         chunks = _chunks(body, answer)
@@ -135,6 +152,8 @@ class FakeOpenAI:
         completed = False
         try:
             for n, chunk in enumerate(chunks):
+                if n == script.stall_after_chunks:
+                    await self.stall.wait()
                 if n == script.drop_after_chunks:
                     raise ConnectionAbortedError("scripted drop")
                 if n == script.error_event_after_chunks:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -44,3 +45,23 @@ class ThreadedServer:
         self._server.should_exit = True
         self._thread.join(timeout=10)
         self._sock.close()
+
+
+class Stall:
+    """Where a fake upstream stops answering: it waits until the gateway gives up (its handler is
+    cancelled) or the test ends (`release`, from the fake's `reset`). With it, "too slow" means
+    never, not "slower than some number of seconds", so no test depends on the machine's speed."""
+
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        self._generation = 0
+
+    async def wait(self) -> None:
+        generation = self._generation
+        self.reached.set()
+        while generation == self._generation:
+            await asyncio.sleep(0.01)
+
+    def release(self) -> None:
+        self._generation += 1
+        self.reached.clear()

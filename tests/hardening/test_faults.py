@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -108,9 +107,9 @@ def test_store_locked_by_another_writer_is_503_not_a_hang(make_container: Callab
     other = raw_db(gw)
     other.execute("BEGIN EXCLUSIVE")
     try:
-        started = time.monotonic()
+        # Not a hang, by causality rather than a stopwatch: the answer comes back while the other
+        # writer still holds its lock (released only in `finally`, after the reply).
         reply = run(gw.app, "POST", CHAT, auth(key), body("m"))
-        assert time.monotonic() - started < 5
     finally:
         other.execute("ROLLBACK")
         other.close()
@@ -188,22 +187,29 @@ def test_backend_failing_after_first_byte_is_in_band(
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_backend_slower_than_the_deadline(make_container: Callable[..., Container], stream: bool) -> None:
-    backend = ScriptedBackend(["a", " b", " c", " d"], delay_s=0.3 if stream else 2.0)
-    gw = make_container({"m": backend}, request_timeout_s=0.5, keepalive_s=0.1)
+    # The backend never finishes on its own (two words, then it waits to be cancelled), so only the
+    # deadline can end the call, however slow the machine. The 1 s deadline only has to leave time
+    # for the first pieces (well under 10 ms here), or the stream would fail before its first byte.
+    backend = ScriptedBackend(["a", " b", " c", " d"], hang_after=2)
+    gw = make_container({"m": backend}, request_timeout_s=1.0, keepalive_s=0.1)
     key = add_key(gw)
-    started = time.monotonic()
     reply = run(gw.app, "POST", CHAT, auth(key), body("m", stream))
-    assert time.monotonic() - started < 3
+    assert backend.hanging.is_set()
     if stream:
         assert reply.status == 200
-        last = json.loads(reply.body.decode().strip().split("\n\n")[-1].removeprefix("data: "))
+        events = [e for e in reply.body.decode().split("\n\n") if e]
+        data = [e for e in events if e.startswith("data: ")]  # keep-alives go out while it hangs
+        assert '"content":" b"' in data[-2]  # both words went out before the deadline's error
+        last = json.loads(data[-1].removeprefix("data: "))
         assert last["error"]["code"] == "upstream_timeout"
+        assert backend.closed.is_set()  # the backend's stream was closed before the response ended
     else:
         assert_envelope(reply, allowed_5xx=(504,))
-        assert reply.status == 504
-    assert backend.closed.wait(1.0) or not stream
+        assert reply.status == 504 and reply.json()["error"]["code"] == "upstream_timeout"
+        assert backend.cancelled.is_set()  # the buffered call was cancelled, not left running
     (event,) = gw.store.usage_events(key_id(key))
-    assert event.status == "error"
+    assert event.status == "error" and event.streamed is stream
+    assert event.completion_tokens == (2 if stream else 0)
 
 
 # the client -------------------------------------------------------------------------------
@@ -211,20 +217,18 @@ def test_backend_slower_than_the_deadline(make_container: Callable[..., Containe
 
 @pytest.mark.parametrize("leave_after", [0, 1, 3])
 def test_client_leaving_mid_stream_in_process(make_container: Callable[..., Container], leave_after: int) -> None:
-    backend = ScriptedBackend([f" w{i}" for i in range(200)], delay_s=0.02)
+    backend = ScriptedBackend(endless=True, delay_s=0.01)  # ends only when closed: the client leaving
     gw = make_container({"m": backend})
     key = add_key(gw)
-    started = time.monotonic()
     reply = run(gw.app, "POST", CHAT, auth(key), body("m", True), leave_after_chunks=leave_after)
-    assert time.monotonic() - started < 2
-    assert backend.closed.is_set() and backend.sent < 200
+    assert backend.closed.is_set()  # closed before the app returned, not some time later
     (event,) = gw.store.usage_events(key_id(key))
     assert event.request_id == reply.request_id
     assert event.status == "client_closed" and event.streamed and event.estimated
 
 
 def test_client_disconnecting_over_a_real_socket(make_container: Callable[..., Container]) -> None:
-    backend = ScriptedBackend([f" w{i}" for i in range(400)], delay_s=0.02)
+    backend = ScriptedBackend(endless=True, delay_s=0.01)  # ends only when closed: the client leaving
     gw = make_container({"m": backend})
     key = add_key(gw)
     with ThreadServer(gw.app) as server, httpx.Client(timeout=10) as client:
@@ -233,9 +237,8 @@ def test_client_disconnecting_over_a_real_socket(make_container: Callable[..., C
             lines = r.iter_lines()
             for _ in range(6):
                 next(lines)
-            left_at = time.monotonic()
-        assert backend.closed.wait(1.0), "the backend call was not closed within a second"
-        assert time.monotonic() - left_at < 1.0
+        # The stream is endless, so only the disconnect can close it; 30 s bounds a bug, it is no timing.
+        assert backend.closed.wait(30), "the backend call was not closed after the client left"
         events = eventually(lambda: gw.store.usage_events(key_id(key)))
     assert [e.status for e in events] == ["client_closed"]
-    assert events[0].completion_tokens >= 1 and backend.sent < 400
+    assert events[0].completion_tokens >= 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -23,11 +22,12 @@ from tests.hardening.asgi import CHAT, Reply, call
 BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
 
 
-def away_from_minute_edge(margin: int = 4) -> None:
-    """Rate windows are calendar minutes: do not start a burst that could straddle two."""
-    second = datetime.now(UTC).second
-    if second >= 60 - margin:
-        time.sleep(60 - second + 0.2)
+def one_instant(*containers: Container) -> None:
+    """Rate windows are calendar minutes: every request of the test is stamped with the same instant
+    (the services' injected wall clock), so no burst straddles two minutes however long it takes."""
+    now = datetime.now(UTC)
+    for container in containers:
+        container.service.wall_clock = lambda: now
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
@@ -76,7 +76,7 @@ def test_requests_per_minute_admits_exactly_the_limit(
     first, second = twin
     key, record = new_key("rpm", limits=Limits(requests_per_minute=limit))
     first.store.create_key(record)
-    away_from_minute_edge()
+    one_instant(first, second)
     replies = asyncio.run(burst([first, second], key, concurrent))
     assert statuses(replies) == Counter({200: min(limit, concurrent), 429: max(0, concurrent - limit)})
     for r in replies:
@@ -104,7 +104,7 @@ def test_token_limits_refuse_everything_once_reached(
     first, second = twin
     key, record = new_key("tokens", limits=limits)
     first.store.create_key(record)
-    away_from_minute_edge()
+    one_instant(first, second)
     used, reached_at_wave = 0, None
     for wave in range(6):
         replies = asyncio.run(burst([first, second], key, 6))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -168,17 +167,17 @@ def test_an_upstream_failure_mid_stream_is_an_api_error(
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_chunks_reach_the_client_with_the_upstreams_pacing(
+def test_chunks_reach_the_client_while_the_upstream_is_still_answering(
     gateway: Gateway, model: str, fake_openai: FakeOpenAI, fake_bedrock: FakeBedrock
 ) -> None:
-    gate, delay = threading.Event(), 0.15
-    fake_openai.then(OpenAIScript(gate=gate, chunk_delay_s=delay))
-    fake_bedrock.then(BedrockScript(gate=gate, chunk_delay_s=delay))
+    gate = threading.Event()
+    fake_openai.then(OpenAIScript(gate=gate))
+    fake_bedrock.then(BedrockScript(gate=gate))
     upstream = fake_openai if model == "gpt-fake" else fake_bedrock
-    arrivals: list[float] = []
+    arrivals: list[str] = []
     for chunk in sdk(gateway).chat.completions.create(model=model, messages=MESSAGES, stream=True):
         if chunk.choices and chunk.choices[0].delta.content:
-            arrivals.append(time.monotonic())
+            arrivals.append(chunk.choices[0].delta.content)
             if len(arrivals) == 1:
                 # The upstream holds its last words until the gate opens: this word crossed the
                 # gateway while the upstream was still answering.
@@ -186,8 +185,6 @@ def test_chunks_reach_the_client_with_the_upstreams_pacing(
                 gate.set()
     assert not upstream.gate_timed_out
     assert len(arrivals) == ANSWER_TOKENS
-    # The upstream slept `delay` between words; a gateway that buffered would deliver them together.
-    assert arrivals[-1] - arrivals[1] >= 0.5 * delay * (ANSWER_TOKENS - 2)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -196,8 +193,8 @@ def test_a_client_that_leaves_mid_stream_closes_the_upstream_call(
 ) -> None:
     import httpx
 
-    fake_openai.then(OpenAIScript(chunk_delay_s=0.2))
-    fake_bedrock.then(BedrockScript(chunk_delay_s=0.2))
+    fake_openai.then(OpenAIScript(stall_after_chunks=2))  # then the upstream holds its stream open
+    fake_bedrock.then(BedrockScript(stall_after_events=2))
     upstream = fake_openai if model == "gpt-fake" else fake_bedrock
     body = {"model": model, "messages": MESSAGES, "stream": True}
     headers = {"authorization": f"Bearer {gateway.key}"}
@@ -208,5 +205,6 @@ def test_a_client_that_leaves_mid_stream_closes_the_upstream_call(
         assert response.status_code == 200
         events = response.iter_lines()
         assert next(line for line in events if line.startswith("data:"))
-    assert upstream.stream_aborted.wait(10), "the upstream call outlived the client"
+    # Only our closing the connection can end the upstream's stream; 30 s bounds a bug, no timing.
+    assert upstream.stream_aborted.wait(30), "the upstream call outlived the client"
     assert not upstream.stream_completed.is_set()

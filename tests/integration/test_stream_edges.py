@@ -4,6 +4,7 @@ byte, fallbacks, the deadline, a client that leaves, and a backend that reports 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 
 import httpx
@@ -13,7 +14,7 @@ import pytest
 from chatgw.compose import Container
 from chatgw.errors import UpstreamError, UpstreamRejected
 from tests.conftest import ThreadServer, add_key, eventually, openai_client
-from tests.fakes.backends import ScriptedBackend
+from tests.fakes.backends import ScriptedBackend, released_by
 
 CHAT = "/v2/llms/chat/completions"
 USER = [{"role": "user", "content": "hi"}]
@@ -32,12 +33,26 @@ def key_id(key: str) -> str:
 
 
 def test_keepalive_comments_while_the_backend_is_quiet(make_container: Callable[..., Container]) -> None:
-    gw = make_container({"slow": ScriptedBackend(["a", " b"], delay_s=0.35)}, keepalive_s=0.1)
+    # The backend says nothing after its first word until the client has seen a keep-alive: so the
+    # keep-alive is what ends the silence (by causality), however slow or fast the machine is.
+    kept_alive = threading.Event()
+    backend = ScriptedBackend(["a", " b"], step=released_by(kept_alive))
+    gw = make_container({"slow": backend}, keepalive_s=0.1)
     key = add_key(gw)
-    with ThreadServer(gw.app) as server:
-        r = httpx.post(server.base_url + CHAT, json=stream_body("slow"), headers={"x-api-key": key}, timeout=10)
-    events = sse_events(r.text)
+    lines = []
+    with (
+        ThreadServer(gw.app) as server,
+        httpx.stream(
+            "POST", server.base_url + CHAT, json=stream_body("slow"), headers={"x-api-key": key}, timeout=30
+        ) as r,
+    ):
+        for line in r.iter_lines():
+            lines.append(line)
+            if line == ": keep-alive":
+                kept_alive.set()
+    events = [line for line in lines if line]
     assert ": keep-alive" in events
+    assert events.index(": keep-alive") < events.index(next(e for e in events if '"content":" b"' in e))
     assert events[-1] == "data: [DONE]"
     data = [json.loads(e[6:]) for e in events if e.startswith("data: {")]
     assert "".join(d["choices"][0]["delta"].get("content", "") for d in data) == "a b"
@@ -106,8 +121,9 @@ def test_no_fallback_after_first_byte(make_container: Callable[..., Container]) 
 
 
 def test_deadline_ends_the_stream_in_band_and_still_meters(make_container: Callable[..., Container]) -> None:
-    backend = ScriptedBackend([" w"] * 50, delay_s=0.05)
-    gw = make_container({"slow": backend}, request_timeout_s=0.4)
+    # Two words, then the backend waits to be cancelled: only the deadline can end this stream.
+    backend = ScriptedBackend([" w"] * 50, hang_after=2)
+    gw = make_container({"slow": backend}, request_timeout_s=1.0)
     key = add_key(gw)
     with ThreadServer(gw.app) as server:
         r = httpx.post(server.base_url + CHAT, json=stream_body("slow"), headers={"x-api-key": key}, timeout=10)
@@ -116,13 +132,13 @@ def test_deadline_ends_the_stream_in_band_and_still_meters(make_container: Calla
     assert backend.closed.is_set()
     events = eventually(lambda: gw.store.usage_events(key_id(key)))
     assert events[0].status == "error" and events[0].estimated
-    assert events[0].completion_tokens == backend.sent
+    assert events[0].completion_tokens == backend.sent == 2
 
 
 def test_client_leaving_closes_the_backend_and_records_client_closed(
     make_container: Callable[..., Container],
 ) -> None:
-    backend = ScriptedBackend([" w"] * 200, delay_s=0.05)
+    backend = ScriptedBackend(endless=True, delay_s=0.01)  # ends only when closed: the client leaving
     gw = make_container({"long": backend})
     key = add_key(gw)
     with ThreadServer(gw.app) as server:
@@ -132,12 +148,12 @@ def test_client_leaving_closes_the_backend_and_records_client_closed(
             lines = r.iter_lines()
             seen = [next(lines) for _ in range(6)]
             assert any(line.startswith("data: {") for line in seen)
-        assert backend.closed.wait(timeout=2)
+        # Only the disconnect can close an endless stream; 30 s bounds a bug, it is no timing.
+        assert backend.closed.wait(timeout=30)
         events = eventually(lambda: gw.store.usage_events(key_id(key)))
     assert events[0].status == "client_closed"
     assert events[0].estimated
-    assert 1 <= events[0].completion_tokens < 200
-    assert backend.sent < 200
+    assert events[0].completion_tokens >= 1
 
 
 def test_backend_without_usage_is_estimated(make_container: Callable[..., Container]) -> None:
@@ -161,18 +177,31 @@ def test_backend_without_usage_is_estimated(make_container: Callable[..., Contai
 
 
 def test_slow_first_byte_commits_to_200_with_keepalives(make_container: Callable[..., Container]) -> None:
+    kept_alive = threading.Event()
+
     class SlowStart(ScriptedBackend):
         async def stream(self, request, deadline):  # type: ignore[no-untyped-def]
             import asyncio
 
-            await asyncio.sleep(0.4)
+            # no first piece until the client has seen a keep-alive (30 s bounds a bug): so the 200
+            # and the keep-alive came first by causality, not because a sleep outlasted a timer
+            await asyncio.to_thread(kept_alive.wait, 30)
             async for piece in super().stream(request, deadline):
                 yield piece
 
     gw = make_container({"slowstart": SlowStart(["x"])}, keepalive_s=0.1)
     key = add_key(gw)
-    with ThreadServer(gw.app) as server:
-        r = httpx.post(server.base_url + CHAT, json=stream_body("slowstart"), headers={"x-api-key": key}, timeout=10)
-    assert r.status_code == 200
-    events = sse_events(r.text)
+    lines = []
+    with (
+        ThreadServer(gw.app) as server,
+        httpx.stream(
+            "POST", server.base_url + CHAT, json=stream_body("slowstart"), headers={"x-api-key": key}, timeout=30
+        ) as r,
+    ):
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            lines.append(line)
+            if line == ": keep-alive":
+                kept_alive.set()
+    events = [line for line in lines if line]
     assert events[0] == ": keep-alive" and events[-1] == "data: [DONE]"

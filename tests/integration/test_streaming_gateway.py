@@ -3,24 +3,24 @@ the fake Runtime API, through `handler/bootstrap` as Lambda starts it, and via `
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from chatgw.backends.echo import EchoBackend
 from chatgw.compose import Container
 from chatgw.keys import new_key
 from chatgw.local_runtime import FakeInvocation, FakeRuntimeAPI
 from chatgw.store.sqlite import SqliteStore
 from tests.conftest import ROOT, add_key, eventually
-from tests.fakes.backends import ScriptedBackend
+from tests.fakes.backends import ScriptedBackend, released_by
 from tests.integration.lambda_events import RuntimeThread, function_url_event, http_v2_event, rest_v1_event
 from tests.integration.test_events import EXPECTED
 
@@ -45,8 +45,16 @@ def fake() -> Iterator[FakeRuntimeAPI]:
 def test_streamed_and_buffered_completions_from_one_warm_container(
     fake: FakeRuntimeAPI, make_container: Callable[..., Container]
 ) -> None:
-    # echo paced at 10 ms a word: each word is its own write (pieces already queued would share one)
-    container = make_container({"echo": EchoBackend("echo", delay_s=0.01)})
+    streamed: FakeInvocation | None = None
+
+    async def after_the_previous_chunk(i: int) -> None:
+        # word i is made only once Lambda has the chunk before it (the role chunk, then word i-1):
+        # so each word is its own write by causality, not by pacing (pieces already queued share one)
+        assert streamed is not None
+        await asyncio.to_thread(streamed.wait_for_chunks, i + 1)
+
+    words = ["What", " is", " the", " capital", " of", " France?"]
+    container = make_container({"echo": ScriptedBackend(words, step=after_the_previous_chunk)})
     key = add_key(container)
     auth = {"Authorization": f"Bearer {key}"}
     streamed = fake.push(rest_v1_event("POST", CHAT, chat(True, stream_options={"include_usage": True}), auth))
@@ -64,7 +72,7 @@ def test_streamed_and_buffered_completions_from_one_warm_container(
     assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == QUESTION
     assert chunks[-1]["usage"]["total_tokens"] > 0
-    assert len(streamed.body_chunks) > 3  # word by word, not one buffered body
+    assert len(streamed.body_chunks) > len(words)  # word by word, not one buffered body
 
     assert buffered.succeeded and buffered.prelude is not None and buffered.prelude["statusCode"] == 200
     assert json.loads(buffered.body)["choices"][0]["message"]["content"] == QUESTION
@@ -80,16 +88,22 @@ def test_streamed_and_buffered_completions_from_one_warm_container(
 def test_each_completion_chunk_leaves_before_the_next_is_made(
     fake: FakeRuntimeAPI, make_container: Callable[..., Container]
 ) -> None:
-    backend = ScriptedBackend(["one", " slow", " word", " at", " a time"], delay_s=0.3)
+    # The backend holds its second word until the test lets it go: a chunk reaching Lambda before
+    # that can only have left while the backend was still answering (a buffering gateway would
+    # send nothing, and `wait_for_chunks` would give up after 30 s: a bound, not a timing).
+    gate = threading.Event()
+    backend = ScriptedBackend(["one", " slow", " word", " at", " a time"], step=released_by(gate))
     container = make_container(backends={"slow": backend})
     key = add_key(container)
     invocation = fake.push(http_v2_event("POST", CHAT, chat(True, "slow"), {"x-api-key": key}))
     runtime = RuntimeThread(fake.address, lambda: container.app)
 
-    assert invocation.wait_for_chunks(1)
-    first_seen_with = backend.sent  # words the backend had produced when Lambda got the first chunk
+    try:
+        assert invocation.wait_for_chunks(1)
+        assert backend.sent <= 1 and not invocation.finished.is_set()
+    finally:
+        gate.set()
     runtime.join(timeout=60)
-    assert first_seen_with < len(backend.words)
     assert sse_events(invocation)[-1] == "[DONE]"
 
 
@@ -112,18 +126,21 @@ def test_errors_keep_the_gateway_envelope(fake: FakeRuntimeAPI, make_container: 
 def test_a_stream_near_the_deadline_ends_in_band_and_is_metered(
     fake: FakeRuntimeAPI, make_container: Callable[..., Container]
 ) -> None:
-    backend = ScriptedBackend([f" w{i}" for i in range(200)], delay_s=0.1)
+    # Two words, then the backend waits to be cancelled: only a deadline can end this stream. The
+    # deadline is real (it is the point): 2 s from when the runtime takes the invocation, so the app
+    # stops at 1 s (its 1 s margin) and the runtime would at 1.5 s (its 0.5 s margin); the app's
+    # in-band ending takes milliseconds, so the 0.5 s between the two is a margin of 50x or more.
+    backend = ScriptedBackend([f" w{i}" for i in range(200)], hang_after=2)
     container = make_container(backends={"slow": backend})
     key = add_key(container)
-    deadline_ms = int((time.time() + 4) * 1000)
-    invocation = fake.push(http_v2_event("POST", CHAT, chat(True, "slow"), {"x-api-key": key}), deadline_ms=deadline_ms)
+    invocation = fake.push(http_v2_event("POST", CHAT, chat(True, "slow"), {"x-api-key": key}), deadline_in_s=2.0)
     RuntimeThread(fake.address, lambda: container.app).join(timeout=60)
 
     events = sse_events(invocation)
     assert "[DONE]" not in events
     assert json.loads(events[-1])["error"]["code"] == "upstream_timeout"
     assert invocation.stream_error is None  # the app ended it, before the runtime had to
-    assert 0 < backend.sent < len(backend.words)
+    assert backend.sent == 2 and backend.closed.is_set()
     key_id = key.split("_")[1]
     (usage,) = eventually(lambda: container.store.usage_events(key_id))
     assert usage.streamed and usage.completion_tokens > 0
@@ -132,7 +149,7 @@ def test_a_stream_near_the_deadline_ends_in_band_and_is_metered(
 def test_a_stream_lambda_drops_is_metered_as_client_closed(
     fake: FakeRuntimeAPI, make_container: Callable[..., Container]
 ) -> None:
-    backend = ScriptedBackend([f" w{i}" for i in range(500)], delay_s=0.01)
+    backend = ScriptedBackend(endless=True, delay_s=0.01)  # ends only when closed: Lambda dropping it
     container = make_container(backends={"slow": backend})
     key = add_key(container)
     invocation = fake.push(http_v2_event("POST", CHAT, chat(True, "slow"), {"x-api-key": key}))
@@ -140,7 +157,7 @@ def test_a_stream_lambda_drops_is_metered_as_client_closed(
     RuntimeThread(fake.address, lambda: container.app).join(timeout=60)
 
     assert invocation.cut
-    assert backend.closed.wait(10) and backend.sent < len(backend.words)
+    assert backend.closed.wait(30)  # a bound against a bug, not a timing: nothing else closes it
     key_id = key.split("_")[1]
     (usage,) = eventually(lambda: container.store.usage_events(key_id))
     assert usage.status == "client_closed" and usage.streamed

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from email.utils import formatdate
 
 import httpx
@@ -13,8 +12,11 @@ from chatgw.backends._retry import BACKOFF_BASE_S, backoff, retry_after_seconds
 def test_retry_after_in_seconds_milliseconds_or_as_a_date() -> None:
     assert retry_after_seconds(httpx.Headers({"retry-after": "3"})) == 3
     assert retry_after_seconds(httpx.Headers({"Retry-After-Ms": "250"})) == 0.25
-    in_ten = retry_after_seconds(httpx.Headers({"retry-after": formatdate(time.time() + 10, usegmt=True)}))
-    assert in_ten is not None and 5 < in_ten <= 10
+    now = 1_750_000_000.0  # an injected clock: the date is 10 s after it, whatever the real time
+    in_ten = retry_after_seconds(httpx.Headers({"retry-after": formatdate(now + 10, usegmt=True)}), now=lambda: now)
+    assert in_ten == 10
+    past = retry_after_seconds(httpx.Headers({"retry-after": formatdate(now - 10, usegmt=True)}), now=lambda: now)
+    assert past == 0
     assert retry_after_seconds(httpx.Headers({"retry-after": "soon"})) is None
     assert retry_after_seconds(httpx.Headers({})) is None
 

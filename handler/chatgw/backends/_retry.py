@@ -61,8 +61,8 @@ async def with_retries(attempt: Callable[[], Awaitable[T]], *, max_retries: int,
             await asyncio.sleep(delay)
 
 
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """`retry-after-ms` (OpenAI), or `retry-after` in seconds or as an HTTP date."""
+def retry_after_seconds(headers: Mapping[str, str], now: Callable[[], float] = time.time) -> float | None:
+    """`retry-after-ms` (OpenAI), or `retry-after` in seconds or as an HTTP date (counted from `now`)."""
     try:
         if "retry-after-ms" in headers:
             return max(0.0, float(headers["retry-after-ms"]) / 1000)
@@ -73,7 +73,7 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
             except ValueError:
                 from email.utils import parsedate_to_datetime
 
-                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+                return max(0.0, parsedate_to_datetime(value).timestamp() - now())
     except (ValueError, TypeError):
         return None
     return None

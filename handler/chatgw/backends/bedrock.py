@@ -114,7 +114,9 @@ class BedrockBackend:
                 for piece in mapper.feed(item):
                     yield piece
             if not mapper.stopped:
-                raise UpstreamError(f"The Bedrock stream of model '{self.name}' ended without messageStop.")
+                raise UpstreamError(
+                    f"The Bedrock stream of model '{self.name}' ended without messageStop.", cause="malformed"
+                )
         finally:
             stop.set()
             _close(events)
@@ -165,7 +167,7 @@ class BedrockBackend:
     # ---- errors --------------------------------------------------------------------------
 
     def _timeout(self) -> UpstreamTimeout:
-        return UpstreamTimeout(f"Bedrock did not answer for model '{self.name}' in time.")
+        return UpstreamTimeout(f"Bedrock did not answer for model '{self.name}' in time.", cause="timeout")
 
     def _map(self, exc: BaseException) -> ChatgwError | Retryable:
         from botocore import exceptions as boto
@@ -181,23 +183,31 @@ class BedrockBackend:
         if isinstance(exc, boto.ReadTimeoutError):
             return self._timeout()
         if isinstance(exc, boto.EndpointConnectionError | boto.ConnectionClosedError):
-            return Retryable(UpstreamError(f"The connection to Bedrock failed for model '{self.name}'."))
+            return Retryable(
+                UpstreamError(f"The connection to Bedrock failed for model '{self.name}'.", cause="connect")
+            )
         if isinstance(exc, boto.ParamValidationError):
             return UpstreamRejected(f"Bedrock cannot take this request: {scrub(str(exc))}")
-        return UpstreamError(f"The Bedrock call for model '{self.name}' failed ({type(exc).__name__}).")
+        return UpstreamError(f"The Bedrock call for model '{self.name}' failed ({type(exc).__name__}).", cause="client")
 
     def _map_code(self, code: str, message: str, status: int) -> ChatgwError | Retryable:
         key = code.lower()
         if key in RATE_LIMITED or status == 429:
-            limited = UpstreamRateLimited(f"Bedrock is throttling model '{self.name}': {message}", retry_after=1)
+            limited = UpstreamRateLimited(
+                f"Bedrock is throttling model '{self.name}': {message}", retry_after=1, cause="429"
+            )
             return Retryable(limited)
         if key in REJECTED:
             return UpstreamRejected(message)
         if key in NOT_ALLOWED or status in (401, 403):
-            return UpstreamError(f"The gateway is not allowed to call Bedrock model '{self.name}' ({code}).")
+            return UpstreamError(
+                f"The gateway is not allowed to call Bedrock model '{self.name}' ({code}).", cause="auth"
+            )
         if key in TIMED_OUT or status == 408:
             return self._timeout()
-        failed = UpstreamError(f"Bedrock failed for model '{self.name}' ({code}): {message}")
+        failed = UpstreamError(
+            f"Bedrock failed for model '{self.name}' ({code}): {message}", cause="5xx" if status >= 500 else "model"
+        )
         if key in RETRYABLE or (status >= 500 and key not in {"modelstreamerrorexception"}):
             return Retryable(failed)
         if 400 <= status < 500 and key not in {"modelstreamerrorexception", "modelerrorexception"}:

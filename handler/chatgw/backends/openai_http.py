@@ -243,17 +243,19 @@ class OpenAIBackend:
     # ---- errors ------------------------------------------------------------------------------
 
     def _timeout(self) -> UpstreamTimeout:
-        return UpstreamTimeout(f"The upstream of model '{self.name}' did not answer in time.")
+        return UpstreamTimeout(f"The upstream of model '{self.name}' did not answer in time.", cause="timeout")
 
     def _garbage(self, what: str) -> UpstreamError:
-        return UpstreamError(f"The upstream of model '{self.name}' answered {what}.")
+        return UpstreamError(f"The upstream of model '{self.name}' answered {what}.", cause="malformed")
 
     def _transport_error(self, exc: httpx.HTTPError) -> tuple[ChatgwError, bool]:
         """The error for a failed connection, and whether a new try may help."""
         if isinstance(exc, httpx.TimeoutException):
             return self._timeout(), isinstance(exc, httpx.ConnectTimeout)
         what = type(exc).__name__
-        error = UpstreamError(f"The connection to the upstream of model '{self.name}' failed ({what}).")
+        error = UpstreamError(
+            f"The connection to the upstream of model '{self.name}' failed ({what}).", cause="connect"
+        )
         return error, isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError)
 
     def _status_error(self, status: int, headers: httpx.Headers, raw: bytes) -> ChatgwError | Retryable:
@@ -261,25 +263,29 @@ class OpenAIBackend:
         if 300 <= status < 400:
             return UpstreamError(
                 f"The upstream of model '{self.name}' answered with a redirect (HTTP {status}); "
-                "redirects are not followed."
+                "redirects are not followed.",
+                cause="redirect",
             )
         if status == 429:
             retry_after = retry_after_seconds(headers)
             limited = UpstreamRateLimited(
                 f"The upstream of model '{self.name}' is rate limited: {message or 'HTTP 429'}",
                 retry_after=int(retry_after or 1),
+                cause="429",
             )
             return Retryable(limited, retry_after)
         if status == 408:
             return Retryable(self._timeout())
         if status in (401, 403):
             return UpstreamError(
-                f"The upstream of model '{self.name}' refused the gateway's credentials (HTTP {status})."
+                f"The upstream of model '{self.name}' refused the gateway's credentials (HTTP {status}).",
+                cause="auth",
             )
         if 400 <= status < 500:
             return UpstreamRejected(message or f"The upstream rejected the request (HTTP {status}).", param=param)
         error = UpstreamError(
-            f"The upstream of model '{self.name}' failed (HTTP {status})" + (f": {message}" if message else ".")
+            f"The upstream of model '{self.name}' failed (HTTP {status})" + (f": {message}" if message else "."),
+            cause="5xx" if status >= 500 else "status",
         )
         return Retryable(error, retry_after_seconds(headers)) if status >= 500 else error
 
