@@ -269,3 +269,12 @@ def test_sam_build_packages_the_function_without_a_container(tmp_path: Path) -> 
     assert (package / "mangum").is_dir() and (package / "fastapi").is_dir()
     native = glob.glob(str(package / "pydantic_core" / "*.so"))
     assert native and all("cpython-313-aarch64" in name for name in native)  # arm64, Python 3.13
+    # What ships is exactly the lock (handler/requirements.txt, `make lock`): same names, same versions.
+    from tests.unit.test_packaging import locked
+
+    shipped = {}
+    for dist in package.glob("*.dist-info"):
+        name, _, version = dist.name.removesuffix(".dist-info").partition("-")
+        shipped[name.lower().replace("_", "-")] = version
+    pins = {name: versions[0] for name, versions in locked(ROOT / "handler" / "requirements.txt").items()}
+    assert shipped == pins
