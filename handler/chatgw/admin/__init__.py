@@ -21,6 +21,7 @@ from ..errors import ChatgwError
 from ..settings import Settings, SettingsError
 from ..store.base import Store
 from ..store.factory import SQLITE_FILE, open_dynamodb, open_from_settings
+from . import smoke
 from .common import CliError
 from .keys import (
     CLEAR,
@@ -272,6 +273,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     replay.add_argument("--json", action="store_true")
     add_store_options(replay)
     replay.set_defaults(func=guarded(_with_store(cmd_replay)))
+
+    smoke.register(subparsers).set_defaults(func=guarded(smoke.cmd_smoke))
 
     tables = subparsers.add_parser("tables", help="DynamoDB tables", description="DynamoDB tables.")
     tsub = tables.add_subparsers(dest="tables_command", required=True, metavar="COMMAND")

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..peppers import LEGACY, LegacySource, PepperError, Peppers, Source, rotated, source_for
+from ..peppers import LEGACY, LegacySource, Peppers, Source, rotated, source_for
 from ..settings import Settings
 from ..store.base import Store
 from .common import print_table
@@ -25,15 +25,9 @@ PEPPER_OUTPUT = "PepperSecretArn"
 
 def stack_pepper_secret(stack: str, region: str | None) -> str | None:
     """The stack's `PepperSecretArn` output, None for a stack deployed before it existed."""
-    import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
+    from .stack import outputs
 
-    try:
-        stacks = boto3.client("cloudformation", region_name=region).describe_stacks(StackName=stack)["Stacks"]
-    except (ClientError, BotoCoreError) as exc:
-        raise PepperError(f"cannot read the outputs of stack {stack!r}: {exc}") from None
-    outputs = {o.get("OutputKey"): o.get("OutputValue") for o in stacks[0].get("Outputs", [])}
-    return outputs.get(PEPPER_OUTPUT) or None
+    return outputs(stack, region).get(PEPPER_OUTPUT) or None
 
 
 def pepper_source(args: argparse.Namespace, settings: Settings, *, create: bool) -> Source:
