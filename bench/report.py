@@ -12,6 +12,7 @@ GATEWAY = "chatgw-sqlite"
 CPU_RATIO_MAX = 2.0
 CHUNK_US_MAX = 50.0
 IMPORT_RATIO_MAX = 1.2
+DYNAMODB_IMPORT_RATIO_MAX = 1.1  # issue 15: against the floor that includes making the DynamoDB client
 FIRST_ANSWER_MAX_S = 1.0
 RSS_MAX_MIB = 100.0
 GROWTH_MAX_MIB = 1.0
@@ -64,11 +65,12 @@ def budget(results: dict[str, Any], c: int) -> list[dict[str, Any]]:
     cold = results.get("cold_start") or {}
     for name, v in (cold.get("imports") or {}).items():
         if name.startswith(("buffered entry", "streaming entry + app")):  # the entries, as Lambda runs them
+            limit = DYNAMODB_IMPORT_RATIO_MAX if "DynamoDB" in name else IMPORT_RATIO_MAX
             lines.append(
                 line(
-                    f"cold import <= {IMPORT_RATIO_MAX}x floor: {name}",
+                    f"cold import <= {limit}x floor: {name}",
                     f"{v['median_s'] * 1000:.0f} ms: {v['ratio_to_floor']}x",
-                    v["ratio_to_floor"] <= IMPORT_RATIO_MAX,
+                    v["ratio_to_floor"] <= limit,
                 )
             )
     for name, v in (cold.get("first_answer") or {}).items():

@@ -248,6 +248,9 @@ class Bench:
             first["streaming runtime + fake Runtime API, REST v1 stream event"] = _median(
                 lambda: coldstart.streaming_first_answer(sqlite_env, key, stream_event, model), reps
             )
+            first["SnapStart restore (fork-simulated) to the end of the first answer"] = _median(
+                lambda: coldstart.restore_first_answer(sqlite_env, key, event, model), reps
+            )
         for name, v in first.items():
             self.say(f"  first answer, {name:60} {v['median_s']} s")
         out["first_answer"] = first

@@ -1,7 +1,8 @@
 """The model catalog: `CHATGW_MODELS` (a JSON file path or inline JSON) to backends.
 
 {"<public name>": {"backend": "openai" | "bedrock" | "echo",
-                   "description": "...", "price_per_million_tokens": {"input": 0.15, "output": 0.6},
+                   "description": "...", "price_per_million_tokens": {"input": 0.15, "output": 0.6,
+                   "cached_input": 0.075, "cache_write": 0.1875}, "max_output_tokens": 4096,
                    "fallbacks": ["<other public name>", ...], ...backend options}}
 """
 
@@ -18,7 +19,8 @@ from . import logs
 from .backends import ADAPTERS, BackendDeps, CatalogError, ChatBackend, build_backend
 from .errors import ModelNotFound
 
-COMMON_FIELDS = ("backend", "description", "price_per_million_tokens", "fallbacks")
+COMMON_FIELDS = ("backend", "description", "price_per_million_tokens", "fallbacks", "max_output_tokens")
+PRICE_FIELDS = {"input", "output", "cached_input", "cache_write"}
 ECHO_DESCRIPTION = (
     "Development model: answers deterministically by echoing the last user message. Not a language model."
 )
@@ -31,11 +33,28 @@ NOTHING_CONFIGURED = (
 
 @dataclass(frozen=True, slots=True)
 class Price:
+    """USD per million tokens. Cached input (read from the provider's prompt cache) and cache
+    writes have their own rates; unset, they cost as ordinary input."""
+
     input: float
     output: float
+    cached_input: float | None = None
+    cache_write: float | None = None
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
+    def cost(
+        self, prompt_tokens: int, completion_tokens: int, *, cached_tokens: int = 0, cache_write_tokens: int = 0
+    ) -> float:
+        """`prompt_tokens` includes the cached and cache-write tokens (OpenAI's convention)."""
+        plain = max(0, prompt_tokens - cached_tokens - cache_write_tokens)
+        cached_rate = self.input if self.cached_input is None else self.cached_input
+        write_rate = self.input if self.cache_write is None else self.cache_write
+        total = (
+            plain * self.input
+            + cached_tokens * cached_rate
+            + cache_write_tokens * write_rate
+            + completion_tokens * self.output
+        )
+        return round(total / 1_000_000, 12)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +64,7 @@ class ModelEntry:
     description: str
     price: Price | None = None
     fallbacks: tuple[str, ...] = ()
+    max_output_tokens: int | None = None
 
     @property
     def development(self) -> bool:
@@ -99,14 +119,23 @@ def _price(name: str, value: Any) -> Price | None:
         return None
     if (
         not isinstance(value, dict)
-        or set(value) != {"input", "output"}
+        or not {"input", "output"} <= set(value) <= PRICE_FIELDS
         or not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in value.values())
     ):
         raise CatalogError(
             f"CHATGW_MODELS: model '{name}': field 'price_per_million_tokens' must be "
-            '{"input": <number >= 0>, "output": <number >= 0>}'
+            '{"input": <number >= 0>, "output": <number >= 0>} with optional "cached_input" and "cache_write"'
         )
-    return Price(float(value["input"]), float(value["output"]))
+    optional = {k: float(value[k]) for k in ("cached_input", "cache_write") if k in value}
+    return Price(float(value["input"]), float(value["output"]), **optional)
+
+
+def _max_output(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise CatalogError(f"CHATGW_MODELS: model '{name}': field 'max_output_tokens' must be an integer >= 1")
+    return value
 
 
 def load_catalog(source: str | None, deps: BackendDeps) -> Catalog:
@@ -143,6 +172,7 @@ def load_catalog(source: str | None, deps: BackendDeps) -> Catalog:
             description=description,
             price=_price(name, spec.get("price_per_million_tokens")),
             fallbacks=tuple(fallbacks),
+            max_output_tokens=_max_output(name, spec.get("max_output_tokens")),
         )
     for entry in entries.values():
         for fallback in entry.fallbacks:

@@ -17,6 +17,26 @@ class Usage:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    def _detail(self, group: str, name: str) -> int:
+        details = self.extra.get(group)
+        value = details.get(name) if isinstance(details, dict) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+    @property
+    def cached_tokens(self) -> int:
+        """Input tokens read from the provider's prompt cache (part of `prompt_tokens`)."""
+        return self._detail("prompt_tokens_details", "cached_tokens")
+
+    @property
+    def cache_write_tokens(self) -> int:
+        """Input tokens written to the provider's prompt cache (part of `prompt_tokens`)."""
+        return self._detail("prompt_tokens_details", "cache_write_tokens")
+
+    @property
+    def reasoning_tokens(self) -> int:
+        """Output tokens spent on reasoning (part of `completion_tokens`)."""
+        return self._detail("completion_tokens_details", "reasoning_tokens")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "prompt_tokens": self.prompt_tokens,

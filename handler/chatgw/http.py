@@ -182,7 +182,7 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
     async def authenticate(request: Request) -> KeyRecord:
         return await service.authenticate(presented_key(request))
 
-    @app.get("/health", include_in_schema=True)
+    @app.get("/health", include_in_schema=True, response_model=None)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
@@ -228,7 +228,7 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
     app.add_api_route("/v2/llms/chat/completions", chat, methods=["POST"], openapi_extra=chat_openapi)
     app.add_api_route("/v1/chat/completions", chat, methods=["POST"], openapi_extra=chat_openapi)
 
-    @app.get("/v2/llms")
+    @app.get("/v2/llms", response_model=None)
     async def list_llms(request: Request) -> dict[str, Any]:
         record = await authenticate(request)
         models = service.models_for(record)
@@ -255,8 +255,8 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
             "owned_by": "chatgw-development" if development else "chatgw",
         }
 
-    @app.get("/v2/llms/models")
-    @app.get("/v1/models")
+    @app.get("/v2/llms/models", response_model=None)
+    @app.get("/v1/models", response_model=None)
     async def list_models(request: Request) -> dict[str, Any]:
         record = await authenticate(request)
         return {
@@ -264,9 +264,12 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
             "data": [model_object(m.name, m.development) for m in service.models_for(record)],
         }
 
-    @app.get("/v2/llms/models/{model:path}")
-    @app.get("/v1/models/{model:path}")
-    async def get_model(model: str, request: Request) -> dict[str, Any]:
+    model_parameter = {"parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}]}
+
+    @app.get("/v2/llms/models/{model:path}", response_model=None, openapi_extra=model_parameter)
+    @app.get("/v1/models/{model:path}", response_model=None, openapi_extra=model_parameter)
+    async def get_model(request: Request) -> dict[str, Any]:
+        model = str(request.path_params["model"])
         record = await authenticate(request)
         for m in service.models_for(record):
             if m.name == model:

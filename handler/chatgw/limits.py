@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from .errors import RateLimited
+from .keys import Limits
 
 
 def minute_window(now: datetime) -> int:
@@ -43,11 +44,32 @@ class Admission:
     refused: str | None
     requests_used: int = 0
     tokens_used: int = 0
+    """Tokens committed (settled + reserved) in the minute window, this request's reservation included."""
     month_tokens_used: int = 0
+    """Tokens committed (settled + reserved) this month, this request's reservation included."""
+    reserve: int = 0
 
     @property
     def admitted(self) -> bool:
         return self.refused is None
+
+
+def need_of(reserve: int) -> int:
+    """What a request must fit: its reservation, and at least one token."""
+    return max(1, reserve)
+
+
+def decide(limits: Limits, *, requests: int, window_tokens: int, month_tokens: int, reserve: int) -> str | None:
+    """The one admission rule of both stores, in this order: requests, then tokens, then budget.
+    `window_tokens` and `month_tokens` are committed tokens (settled + reserved by others)."""
+    need = need_of(reserve)
+    if limits.requests_per_minute is not None and requests >= limits.requests_per_minute:
+        return "requests"
+    if limits.tokens_per_minute is not None and window_tokens + need > limits.tokens_per_minute:
+        return "tokens"
+    if limits.monthly_token_budget is not None and month_tokens + need > limits.monthly_token_budget:
+        return "budget"
+    return None
 
 
 def raise_if_refused(admission: Admission, *, rpm: int | None, tpm: int | None, now: datetime) -> None:
@@ -61,14 +83,16 @@ def raise_if_refused(admission: Admission, *, rpm: int | None, tpm: int | None, 
         )
     if admission.refused == "tokens":
         raise RateLimited(
-            f"Rate limit reached: {tpm} tokens per minute for this key.",
+            f"Rate limit reached: {tpm} tokens per minute for this key"
+            f" (this request reserves {admission.reserve}: its prompt plus its output cap).",
             retry_after=seconds_to_next_minute(now),
             headers=headers,
             cause="tokens",
         )
     if admission.refused == "budget":
         raise RateLimited(
-            "This key has used its monthly token budget.",
+            f"This key has used its monthly token budget (this request reserves {admission.reserve}"
+            " tokens: its prompt plus its output cap).",
             retry_after=seconds_to_next_month(now),
             code="insufficient_quota",
             headers=headers,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from . import logs
+from .accounting import ChainLog, fallback_chain, output_cap, reserves_tokens, with_cap, worst_case
 from .backends.base import Deadline
 from .catalog import Catalog, ModelEntry
 from .completion import Completion, Usage, completion_body
@@ -27,7 +28,7 @@ from .errors import (
     UpstreamTimeout,
 )
 from .keys import KeyRecord, check_usable, model_allowed, parse_key, secret_matches
-from .limits import raise_if_refused, rate_headers
+from .limits import need_of, raise_if_refused, rate_headers
 from .observability import Observer, Report
 from .peppers import LEGACY, PepperBook
 from .refusals import RefusalCache
@@ -98,6 +99,8 @@ class Prepared:
     request: ChatRequest
     chain: list[ModelEntry]
     headers: dict[str, str]
+    reserved: int = 0
+    """Tokens admission reserved (0: the key has no token limit); settlement replaces them."""
 
 
 class Service:
@@ -194,11 +197,19 @@ class Service:
         if request.stream and not record.allow_streaming:
             raise PermissionDenied(f"{PERMISSION_MESSAGE} This key may not stream.", param="stream")
         request = self._apply_token_cap(record, request)
+        request, reserve = self._reservation(record, entry, request)
         entry.backend.check(request)
-        fallbacks = self.catalog.chain(entry.name)[1:]
-        chain = [entry] + [e for e in fallbacks if model_allowed(record, e.name) and _accepts(e, request)]
-        headers = await self._admit(record, call)
-        return Prepared(record, request, chain, headers)
+        chain = fallback_chain(self.catalog, record, entry, request)
+        headers = await self._admit(record, call, reserve)
+        return Prepared(record, request, chain, headers, reserve)
+
+    def _reservation(self, record: KeyRecord, entry: ModelEntry, request: ChatRequest) -> tuple[ChatRequest, int]:
+        """A token-limited key's request reserves its worst case, and is sent with the output cap
+        that worst case assumed (docs/store.md, "Reservations")."""
+        if not reserves_tokens(record.limits):
+            return request, 0
+        cap = output_cap(request, record, entry, self.settings.default_max_output_tokens)
+        return with_cap(request, cap), worst_case(request, cap)
 
     @staticmethod
     def _apply_token_cap(record: KeyRecord, request: ChatRequest) -> ChatRequest:
@@ -224,15 +235,20 @@ class Service:
             )
         return request
 
-    async def _admit(self, record: KeyRecord, call: Call) -> dict[str, str]:
+    async def _admit(self, record: KeyRecord, call: Call, reserve: int) -> dict[str, str]:
         limits = record.limits
         if not limits.needs_admission:
             return {}
-        admission = self._refusals.get(record.key_id, limits, call.now)
+        need = need_of(reserve)
+        admission = self._refusals.get(record.key_id, limits, call.now, need)
         if admission is None:  # not refused earlier in this minute: ask the store
             with self.observer.store_call("admit", call.request_id):
-                admission = await asyncio.to_thread(self.store.admit, record.key_id, limits, call.now)
-            self._refusals.remember(record.key_id, limits, admission, call.now)
+                admission = await asyncio.to_thread(
+                    lambda: self.store.admit(
+                        record.key_id, limits, call.now, request_id=call.request_id, reserve=reserve
+                    )
+                )
+            self._refusals.remember(record.key_id, limits, admission, call.now, need)
         rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
         raise_if_refused(admission, rpm=rpm, tpm=tpm, now=call.now)
         return rate_headers(admission, rpm=rpm, tpm=tpm, now=call.now)
@@ -242,25 +258,31 @@ class Service:
     async def complete(self, prepared: Prepared, call: Call) -> tuple[dict[str, object], UsageEvent]:
         """The buffered answer and its usage event (which the caller records after responding)."""
         request = prepared.request
+        chain = ChainLog(call.request_id, request.model)
         last_error: ChatgwError | None = None
         for entry in prepared.chain:
             try:
                 async with asyncio.timeout(max(0.0, call.deadline.remaining())):
                     completion = await entry.backend.complete(request, call.deadline)
             except TimeoutError:
-                last_error = UpstreamTimeout(f"The model `{request.model}` did not answer before the deadline.")
+                last_error = UpstreamTimeout(f"The model `{entry.name}` did not answer before the deadline.")
             except RETRYABLE_UPSTREAM as exc:
                 last_error = exc
             except ChatgwError as exc:
+                chain.failed(entry, exc)
+                chain.flush()
                 self.upstream_failed(call, entry, exc, falling_back=False)
                 await self.record(self.event(prepared, call, entry, status="error"))
                 raise exc
             except Exception as exc:  # a backend bug: a 502 and a usage event, as when streaming
                 logs.event("backend_failed", logging.ERROR, request_id=call.request_id, error_type=type(exc).__name__)
+                chain.flush()
                 self.upstream_failed(call, entry, exc, falling_back=False)
                 await self.record(self.event(prepared, call, entry, status="error"))
                 raise UpstreamError("The model backend failed.") from None
             else:
+                chain.served(entry)
+                chain.flush()
                 usage, estimated = self.usage_of(request, completion)
                 body = completion_body(
                     completion,
@@ -272,10 +294,12 @@ class Service:
                 event = self.event(prepared, call, entry, status="ok", usage=usage, estimated=estimated)
                 return body, event
             assert last_error is not None
+            chain.failed(entry, last_error)
             self.upstream_failed(call, entry, last_error, falling_back=entry is not prepared.chain[-1])
         assert last_error is not None
+        chain.flush()
         await self.record(self.event(prepared, call, prepared.chain[-1], status="error"))
-        raise last_error
+        raise chain.whole_chain_failed(last_error)
 
     @staticmethod
     def usage_of(request: ChatRequest, completion: Completion) -> tuple[Usage, bool]:
@@ -297,19 +321,35 @@ class Service:
         estimated: bool = False,
         ttft_ms: int | None = None,
     ) -> UsageEvent:
+        usage = usage or Usage(0, 0)
+        price = entry.price
+        cost = None
+        if price is not None:
+            cost = price.cost(
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                cached_tokens=usage.cached_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+            )
         event = UsageEvent(
             key_id=prepared.record.key_id,
             request_id=call.request_id,
             at=call.now,
             model=prepared.request.model,
             backend=entry.backend.kind,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
             status=status,
             streamed=bool(prepared.request.stream),
             latency_ms=call.elapsed_ms(),
             ttft_ms=ttft_ms,
             estimated=estimated,
+            served_model=entry.name,
+            cached_tokens=usage.cached_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            cost=cost,
+            reserved_tokens=prepared.reserved,
         )
         call.seen.metered(event, served_model=entry.name)
         return event
@@ -324,11 +364,3 @@ class Service:
                 await asyncio.to_thread(self.store.record_usage, event)
         except Exception as exc:
             logs.event("usage_event", logging.ERROR, usage_event=event.to_log(), reason=type(exc).__name__)
-
-
-def _accepts(entry: ModelEntry, request: ChatRequest) -> bool:
-    try:
-        entry.backend.check(request)
-    except ChatgwError:
-        return False
-    return True

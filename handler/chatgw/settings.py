@@ -77,6 +77,9 @@ class Settings:
     """CHATGW_LOG_LEVEL."""
     log_prompts: bool = False
     """CHATGW_LOG_PROMPTS: log request messages (off: prompts are never logged)."""
+    default_max_output_tokens: int = 4096
+    """CHATGW_DEFAULT_MAX_OUTPUT_TOKENS: the output cap a token-limited key's request reserves (and
+    is sent) when neither the request, the key nor the model's `max_output_tokens` sets one."""
     log_sample_rate: float = 1.0
     """CHATGW_LOG_SAMPLE_RATE: share (0..1) of successful requests whose `completion` line is written;
     every other line (errors, refusals) always is."""
@@ -125,6 +128,7 @@ class Settings:
             usage_ttl_days=_int(env, "CHATGW_USAGE_TTL_DAYS", 90, minimum=1),
             log_level=level,
             log_prompts=_bool(env, "CHATGW_LOG_PROMPTS", False),
+            default_max_output_tokens=_int(env, "CHATGW_DEFAULT_MAX_OUTPUT_TOKENS", 4096, minimum=1),
             log_sample_rate=sample_rate,
             metrics=metrics,
             metrics_namespace=env.get("CHATGW_METRICS_NAMESPACE") or "chatgw",

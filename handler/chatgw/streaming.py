@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Literal
 
 from . import logs
+from .accounting import ChainLog
 from .catalog import ModelEntry
 from .completion import Piece, Usage, chunk_body
 from .errors import RETRYABLE_UPSTREAM, ChatgwError, UpstreamError, UpstreamTimeout
@@ -44,6 +45,7 @@ class ChatStream:
 
     async def _produce(self) -> None:
         request, deadline = self.prepared.request, self.call.deadline
+        chain = ChainLog(self.call.request_id, request.model)
         try:
             async with asyncio.timeout(max(0.0, deadline.remaining())):
                 for entry in self.prepared.chain:
@@ -55,10 +57,14 @@ class ChatStream:
                             produced = True
                             await self._queue.put(piece)
                         await self._queue.put(END)
+                        chain.served(entry)
                         return
                     except RETRYABLE_UPSTREAM as exc:
-                        if produced or entry is self.prepared.chain[-1]:
+                        chain.failed(entry, exc)
+                        if produced:
                             raise
+                        if entry is self.prepared.chain[-1]:
+                            raise chain.whole_chain_failed(exc) from None
                         self.service.upstream_failed(self.call, entry, exc, falling_back=True)
                     finally:
                         await pieces.aclose()  # type: ignore[attr-defined]
@@ -78,6 +84,8 @@ class ChatStream:
             )
             self.service.upstream_failed(self.call, self.entry, exc, falling_back=False)
             await self._queue.put(UpstreamError("The model backend failed."))
+        finally:
+            chain.flush()
 
     async def start(self, first_byte_wait: float) -> None:
         """Start the backend; wait (up to `first_byte_wait`) for its first piece, so that an error

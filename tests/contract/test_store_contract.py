@@ -218,12 +218,28 @@ def test_monthly_budget_refuses_until_next_month(store: Store) -> None:
     assert (admitted.refused, admitted.month_tokens_used) == (None, 0)
 
 
-def test_refusal_names_the_first_limit_reached(store: Store) -> None:
+def test_refusal_names_the_first_limit_reached(adapter: Adapter) -> None:
+    """One order on every adapter (limits.decide): requests, then tokens, then budget. The
+    expectations are written per adapter on purpose, so that a difference cannot hide."""
+    store = adapter.store
     _, record = make_key(store)
+    assert store.admit(record.key_id, Limits(requests_per_minute=5), BASE).admitted
     store.record_usage(event(record.key_id, "r1", prompt=500, completion=500))
-    limits = Limits(requests_per_minute=1, tokens_per_minute=100, monthly_token_budget=100)
-    assert store.admit(record.key_id, limits, BASE + timedelta(seconds=1)).refused in ("tokens", "budget")
-    assert store.admit(record.key_id, Limits(monthly_token_budget=1000), BASE).refused == "budget"
+    at = BASE + timedelta(seconds=1)
+    every = Limits(requests_per_minute=1, tokens_per_minute=100, monthly_token_budget=100)
+    tokens_and_budget = Limits(tokens_per_minute=100, monthly_token_budget=100)
+    expected = {
+        "sqlite": {"every": "requests", "tokens_and_budget": "tokens", "budget": "budget"},
+        "dynamodb": {"every": "requests", "tokens_and_budget": "tokens", "budget": "budget"},
+    }[adapter.kind]
+    assert store.admit(record.key_id, every, at).refused == expected["every"]
+    assert store.admit(record.key_id, tokens_and_budget, at).refused == expected["tokens_and_budget"]
+    assert store.admit(record.key_id, Limits(monthly_token_budget=1000), at).refused == expected["budget"]
+    # A reservation that can never fit is named by the same order.
+    never_fits = store.admit(record.key_id, every, at, request_id="huge", reserve=10_000)
+    assert never_fits.refused == expected["every"]
+    never_fits = store.admit(record.key_id, tokens_and_budget, at, request_id="huge", reserve=10_000)
+    assert never_fits.refused == expected["tokens_and_budget"]
 
 
 def test_concurrent_admissions_admit_exactly_the_remaining(store: Store) -> None:

@@ -48,3 +48,51 @@ def test_sqlite_and_dynamodb_admit_alike(
     finally:
         sqlite.close()
         dynamo.close()
+
+
+# Separate admission and settlement, at different times, through two "containers" per store (two
+# store instances on the same data), as the service does: admit (reserving a worst case) when a
+# request starts, settle (its event, at its admission time) whenever it ends, possibly after other
+# requests opened the next minute.
+admit_st = st.tuples(st.just("admit"), st.integers(0, 40), st.integers(0, 1), st.integers(0, 40))
+settle_st = st.tuples(st.just("settle"), st.integers(0, 40), st.integers(0, 1), st.integers(0, 1000))
+ops_st = st.lists(st.one_of(admit_st, settle_st), min_size=1, max_size=30)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(limits=limits_st, ops=ops_st)
+def test_admission_and_late_settlement_decide_alike_across_containers(
+    limits: Limits, ops: list[tuple[str, int, int, int]], dynamo_tables: Any, tmp_path: Path
+) -> None:
+    key_id = uuid.uuid4().hex[:12]
+    path = tmp_path / f"{key_id}.db"
+    sqlites = [SqliteStore(path), SqliteStore(path)]
+    dynamos = [
+        DynamoStore(make_client(endpoint_url=dynamo_tables.endpoint), dynamo_tables.keys, dynamo_tables.usage)
+        for _ in range(2)
+    ]
+    now = BASE
+    open_requests: list[tuple[str, datetime, int]] = []
+    try:
+        for i, (op, advance_s, container, amount) in enumerate(ops):
+            now += timedelta(seconds=advance_s)
+            if op == "admit":
+                request_id = f"r{i}"
+                decisions = [
+                    stores[container].admit(key_id, limits, now, request_id=request_id, reserve=amount)
+                    for stores in (sqlites, dynamos)
+                ]
+                assert decisions[0] == decisions[1], (i, now)
+                if decisions[0].admitted:
+                    open_requests.append((request_id, now, amount))
+            elif open_requests:
+                request_id, admitted_at, reserved = open_requests.pop(amount % len(open_requests))
+                actual = amount % (reserved + 6)  # may pass its reservation a little (a prompt estimate low)
+                event = UsageEvent(
+                    key_id, request_id, admitted_at, "echo", "echo", actual // 2, actual - actual // 2, "ok", True, 1,
+                    reserved_tokens=reserved,
+                )  # fmt: skip
+                assert sqlites[container].record_usage(event) and dynamos[container].record_usage(event)
+    finally:
+        for store in (*sqlites, *dynamos):
+            store.close()

@@ -50,6 +50,10 @@ class Script:
     """Never answer (until the gateway gives up or the test ends): a model too slow to start."""
     stall_after_events: int | None = None
     """A stream: send this many events, then nothing more (the connection kept open)."""
+    cache_read_tokens: int = 0
+    """Report this many input tokens as read from the prompt cache (`cacheReadInputTokens`)."""
+    cache_write_tokens: int = 0
+    """Report this many input tokens as written to the prompt cache (`cacheWriteInputTokens`)."""
 
 
 @dataclass
@@ -136,6 +140,7 @@ class FakeBedrock:
             await asyncio.sleep(script.delay_s)
         if script.stall_before_headers:
             await self.stall.wait()
+            return body, script, JSONResponse({"message": "released at the end of the test"}, status_code=503)
         if script.status != 200:
             error = JSONResponse(
                 {"message": script.message},
@@ -156,7 +161,7 @@ class FakeBedrock:
             {
                 "output": {"message": {"role": "assistant", "content": content}},
                 "stopReason": script.stop_reason or STOP_REASONS[answer.finish],
-                "usage": _usage(answer),
+                "usage": _usage(answer, script),
                 "metrics": {"latencyMs": 12},
             }
         )
@@ -169,11 +174,13 @@ class FakeBedrock:
         return StreamingResponse(self._frames(events, script), media_type="application/vnd.amazon.eventstream")
 
     async def _frames(self, events: list[tuple[str, dict[str, Any]]], script: Script) -> AsyncIterator[bytes]:
-        completed = False
+        completed = released = False
         try:
             for n, (kind, payload) in enumerate(events):
                 if n == script.stall_after_events:
                     await self.stall.wait()
+                    released = True
+                    return
                 if n == script.end_after_events:
                     return
                 if n == script.exception_after_events:
@@ -187,7 +194,8 @@ class FakeBedrock:
                 yield eventstream.event(kind, payload)
             completed = True
         finally:
-            (self.stream_completed if completed else self.stream_aborted).set()
+            if not released:
+                (self.stream_completed if completed else self.stream_aborted).set()
 
 
 def _think(body: dict[str, Any]) -> Answer:
@@ -223,12 +231,20 @@ def _think(body: dict[str, Any]) -> Answer:
     )
 
 
-def _usage(answer: Answer) -> dict[str, int]:
-    return {
+def _usage(answer: Answer, script: Script | None = None) -> dict[str, int]:
+    """Bedrock's convention: `inputTokens` leaves out the cache reads and writes."""
+    script = script or Script()
+    cached = script.cache_read_tokens + script.cache_write_tokens
+    usage = {
         "inputTokens": answer.prompt_tokens,
         "outputTokens": answer.completion_tokens,
-        "totalTokens": answer.prompt_tokens + answer.completion_tokens,
+        "totalTokens": answer.prompt_tokens + cached + answer.completion_tokens,
     }
+    if script.cache_read_tokens:
+        usage["cacheReadInputTokens"] = script.cache_read_tokens
+    if script.cache_write_tokens:
+        usage["cacheWriteInputTokens"] = script.cache_write_tokens
+    return usage
 
 
 def _events(answer: Answer, script: Script) -> list[tuple[str, dict[str, Any]]]:
@@ -249,5 +265,5 @@ def _events(answer: Answer, script: Script) -> list[tuple[str, dict[str, Any]]]:
         events.append(("contentBlockStop", {"contentBlockIndex": index}))
     events.append(("messageStop", {"stopReason": script.stop_reason or STOP_REASONS[answer.finish]}))
     if script.send_metadata:
-        events.append(("metadata", {"usage": _usage(answer), "metrics": {"latencyMs": 12}}))
+        events.append(("metadata", {"usage": _usage(answer, script), "metrics": {"latencyMs": 12}}))
     return events

@@ -54,6 +54,10 @@ class Script:
     """A buffered answer: send the headers and half the JSON body, then nothing more."""
     stall_after_chunks: int | None = None
     """A stream: send this many chunks, then nothing more (no [DONE], the connection kept open)."""
+    cached_tokens: int = 0
+    """Report this many of the prompt's tokens as read from the prompt cache."""
+    reasoning_tokens: int = 0
+    """Report this many more completion tokens, spent on reasoning (as o-series models do)."""
 
 
 @dataclass
@@ -125,6 +129,7 @@ class FakeOpenAI:
             await asyncio.sleep(script.delay_s)
         if script.stall_before_headers:
             await self.stall.wait()
+            return JSONResponse({"error": {"message": "released at the end of the test"}}, status_code=503)
         if script.body is not None or script.status != 200:
             content = script.body if script.body is not None else {"error": {"message": "scripted"}}
             if isinstance(content, bytes):
@@ -140,7 +145,7 @@ class FakeOpenAI:
         if script.stall_after_headers:
             whole = json.dumps(_completion(body, answer)).encode()
             return StreamingResponse(self._stalled(whole[: len(whole) // 2]), media_type="application/json")
-        return JSONResponse(_completion(body, answer), headers=script.headers)
+        return JSONResponse({**_completion(body, answer), "usage": _usage(answer, script)}, headers=script.headers)
 
     async def _stalled(self, start: bytes) -> AsyncIterator[bytes]:
         yield start
@@ -149,11 +154,13 @@ class FakeOpenAI:
     async def _sse(self, body: dict[str, Any], answer: Answer, script: Script) -> AsyncIterator[bytes]:
         chunks = _chunks(body, answer)
         usage_wanted = (body.get("stream_options") or {}).get("include_usage") and script.send_usage
-        completed = False
+        completed = released = False
         try:
             for n, chunk in enumerate(chunks):
                 if n == script.stall_after_chunks:
                     await self.stall.wait()
+                    released = True
+                    return
                 if n == script.drop_after_chunks:
                     raise ConnectionAbortedError("scripted drop")
                 if n == script.error_event_after_chunks:
@@ -170,13 +177,13 @@ class FakeOpenAI:
                 yield _event(chunk)
                 self.last_chunk_sent_at = time.monotonic()
             if usage_wanted:
-                yield _event({**_envelope(body), "choices": [], "usage": _usage(answer)})
+                yield _event({**_envelope(body), "choices": [], "usage": _usage(answer, script)})
             yield b"data: [DONE]\n\n"
             completed = True
         finally:
             if completed:
                 self.stream_completed.set()
-            else:
+            elif not released:
                 self.stream_aborted.set()
 
 
@@ -216,13 +223,18 @@ def _envelope(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _usage(answer: Answer) -> dict[str, Any]:
-    return {
+def _usage(answer: Answer, script: Script | None = None) -> dict[str, Any]:
+    script = script or Script()
+    completion = answer.completion_tokens + script.reasoning_tokens
+    usage: dict[str, Any] = {
         "prompt_tokens": answer.prompt_tokens,
-        "completion_tokens": answer.completion_tokens,
-        "total_tokens": answer.prompt_tokens + answer.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens": completion,
+        "total_tokens": answer.prompt_tokens + completion,
+        "prompt_tokens_details": {"cached_tokens": min(script.cached_tokens, answer.prompt_tokens)},
     }
+    if script.reasoning_tokens:
+        usage["completion_tokens_details"] = {"reasoning_tokens": script.reasoning_tokens}
+    return usage
 
 
 def _tool_calls(answer: Answer) -> list[dict[str, Any]]:

@@ -50,7 +50,9 @@ class ThreadedServer:
 class Stall:
     """Where a fake upstream stops answering: it waits until the gateway gives up (its handler is
     cancelled) or the test ends (`release`, from the fake's `reset`). With it, "too slow" means
-    never, not "slower than some number of seconds", so no test depends on the machine's speed."""
+    never, not "slower than some number of seconds", so no test depends on the machine's speed.
+    A handler released at the end of a test must end quietly: not finish its answer, and not set
+    the fake's flags (`stream_completed`, `stream_aborted`), which belong to the next test by then."""
 
     def __init__(self) -> None:
         self.reached = threading.Event()

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from chatgw.errors import InvalidRequest
+from chatgw.validation import parse_chat_request
 from tests.hardening.asgi import CHAT, assert_envelope, run
 from tests.hardening.conftest import BODY_LIMIT, Fuzzed
 
@@ -47,12 +50,52 @@ def headers_for(key: str, content_type: bytes = b"application/json") -> list[tup
     return [(b"x-api-key", key.encode()), (b"content-type", content_type)]
 
 
+MODELS = ("echo", "scripted")
+a_message = st.fixed_dictionaries({"role": st.just("user"), "content": st.text(min_size=1, max_size=20)})
+odd_message = st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "system", "developer", "assistant", "tool", "bot"])},
+    optional={"content": st.text(max_size=20) | json_values, "name": st.text(max_size=8)},
+)
+# Half the bodies are chat-shaped (`model` and `messages` both there, mostly right), so that the
+# fuzzing reaches past the first missing field into validation, the catalog and the backends.
+chat_bodies = st.fixed_dictionaries(
+    {
+        "model": st.one_of(st.sampled_from(MODELS), st.sampled_from(MODELS), st.just("no-such-model"), json_values),
+        "messages": st.one_of(
+            st.lists(a_message, min_size=1, max_size=3),
+            st.lists(a_message, min_size=1, max_size=3),
+            st.lists(odd_message, max_size=3),
+            json_values,
+        ),
+    },
+    optional={"stream": st.booleans(), "n": st.integers(1, 3), "max_tokens": st.integers(1, 5)},
+)
+
+
+def expected_status(body: Any) -> int | None:
+    """The status this body must get, where the rules alone decide it (None: 200 or a 400)."""
+    if not isinstance(body, dict) or "model" not in body or "messages" not in body:
+        return 400
+    try:
+        parse_chat_request(json.dumps(body).encode())
+    except InvalidRequest:
+        return 400
+    return 404 if body["model"] not in MODELS else None
+
+
 @FUZZ
-@given(body=json_values)
+@given(body=json_values | chat_bodies)
 def test_any_json_body(fuzzed: Fuzzed, body: Any) -> None:
     reply = run(fuzzed.app, "POST", CHAT, headers_for(fuzzed.key), json.dumps(body).encode())
     assert_envelope(reply)
-    assert reply.status in (200, 400, 403, 404), reply.body
+    event(f"status {reply.status}")  # `pytest --hypothesis-show-statistics` shows the spread
+    expected = expected_status(body)
+    if expected is None:  # valid, for a model that exists: answered, or refused as unsupported by it
+        assert reply.status == 200 or reply.json()["error"]["code"] == "unsupported_parameter", reply.body
+    else:
+        assert reply.status == expected, reply.body
+    if reply.status == 404:
+        assert reply.json()["error"]["code"] == "model_not_found"
 
 
 @FUZZ
@@ -70,6 +113,10 @@ def test_mutated_valid_request(
     assert_envelope(reply)
     if reply.status >= 400:
         assert reply.json()["field_errors"] or reply.status != 400
+    if drop and not in_message and name in ("model", "messages"):
+        assert reply.status == 400 and name in reply.json()["field_errors"], reply.body  # a missing field, named
+    if not drop and not in_message and name in ("api_key", "base_url", "extra_headers"):
+        assert reply.status == 400 and name in reply.json()["field_errors"], reply.body  # never taken from a client
 
 
 @FUZZ
@@ -89,7 +136,7 @@ def test_deep_nesting(fuzzed: Fuzzed, depth: int, opener: str, where: str) -> No
     text = nested if where == "body" else wrapped
     reply = run(fuzzed.app, "POST", CHAT, headers_for(fuzzed.key), text.encode())
     assert_envelope(reply)
-    assert reply.status in (400, 413)
+    assert reply.status == (413 if len(text.encode()) > BODY_LIMIT else 400), reply.body
 
 
 @FUZZ
@@ -165,6 +212,15 @@ def test_arbitrary_headers(fuzzed: Fuzzed, extra: list[tuple[bytes, bytes]], wit
     reply = run(fuzzed.app, "POST", CHAT, headers, json.dumps(VALID).encode())
     assert_envelope(reply)
     assert fuzzed.key.encode() not in reply.body
+    names = {name for name, _ in headers}
+    if not names & {b"x-api-key", b"authorization"}:
+        assert reply.status == 401, reply.body  # no key at all
+    elif (
+        with_key
+        and not names & {b"authorization", b"content-length", b"content-type"}
+        and len(headers) == len({k for k, _ in headers})
+    ):
+        assert reply.status == 200, reply.body  # the key, and headers the gateway does not read
 
 
 def _wrong(key: str) -> str:
@@ -234,6 +290,11 @@ def test_paths_and_methods(fuzzed: Fuzzed, parts: list[str], trailing: bool, met
     path = "/" + "/".join(parts) + ("/" if trailing else "") + ("?x=%ff&y" if query else "")
     reply = run(fuzzed.app, method, path.encode(), headers_for(fuzzed.key), json.dumps(VALID).encode())
     assert_envelope(reply)
+    routed = unquote(path.partition("?")[0]).startswith(("/v1/", "/v2/llms", "/health"))
+    if not routed:
+        assert reply.status == 404, (path, reply.body)  # no route: the one 404 envelope
+    else:
+        assert reply.status in (200, 404, 405), (path, reply.body)
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,7 @@ paths = st.sampled_from(
         "/v1/models/%2e%2e", "/v1/models/caf\u00e9", "/", "", "/v2/llms/chat/completions%00",
     ]
 )  # fmt: skip
+NO_ROUTE = {"/", "", "//v2/llms/chat/completions", "/v2/llms/chat/completions/", "/v2/llms/chat/completions%00"}
 methods = st.just("POST") | st.sampled_from(["GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD", "PATCH"])
 header_values = st.text(max_size=40) | st.sampled_from(
     ["Bearer ", "Bearer cgw_x_y", "Basic Zm9v", "\u043a\u043b\u044e\u0447"]
@@ -119,3 +120,5 @@ def test_lambda_events(
     if status >= 400:
         envelope = json.loads(text)
         assert set(envelope) == ENVELOPE_KEYS
+    if path in NO_ROUTE:
+        assert status == 404, response  # whatever the method, headers and body: there is no such route

@@ -87,32 +87,45 @@ def test_requests_per_minute_admits_exactly_the_limit(
     assert remaining == list(range(max(0, limit - concurrent), limit))  # each slot handed out once
 
 
+CAPPED = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}).encode()
+RESERVE = 7 + 3  # tokens.estimate_prompt_tokens of the body (3 + 3 + 1) plus its max_tokens
+ACTUAL = 5 + 3  # what ScriptedBackend(["a", " b", " c"]) reports
+
+
 @pytest.mark.parametrize(
     ("limits", "code"),
     [
-        (Limits(monthly_token_budget=20), "insufficient_quota"),
-        (Limits(tokens_per_minute=20), "rate_limit_exceeded"),
+        (Limits(monthly_token_budget=4 * RESERVE), "insufficient_quota"),
+        (Limits(tokens_per_minute=4 * RESERVE), "rate_limit_exceeded"),
     ],
     ids=["monthly-budget", "tokens-per-minute"],
 )
-def test_token_limits_refuse_everything_once_reached(
+def test_fifty_concurrent_requests_never_consume_more_than_the_limit(
     twin: tuple[Container, Container], limits: Limits, code: str
 ) -> None:
-    """Tokens are known only when a request ends, so requests admitted together may pass the
-    limit together (by design, as OpenAI's own limits); but once the counted tokens reach it,
-    not one more request is admitted, however many arrive at once."""
+    """Each admission reserves its worst case (prompt estimate + max_tokens) in the same atomic
+    step as the count, so 50 requests at once against a limit that covers 4 reservations admit
+    exactly 4 (whichever order they settle in: 3 settled + 1 more reservation is 34 <= 40, but
+    4 settled + 1 more is 42 > 40), and the tokens consumed stay within the limit."""
     first, second = twin
     key, record = new_key("tokens", limits=limits)
     first.store.create_key(record)
     one_instant(first, second)
-    used, reached_at_wave = 0, None
-    for wave in range(6):
-        replies = asyncio.run(burst([first, second], key, 6))
+    consumed = 0
+    for wave in range(2):
+        headers = [(b"x-api-key", key.encode()), (b"content-type", b"application/json")]
+        apps = [first, second]
+        replies = asyncio.run(_gather(apps, headers, 50))
         admitted = [r for r in replies if r.status == 200]
-        if reached_at_wave is not None:
-            assert admitted == [], f"admitted after the limit was reached (wave {wave})"
-            assert all(r.status == 429 and r.json()["error"]["code"] == code for r in replies)
-        used += sum(r.json()["usage"]["total_tokens"] for r in admitted)
-        if used >= 20 and reached_at_wave is None:
-            reached_at_wave = wave
-    assert reached_at_wave is not None
+        assert len(admitted) == (4 if wave == 0 else 0), wave
+        assert all(r.json()["error"]["code"] == code for r in replies if r.status != 200)
+        consumed += sum(r.json()["usage"]["total_tokens"] for r in admitted)
+    assert consumed == 4 * ACTUAL <= 4 * RESERVE
+    ledger = first.store.usage_events(record.key_id)
+    assert sum(e.total_tokens for e in ledger) == consumed and {e.reserved_tokens for e in ledger} == {RESERVE}
+
+
+async def _gather(apps: list[Container], headers: list[tuple[bytes, bytes]], count: int) -> list[Reply]:
+    return list(
+        await asyncio.gather(*(call(apps[i % len(apps)].app, "POST", CHAT, headers, CAPPED) for i in range(count)))
+    )

@@ -137,7 +137,8 @@ def test_upstream_extra_fields_are_kept(fake_openai: FakeOpenAI) -> None:
     completion = buffered(fake_openai)
     assert completion.extra == {"system_fingerprint": "fp_fake"}
     assert completion.usage.extra == {"prompt_tokens_details": {"cached_tokens": 0}}
-    pieces, _ = streamed(fake_openai)
+    pieces, error = streamed(fake_openai)
+    assert error is None and pieces[-1].usage is not None  # the whole stream, not a prefix cut by an error
     assert pieces[0].extra == {"system_fingerprint": "fp_fake"}
 
 

@@ -9,6 +9,8 @@ import pytest
 from openai import OpenAI
 
 from chatgw.keys import Limits
+from chatgw.tokens import estimate_prompt_tokens
+from chatgw.wire import ChatRequest
 from tests.conftest import Gateway, eventually, openai_client, running_gateway
 
 MESSAGES = [
@@ -131,11 +133,14 @@ def test_429_rate_limit(gateway: Gateway) -> None:
 
 
 def test_429_budget(gateway: Gateway) -> None:
-    key = gateway.create_key(limits=Limits(monthly_token_budget=5))
+    """The budget covers exactly one reservation (prompt estimate + max_tokens): the first request
+    is admitted, and once its actual tokens are settled the second no longer fits."""
+    reserve = estimate_prompt_tokens(ChatRequest.model_validate({"model": "echo", "messages": MESSAGES})) + 50
+    key = gateway.create_key(limits=Limits(monthly_token_budget=reserve))
     sdk = client(gateway, key=key)
-    sdk.chat.completions.create(model="echo", messages=MESSAGES)  # type: ignore[arg-type]
+    sdk.chat.completions.create(model="echo", messages=MESSAGES, max_tokens=50)  # type: ignore[arg-type]
     with pytest.raises(openai.RateLimitError) as info:
-        sdk.chat.completions.create(model="echo", messages=MESSAGES)  # type: ignore[arg-type]
+        sdk.chat.completions.create(model="echo", messages=MESSAGES, max_tokens=50)  # type: ignore[arg-type]
     assert info.value.code == "insufficient_quota"
 
 

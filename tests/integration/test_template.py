@@ -18,13 +18,21 @@ import pytest
 import yaml
 
 from chatgw.settings import Settings
+from tests.conftest import missing_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 SAM_BIN = ROOT / ".venv-sam" / "bin"
-needs_sam = pytest.mark.skipif(
-    not (SAM_BIN / "sam").exists(), reason="AWS SAM CLI not installed: `make sam-install` (make test does it)"
-)
+
+
+@pytest.fixture
+def sam() -> Path:
+    """The SAM CLI's venv (`make sam-install`, which `make test` runs first): missing fails under `make test`."""
+    if not (SAM_BIN / "sam").exists():
+        missing_tool("sam", "`make sam-install` puts the AWS SAM CLI in .venv-sam (make test does it)")
+    return SAM_BIN
+
+
 SAM_ENV = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "us-east-1"}
 ROUTES = {
     ("/v2/llms/chat/completions", "post"),
@@ -67,10 +75,9 @@ def test_cfn_lint_passes() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@needs_sam
-def test_sam_validate_lint_passes() -> None:
+def test_sam_validate_lint_passes(sam: Path) -> None:
     result = subprocess.run(
-        [str(SAM_BIN / "sam"), "validate", "--lint", "--template", str(TEMPLATE)],
+        [str(sam / "sam"), "validate", "--lint", "--template", str(TEMPLATE)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -91,21 +98,42 @@ class NoManagedPolicies:
 
 template = yaml_parse(open(sys.argv[1]).read())
 template["Resources"]["Function"]["Properties"]["CodeUri"] = "s3://bucket/code.zip"
-json.dump(transform(template, {}, NoManagedPolicies()), sys.stdout, default=str)
+json.dump(transform(template, json.loads(sys.argv[2]), NoManagedPolicies()), sys.stdout, default=str)
 """
 
 
-@needs_sam
-def test_sam_turns_every_route_into_a_streaming_lambda_integration() -> None:
+def translate(sam: Path, parameters: dict[str, str]) -> dict[str, Any]:
     result = subprocess.run(
-        [str(SAM_BIN / "python"), "-c", TRANSLATE, str(TEMPLATE)],
+        [str(sam / "python"), "-c", TRANSLATE, str(TEMPLATE), json.dumps(parameters)],
         capture_output=True,
         text=True,
         timeout=120,
         env=SAM_ENV,
     )
     assert result.returncode == 0, result.stderr
-    resources = json.loads(result.stdout)["Resources"]
+    translated: dict[str, Any] = json.loads(result.stdout)
+    return translated
+
+
+def resolve(value: Any, translated: dict[str, Any], parameters: dict[str, str]) -> Any:
+    """Fn::If / Fn::Equals / Ref of a parameter, as CloudFormation evaluates them at deploy."""
+    if isinstance(value, dict) and len(value) == 1:
+        ((name, argument),) = value.items()
+        if name == "Ref" and argument in translated["Parameters"]:
+            return parameters.get(argument, translated["Parameters"][argument].get("Default"))
+        if name == "Fn::Equals":
+            return resolve(argument[0], translated, parameters) == resolve(argument[1], translated, parameters)
+        if name == "Fn::If":
+            condition = resolve(translated["Conditions"][argument[0]], translated, parameters)
+            return resolve(argument[1] if condition else argument[2], translated, parameters)
+    return value
+
+
+@pytest.mark.parametrize("snap_start", ["false", "true"])
+def test_sam_turns_every_route_into_a_streaming_lambda_integration(sam: Path, snap_start: str) -> None:
+    parameters = {"SnapStart": snap_start}
+    translated = translate(sam, parameters)
+    resources = translated["Resources"]
     paths = resources["Api"]["Properties"]["Body"]["paths"]
     routes = {(path, method) for path, methods in paths.items() for method in methods}
     assert routes == ROUTES
@@ -117,6 +145,23 @@ def test_sam_turns_every_route_into_a_streaming_lambda_integration() -> None:
             assert "/2021-11-15/functions/" in integration["uri"]["Fn::Sub"]
             assert integration["uri"]["Fn::Sub"].endswith("/response-streaming-invocations")
             assert integration["timeoutInMillis"] > 29_000  # longer than a buffered integration
+            # The API invokes the alias of the published version (what SnapStart applies to).
+            assert "/functions/${FunctionAliaslive}/" in integration["uri"]["Fn::Sub"]
+    assert resources["FunctionAliaslive"]["Type"] == "AWS::Lambda::Alias"
+    (version,) = (r for r in resources.values() if r["Type"] == "AWS::Lambda::Version")
+    assert resources["FunctionAliaslive"]["Properties"]["FunctionVersion"]["Fn::GetAtt"][1] == "Version"
+    assert "snapstart=${SnapStart}" in version["Properties"]["Description"]["Fn::Sub"]
+    apply_on = resolve(resources["Function"]["Properties"]["SnapStart"]["ApplyOn"], translated, parameters)
+    assert apply_on == ("PublishedVersions" if snap_start == "true" else "None")
+    for name in ("FunctionUrl", "FunctionUrlPublicInvoke", "FunctionUrlPublicInvokeUrl"):
+        target = resources[name]["Properties"].get("TargetFunctionArn") or resources[name]["Properties"]["FunctionName"]
+        assert target == {"Ref": "FunctionAliaslive"}
+    api_permissions = [
+        r for r in resources.values() if r["Type"] == "AWS::Lambda::Permission" and "SourceArn" in r["Properties"]
+    ]
+    assert api_permissions and all(
+        p["Properties"]["FunctionName"] == {"Ref": "FunctionAliaslive"} for p in api_permissions
+    )
 
 
 def test_the_function_starts_the_streaming_runtime_through_the_wrapper(template: dict[str, Any]) -> None:
@@ -247,15 +292,15 @@ def python313() -> str | None:
     return None
 
 
-@needs_sam
 @pytest.mark.slow
-def test_sam_build_packages_the_function_without_a_container(tmp_path: Path) -> None:
+def test_sam_build_packages_the_function_without_a_container(sam: Path, tmp_path: Path) -> None:
     interpreter = python313()
     if interpreter is None:
-        pytest.skip("python3.13 is not installed: sam build without a container needs it")
+        missing_tool("python3.13", "sam build without a container needs it (on PATH or under pyenv)")
+        return
     env = {**SAM_ENV, "PATH": f"{Path(interpreter).parent}{os.pathsep}{os.environ['PATH']}"}
     result = subprocess.run(
-        [str(SAM_BIN / "sam"), "build", "--build-dir", str(tmp_path / "build"), "--template", str(TEMPLATE)],
+        [str(sam / "sam"), "build", "--build-dir", str(tmp_path / "build"), "--template", str(TEMPLATE)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -278,3 +323,12 @@ def test_sam_build_packages_the_function_without_a_container(tmp_path: Path) -> 
         shipped[name.lower().replace("_", "-")] = version
     pins = {name: versions[0] for name, versions in locked(ROOT / "handler" / "requirements.txt").items()}
     assert shipped == pins
+
+
+def test_snap_start_is_a_parameter_off_by_default(template: dict[str, Any]) -> None:
+    parameter = template["Parameters"]["SnapStart"]
+    assert (parameter["Default"], parameter["AllowedValues"]) == ("false", ["true", "false"])
+    assert template["Conditions"]["SnapStartOn"] == {"Fn::Equals": [{"Ref": "SnapStart"}, "true"]}
+    function = template["Resources"]["Function"]["Properties"]
+    assert function["AutoPublishAlias"] == "live"
+    assert function["SnapStart"] == {"ApplyOn": {"Fn::If": ["SnapStartOn", "PublishedVersions", "None"]}}

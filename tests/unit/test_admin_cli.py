@@ -201,8 +201,10 @@ def test_conflicting_store_options_exit_2(tmp_path: Path, capsys: pytest.Capture
     assert "go together" in capsys.readouterr().err
 
 
-def _record(store: Store, key_id: str, request_id: str, at: datetime, model: str, p: int, c: int) -> None:
-    store.record_usage(UsageEvent(key_id, request_id, at, model, "echo", p, c, "ok", False, 5))
+def _record(
+    store: Store, key_id: str, request_id: str, at: datetime, model: str, p: int, c: int, cost: float | None = None
+) -> None:
+    store.record_usage(UsageEvent(key_id, request_id, at, model, "echo", p, c, "ok", False, 5, cost=cost))
 
 
 def test_usage_reports(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -211,18 +213,19 @@ def test_usage_reports(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     now = datetime.now(UTC)
     earlier = now.replace(day=1, hour=0, minute=0, second=1)
     store = cli.store()
-    _record(store, a, "1", now, "echo", 10, 5)
+    _record(store, a, "1", now, "echo", 10, 5, cost=(10 * 1 + 5 * 2) / 1e6)
     _record(store, a, "2", now, "gpt-x", 100, 50)
-    _record(store, b, "3", earlier, "echo", 1, 1)
+    _record(store, b, "3", earlier, "echo", 1, 1, cost=3 / 1e6)
     store.close()
 
+    details = {"cached_tokens": 0, "cache_write_tokens": 0, "reasoning_tokens": 0}
     rows = cli.json("usage")
     assert rows == sorted(
         [
             {"key_id": a, "period": month_of(now), "requests": 2, "prompt_tokens": 110,
-             "completion_tokens": 55, "total_tokens": 165},
+             "completion_tokens": 55, "total_tokens": 165, **details, "cost": pytest.approx(20 / 1e6)},
             {"key_id": b, "period": month_of(now), "requests": 1, "prompt_tokens": 1,
-             "completion_tokens": 1, "total_tokens": 2},
+             "completion_tokens": 1, "total_tokens": 2, **details, "cost": pytest.approx(3 / 1e6)},
         ],
         key=lambda r: r["key_id"],
     )  # fmt: skip
@@ -231,12 +234,13 @@ def test_usage_reports(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     assert [(r["model"], r["total_tokens"]) for r in by_model] == [("echo", 15), ("gpt-x", 150)]
     assert cli.json("usage", "--month", "1999-01") == []
 
-    prices = {"echo": {"backend": "echo", "price_per_million_tokens": {"input": 1.0, "output": 2.0}}}
+    # Costs are the ones stored with the events: today's catalog prices change nothing.
+    prices = {"echo": {"backend": "echo", "price_per_million_tokens": {"input": 100.0, "output": 200.0}}}
     monkeypatch.setenv("CHATGW_MODELS", json.dumps(prices))
     priced = {r["model"]: r.get("cost") for r in cli.json("usage", "--key", a, "--by-model")}
     assert priced == {"echo": pytest.approx((10 * 1 + 5 * 2) / 1e6), "gpt-x": None}
     totals = {r["key_id"]: r.get("cost") for r in cli.json("usage")}
-    assert totals == {a: None, b: pytest.approx(3 / 1e6)}
+    assert totals == {a: pytest.approx(20 / 1e6), b: pytest.approx(3 / 1e6)}
 
     code, out, _ = cli.run("usage", "--by-model")
     assert code == 0

@@ -40,20 +40,30 @@ def test_parameters_converse_cannot_express_are_refused(params: dict[str, Any], 
     assert caught.value.param == param and f"`{param}`" in caught.value.message
 
 
+HI = [{"role": "user", "content": [{"text": "hi"}]}]
+LOOKUP_SPEC = {"name": "lookup", "inputSchema": {"json": {"type": "object", "properties": {}}}}
+LOOKUP = {"toolConfig": {"tools": [{"toolSpec": LOOKUP_SPEC}]}}
+
+
 @pytest.mark.parametrize(
-    "params",
+    ("params", "sent"),
     [
-        {"n": 1},
-        {"logprobs": False},
-        {"presence_penalty": 0},
-        {"response_format": {"type": "text"}},
-        {"parallel_tool_calls": True, "tools": TOOLS},
-        {"user": "u-1"},
-        {"temperature": 1, "top_p": 0.1, "max_tokens": 5, "stop": "x"},
+        ({"n": 1}, {}),  # no-op values: accepted and not sent
+        ({"logprobs": False}, {}),
+        ({"presence_penalty": 0}, {}),
+        ({"response_format": {"type": "text"}}, {}),
+        ({"user": "u-1"}, {}),
+        ({"parallel_tool_calls": True, "tools": TOOLS}, LOOKUP),
+        (
+            {"temperature": 1, "top_p": 0.1, "max_tokens": 5, "stop": "x"},
+            {"inferenceConfig": {"maxTokens": 5, "temperature": 1.0, "topP": 0.1, "stopSequences": ["x"]}},
+        ),
     ],
 )
-def test_no_op_values_and_supported_parameters_pass(params: dict[str, Any]) -> None:
-    mapping.check(ask(**params))
+def test_no_op_values_and_supported_parameters_pass(params: dict[str, Any], sent: dict[str, Any]) -> None:
+    request = ask(**params)
+    mapping.check(request)  # accepted
+    assert mapping.converse_request(request) == {"messages": HI, **sent}  # and sent as Converse says them
 
 
 @pytest.mark.parametrize(

@@ -1,17 +1,16 @@
-"""`chatgw usage` (the aggregates, with cost where the catalog has prices) and `chatgw replay`."""
+"""`chatgw usage` (the aggregates, with the costs stored when each event was written) and `chatgw replay`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from ..limits import day_of, month_of
 from ..settings import Settings
-from ..store.base import Store, UsageQuery, UsageRow
+from ..store.base import Store, UsageQuery
 from .common import CliError, key_id_arg, now, print_table
 
 # usage ----------------------------------------------------------------------------------
@@ -33,41 +32,12 @@ def _period(args: argparse.Namespace) -> UsageQuery:
     return UsageQuery("month", month_of(now()), key_id=args.key, by_model=args.by_model)
 
 
-def _prices(settings: Settings) -> dict[str, tuple[float, float]]:
-    from ..catalog import read_source
-
-    prices: dict[str, tuple[float, float]] = {}
-    try:
-        source = read_source(settings.models)
-    except Exception:  # a broken catalog must not hide the usage report
-        return prices
-    for name, spec in source.items():
-        price = spec.get("price_per_million_tokens") if isinstance(spec, dict) else None
-        if isinstance(price, dict) and {"input", "output"} <= set(price):
-            try:
-                prices[name] = (float(price["input"]), float(price["output"]))
-            except (TypeError, ValueError):
-                continue
-    return prices
-
-
-def _cost(rows: list[UsageRow], prices: dict[str, tuple[float, float]]) -> float | None:
-    """The cost of per-model rows, or None when any of their models has no price."""
-    total = 0.0
-    for row in rows:
-        if row.model not in prices:
-            return None
-        price_in, price_out = prices[row.model]
-        total += (row.prompt_tokens * price_in + row.completion_tokens * price_out) / 1_000_000
-    return round(total, 6)
-
-
 def usage_report(store: Store, query: UsageQuery, settings: Settings) -> list[dict[str, Any]]:
-    prices = _prices(settings)
-    per_model = store.usage(replace(query, by_model=True)) if prices or query.by_model else []
-    rows = per_model if query.by_model else store.usage(query)
+    """The aggregates as report rows. `cost` is the sum of the costs stored with the events (each
+    priced by its served model when it was written), so a later price change never moves a past
+    period; a row has no `cost` when none of its events had a price."""
     report: list[dict[str, Any]] = []
-    for row in rows:
+    for row in store.usage(query):
         item: dict[str, Any] = {
             "key_id": row.key_id,
             "period": row.period,
@@ -75,14 +45,14 @@ def usage_report(store: Store, query: UsageQuery, settings: Settings) -> list[di
             "prompt_tokens": row.prompt_tokens,
             "completion_tokens": row.completion_tokens,
             "total_tokens": row.total_tokens,
+            "cached_tokens": row.cached_tokens,
+            "cache_write_tokens": row.cache_write_tokens,
+            "reasoning_tokens": row.reasoning_tokens,
         }
         if query.by_model:
             item["model"] = row.model
-            cost = _cost([row], prices)
-        else:
-            cost = _cost([r for r in per_model if r.key_id == row.key_id], prices) if prices else None
-        if cost is not None:
-            item["cost"] = cost
+        if row.cost is not None:
+            item["cost"] = round(row.cost, 9)
         report.append(item)
     return report
 
@@ -97,6 +67,7 @@ def cmd_usage(args: argparse.Namespace, store: Store, settings: Settings) -> int
         return 0
     columns = ["key_id", "period", *(["model"] if query.by_model else [])]
     columns += ["requests", "prompt_tokens", "completion_tokens", "total_tokens"]
+    columns += [c for c in ("cached_tokens", "cache_write_tokens", "reasoning_tokens") if any(r[c] for r in report)]
     if any("cost" in r for r in report):
         columns.append("cost")
     if not report:

@@ -223,7 +223,8 @@ def usage_from(value: Any) -> Usage | None:
     cached = int(value.get("cacheReadInputTokens") or 0)
     written = int(value.get("cacheWriteInputTokens") or 0)
     prompt = int(value.get("inputTokens") or 0) + cached + written
-    extra: dict[str, Any] = {"prompt_tokens_details": {"cached_tokens": cached}} if cached or written else {}
+    details = {"cached_tokens": cached, **({"cache_write_tokens": written} if written else {})}
+    extra: dict[str, Any] = {"prompt_tokens_details": details} if cached or written else {}
     return Usage(prompt_tokens=prompt, completion_tokens=int(value.get("outputTokens") or 0), extra=extra)
 
 

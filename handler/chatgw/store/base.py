@@ -36,10 +36,24 @@ class UsageEvent:
     latency_ms: int
     ttft_ms: int | None = None
     estimated: bool = False
+    served_model: str = ""
+    """The model that answered (a fallback's name after a fallback); "" means `model` itself."""
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost: float | None = None
+    """USD, from the served model's prices when the event was made; None when it has no price."""
+    reserved_tokens: int = 0
+    """What admission reserved for this request; settlement replaces it by the actual tokens."""
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def booked_model(self) -> str:
+        """The model the ledger books the event under: the one that served."""
+        return self.served_model or self.model
 
     def to_log(self) -> dict[str, Any]:
         """The JSON-able form, as written to the `usage_event` log line when the store fails."""
@@ -66,6 +80,12 @@ class UsageRow:
     prompt_tokens: int
     completion_tokens: int
     model: str | None = None
+    """The served model, for per-model rows."""
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost: float | None = None
+    """The sum of the stored costs of the row's events; None when none of them had a price."""
 
     @property
     def total_tokens(self) -> int:
@@ -87,14 +107,19 @@ class Store(Protocol):
     def delete_key(self, key_id: str) -> bool: ...
 
     # limits
-    def admit(self, key_id: str, limits: Limits, now: datetime) -> Admission:
-        """One atomic step: refuse if the minute's requests, the minute's tokens or the month's
-        tokens are at their limit; otherwise count this request in the minute's requests."""
+    def admit(
+        self, key_id: str, limits: Limits, now: datetime, *, request_id: str | None = None, reserve: int = 0
+    ) -> Admission:
+        """One atomic step: `limits.decide` over the minute's requests, the minute's committed
+        tokens and the month's committed tokens (committed = settled + reserved); if admitted,
+        count this request in the minute's requests and reserve `reserve` tokens in the minute
+        and the month (under `request_id`)."""
 
     # usage ledger
     def record_usage(self, event: UsageEvent) -> bool:
-        """Write the event and add it to the minute, day and month counters (and per model),
-        once per request_id: False if this request_id was already recorded."""
+        """Settle: write the event, add its tokens (and cost) to the day and month aggregates (all
+        models and the served model), and replace its reservation (`event.reserved_tokens`) by its
+        actual tokens, once per request_id: False if this request_id was already recorded."""
 
     def usage(self, query: UsageQuery) -> list[UsageRow]: ...
 

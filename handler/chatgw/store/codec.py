@@ -37,6 +37,7 @@ def key_from_dict(data: dict[str, Any]) -> KeyRecord:
 
 def event_from_dict(data: dict[str, Any]) -> UsageEvent:
     ttft = data.get("ttft_ms")
+    cost = data.get("cost")
     return UsageEvent(
         key_id=str(data["key_id"]),
         request_id=str(data["request_id"]),
@@ -50,4 +51,10 @@ def event_from_dict(data: dict[str, Any]) -> UsageEvent:
         latency_ms=int(data["latency_ms"]),
         ttft_ms=int(ttft) if ttft is not None else None,
         estimated=bool(data.get("estimated", False)),
+        served_model=str(data.get("served_model") or ""),
+        cached_tokens=int(data.get("cached_tokens") or 0),
+        cache_write_tokens=int(data.get("cache_write_tokens") or 0),
+        reasoning_tokens=int(data.get("reasoning_tokens") or 0),
+        cost=float(cost) if cost is not None else None,
+        reserved_tokens=int(data.get("reserved_tokens") or 0),
     )

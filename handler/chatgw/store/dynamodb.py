@@ -9,8 +9,11 @@ Both tables have a string partition key `pk` and a string sort key `sk` (docs/st
                   pk=KEY#<key_id>  sk=M#<YYYY-MM>#<model>     month totals of one model
                   pk=KEY#<key_id>  sk=D#<YYYY-MM-DD>[#<model>] day totals (and per model)
 
-Admission is one conditional UpdateItem on the month item; recording usage is one
-TransactWriteItems (event Put with attribute_not_exists + four aggregate Updates).
+Admission is one conditional UpdateItem on the month item, which reserves the request's worst
+case in `wtok` (the live minute's committed tokens) and `total_tokens` (the month's committed
+tokens: settled + reserved, on the all-models month item only). Settlement is one
+TransactWriteItems (event Put with attribute_not_exists + four aggregate Updates) that replaces the
+reservation by the actual tokens (docs/store.md).
 """
 
 from __future__ import annotations
@@ -20,51 +23,28 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from ..errors import StoreUnavailable
 from ..keys import KeyRecord, Limits
-from ..limits import Admission, day_of, minute_window, month_of
+from ..limits import Admission, decide, minute_window, month_of, need_of
 from .base import KeyExists, KeyNotFound, UsageEvent, UsageQuery, UsageRow
 from .codec import event_from_dict, key_from_dict, key_to_dict
 from .dynamodb_call import Refused as _Refused
 from .dynamodb_call import RetryPolicy, call
 from .dynamodb_call import unavailable as _unavailable
+from .dynamodb_items import attr_n, attr_s, from_item, int_of, pk_of, settlement_actions, to_item
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 T = TypeVar("T")
-_ser = TypeSerializer()
-_de = TypeDeserializer()
 CONFLICT_RETRIES = 6
 KEY_SK = "KEY"
 
 
-def _to_item(data: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _ser.serialize(v) for k, v in data.items() if v is not None}
-
-
-def _from_item(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _de.deserialize(v) for k, v in item.items()}
-
-
-def _n(value: int) -> dict[str, str]:
-    return {"N": str(int(value))}
-
-
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
-def _int(item: Mapping[str, Any], name: str, default: int = 0) -> int:
-    value = item.get(name)
-    return int(value["N"]) if value and "N" in value else default
-
-
-def _pk(key_id: str) -> dict[str, str]:
-    return _s(f"KEY#{key_id}")
+class _WindowMoved(Exception):
+    """The settlement's minute is no longer the live window: settle the month alone."""
 
 
 class DynamoStore:
@@ -100,7 +80,7 @@ class DynamoStore:
     # keys ---------------------------------------------------------------------------
 
     def _key_item(self, record: KeyRecord) -> dict[str, Any]:
-        return {"pk": _pk(record.key_id), "sk": _s(KEY_SK), **_to_item(key_to_dict(record))}
+        return {"pk": pk_of(record.key_id), "sk": attr_s(KEY_SK), **to_item(key_to_dict(record))}
 
     def create_key(self, record: KeyRecord) -> None:
         try:
@@ -117,15 +97,15 @@ class DynamoStore:
         resp = self._call(
             self.client.get_item,
             TableName=self.keys_table,
-            Key={"pk": _pk(key_id), "sk": _s(KEY_SK)},
+            Key={"pk": pk_of(key_id), "sk": attr_s(KEY_SK)},
             ConsistentRead=True,
         )
         item = resp.get("Item")
-        return key_from_dict(_from_item(item)) if item else None
+        return key_from_dict(from_item(item)) if item else None
 
     def list_keys(self) -> list[KeyRecord]:
         items = self._scan(self.keys_table, ConsistentRead=True)
-        records = [key_from_dict(_from_item(item)) for item in items]
+        records = [key_from_dict(from_item(item)) for item in items]
         return sorted(records, key=lambda r: r.key_id)
 
     def save_key(self, record: KeyRecord) -> None:
@@ -143,7 +123,7 @@ class DynamoStore:
         resp = self._call(
             self.client.delete_item,
             TableName=self.keys_table,
-            Key={"pk": _pk(key_id), "sk": _s(KEY_SK)},
+            Key={"pk": pk_of(key_id), "sk": attr_s(KEY_SK)},
             ReturnValues="ALL_OLD",
         )
         return bool(resp.get("Attributes"))
@@ -166,28 +146,35 @@ class DynamoStore:
 
     # limits -------------------------------------------------------------------------
 
-    def admit(self, key_id: str, limits: Limits, now: datetime) -> Admission:
+    def admit(
+        self, key_id: str, limits: Limits, now: datetime, *, request_id: str | None = None, reserve: int = 0
+    ) -> Admission:
         """One conditional UpdateItem on the month item, which carries the live minute window.
 
-        Two shapes of update: `ADD wreq 1` within the live window, or `SET win, wreq=1, wtok=0`
-        to open a new one. This process remembers the live window per key, so the first try is
-        almost always the right one; a wrong guess costs one more round trip (at most once a
-        minute). The condition failure returns the old item, so a refusal needs no extra read."""
+        Two shapes of update: `ADD wreq 1, wtok R` within the live window, or `SET win, wreq=1,
+        wtok=R` to open a new one (both `ADD total_tokens R`: the month's committed tokens). This
+        process remembers the live window per key, so the first try is almost always the right one;
+        a wrong guess costs one more round trip (at most once a minute). The condition failure
+        returns the old item, so a refusal needs no extra read; `limits.decide` names the limit
+        from it, as SQLite does. A reservation that can never fit is decided on one read."""
         rpm, tpm, budget = limits.requests_per_minute, limits.tokens_per_minute, limits.monthly_token_budget
-        if rpm is not None and rpm <= 0:
-            return Admission("requests")
-        if tpm is not None and tpm <= 0:
-            return Admission("tokens")
+        need = need_of(reserve)
         window = minute_window(now)
         month = month_of(now)
+        if rpm is not None and rpm <= 0:  # first in the order: refused whatever the store holds
+            return Admission("requests", reserve=reserve)
+        if rpm is None and tpm is not None and tpm <= 0:  # likewise, with no request limit before it
+            return Admission("tokens", reserve=reserve)
+        if (tpm is not None and need > tpm) or (budget is not None and need > budget):
+            return self._never_fits(key_id, month, window, limits, reserve)
         with self._hint_lock:
             same_window = self._live_window.get(key_id) == window
         for _ in range(4):
             try:
-                new = self._admit_once(key_id, month, window, same_window, rpm, tpm, budget)
+                new = self._admit_once(key_id, month, window, same_window, rpm, tpm, budget, reserve)
             except _Refused as refused:
                 old = refused.item
-                live = _int(old, "win", -1)
+                live = int_of(old, "win", -1)
                 if live > window:  # another container's clock is ahead: join its window
                     window, same_window = live, True
                     continue
@@ -195,15 +182,25 @@ class DynamoStore:
                     same_window = live == window
                     continue
                 self._remember(key_id, live)
-                return self._refusal(old, window, rpm, tpm, budget)
+                return self._refusal(old, window, limits, reserve)
             self._remember(key_id, window)
             return Admission(
                 None,
-                requests_used=_int(new, "wreq"),
-                tokens_used=_int(new, "wtok"),
-                month_tokens_used=_int(new, "total_tokens"),
+                requests_used=int_of(new, "wreq"),
+                tokens_used=int_of(new, "wtok"),
+                month_tokens_used=int_of(new, "total_tokens"),
+                reserve=reserve,
             )
         raise StoreUnavailable("The key store is unavailable (admission did not settle).")
+
+    def _never_fits(self, key_id: str, month: str, window: int, limits: Limits, reserve: int) -> Admission:
+        resp = self._call(
+            self.client.get_item,
+            TableName=self.usage_table,
+            Key={"pk": pk_of(key_id), "sk": attr_s(f"M#{month}")},
+            ConsistentRead=True,
+        )
+        return self._refusal(resp.get("Item") or {}, window, limits, reserve)
 
     def _remember(self, key_id: str, window: int) -> None:
         with self._hint_lock:
@@ -219,28 +216,30 @@ class DynamoStore:
         rpm: int | None,
         tpm: int | None,
         budget: int | None,
+        reserve: int,
     ) -> dict[str, Any]:
-        values: dict[str, Any] = {":w": _n(window), ":one": _n(1)}
+        need = need_of(reserve)
+        values: dict[str, Any] = {":w": attr_n(window), ":one": attr_n(1), ":r": attr_n(reserve)}
         if same_window:
-            update = "ADD wreq :one"
+            update = "ADD wreq :one, wtok :r, total_tokens :r"
             conditions = ["win = :w"]
             if rpm is not None:
                 conditions.append("wreq < :rpm")
-                values[":rpm"] = _n(rpm)
+                values[":rpm"] = attr_n(rpm)
             if tpm is not None:
-                conditions.append("wtok < :tpm")
-                values[":tpm"] = _n(tpm)
+                conditions.append("wtok <= :tpm")
+                values[":tpm"] = attr_n(tpm - need)
         else:
-            update = "SET win = :w, wreq = :one, wtok = :zero, key_id = :kid, period = :month"
+            update = "SET win = :w, wreq = :one, wtok = :r, key_id = :kid, period = :month ADD total_tokens :r"
             conditions = ["(attribute_not_exists(win) OR win < :w)"]
-            values.update({":zero": _n(0), ":kid": _s(key_id), ":month": _s(month)})
+            values.update({":kid": attr_s(key_id), ":month": attr_s(month)})
         if budget is not None:
-            conditions.append("(attribute_not_exists(total_tokens) OR total_tokens < :budget)")
-            values[":budget"] = _n(budget)
+            conditions.append("(attribute_not_exists(total_tokens) OR total_tokens <= :budget)")
+            values[":budget"] = attr_n(budget - need)
         resp = self._call(
             self.client.update_item,
             TableName=self.usage_table,
-            Key={"pk": _pk(key_id), "sk": _s(f"M#{month}")},
+            Key={"pk": pk_of(key_id), "sk": attr_s(f"M#{month}")},
             UpdateExpression=update,
             ConditionExpression=" AND ".join(conditions),
             ExpressionAttributeValues=values,
@@ -250,70 +249,31 @@ class DynamoStore:
         return dict(resp.get("Attributes", {}))
 
     @staticmethod
-    def _refusal(
-        old: Mapping[str, Any], window: int, rpm: int | None, tpm: int | None, budget: int | None
-    ) -> Admission:
-        live = _int(old, "win", -1) == window
-        requests = _int(old, "wreq") if live else 0
-        tokens = _int(old, "wtok") if live else 0
-        month_tokens = _int(old, "total_tokens")
-        if rpm is not None and requests >= rpm:
-            refused = "requests"
-        elif tpm is not None and tokens >= tpm:
-            refused = "tokens"
-        elif budget is not None and month_tokens >= budget:
-            refused = "budget"
-        else:
+    def _refusal(old: Mapping[str, Any], window: int, limits: Limits, reserve: int) -> Admission:
+        live = int_of(old, "win", -1) == window
+        requests = int_of(old, "wreq") if live else 0
+        tokens = int_of(old, "wtok") if live else 0
+        month_tokens = int_of(old, "total_tokens")
+        refused = decide(limits, requests=requests, window_tokens=tokens, month_tokens=month_tokens, reserve=reserve)
+        if refused is None:
             raise StoreUnavailable("The key store is unavailable (admission refused for no known limit).")
-        return Admission(refused, requests_used=requests, tokens_used=tokens, month_tokens_used=month_tokens)
+        return Admission(
+            refused, requests_used=requests, tokens_used=tokens, month_tokens_used=month_tokens, reserve=reserve
+        )
 
     # usage ledger -------------------------------------------------------------------
 
     def record_usage(self, event: UsageEvent) -> bool:
         """One transaction: the event (only if its request_id is new) and the four aggregates.
-        The month item's `wtok` gets the tokens too: the live minute's token counter."""
-        pk = _pk(event.key_id)
-        expires = int((event.at + self.usage_ttl).timestamp())
-        item = {"pk": pk, "sk": _s(f"EV#{event.request_id}"), **_to_item(event.to_log())}
-        item["expires_at"] = _n(expires)
-        actions: list[dict[str, Any]] = [
-            {
-                "Put": {
-                    "TableName": self.usage_table,
-                    "Item": item,
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                }
-            }
-        ]
-        month, day = month_of(event.at), day_of(event.at)
-        for period, prefix in ((month, "M"), (day, "D")):
-            for model in (None, event.model):
-                sk = f"{prefix}#{period}" + (f"#{model}" if model is not None else "")
-                values: dict[str, Any] = {
-                    ":one": _n(1),
-                    ":p": _n(event.prompt_tokens),
-                    ":c": _n(event.completion_tokens),
-                    ":t": _n(event.total_tokens),
-                    ":kid": _s(event.key_id),
-                    ":period": _s(period),
-                }
-                update = "SET key_id = :kid, period = :period"
-                if model is not None:
-                    update += ", model = :model"
-                    values[":model"] = _s(model)
-                update += " ADD requests :one, prompt_tokens :p, completion_tokens :c, total_tokens :t"
-                if prefix == "M" and model is None:
-                    update += ", wtok :t"
-                actions.append(
-                    {
-                        "Update": {
-                            "TableName": self.usage_table,
-                            "Key": {"pk": pk, "sk": _s(sk)},
-                            "UpdateExpression": update,
-                            "ExpressionAttributeValues": values,
-                        }
-                    }
-                )
+        The month item also settles the reservation: `total_tokens` (the month's committed tokens)
+        and, while the admission's minute is still the live window, `wtok` get actual - reserved."""
+        try:
+            return self._settle(event, with_window=True)
+        except _WindowMoved:
+            return self._settle(event, with_window=False)
+
+    def _settle(self, event: UsageEvent, *, with_window: bool) -> bool:
+        actions, window_index = settlement_actions(self.usage_table, event, self.usage_ttl, with_window=with_window)
         for attempt in range(CONFLICT_RETRIES):
             try:
                 self._call(self.client.transact_write_items, TransactItems=actions)
@@ -322,6 +282,8 @@ class DynamoStore:
                 reasons = [str(r.get("Code", "None")) for r in exc.response.get("CancellationReasons", [])]
                 if reasons and reasons[0] == "ConditionalCheckFailed":
                     return False
+                if window_index > 0 and reasons[window_index : window_index + 1] == ["ConditionalCheckFailed"]:
+                    raise _WindowMoved from None
                 if "TransactionConflict" in reasons and attempt + 1 < CONFLICT_RETRIES:
                     self.retry.backoff(attempt)
                     continue
@@ -331,13 +293,13 @@ class DynamoStore:
     def usage(self, query: UsageQuery) -> list[UsageRow]:
         prefix = f"{'M' if query.period == 'month' else 'D'}#{query.value}"
         if query.key_id is not None:
-            values = {":pk": _pk(query.key_id)}
+            values = {":pk": pk_of(query.key_id)}
             if query.by_model:
                 key_cond = "pk = :pk AND begins_with(sk, :sk)"
-                values[":sk"] = _s(prefix + "#")
+                values[":sk"] = attr_s(prefix + "#")
             else:
                 key_cond = "pk = :pk AND sk = :sk"
-                values[":sk"] = _s(prefix)
+                values[":sk"] = attr_s(prefix)
             items = self._query(
                 KeyConditionExpression=key_cond,
                 FilterExpression="attribute_exists(requests)",
@@ -350,16 +312,20 @@ class DynamoStore:
             items = self._scan(
                 self.usage_table,
                 FilterExpression=f"{op} AND attribute_exists(requests)",
-                ExpressionAttributeValues={":sk": _s(prefix + "#" if query.by_model else prefix)},
+                ExpressionAttributeValues={":sk": attr_s(prefix + "#" if query.by_model else prefix)},
             )
         rows = [
             UsageRow(
                 key_id=str(item["key_id"]["S"]),
                 period=str(item["period"]["S"]),
-                requests=_int(item, "requests"),
-                prompt_tokens=_int(item, "prompt_tokens"),
-                completion_tokens=_int(item, "completion_tokens"),
+                requests=int_of(item, "requests"),
+                prompt_tokens=int_of(item, "prompt_tokens"),
+                completion_tokens=int_of(item, "completion_tokens"),
                 model=str(item["model"]["S"]) if query.by_model else None,
+                cached_tokens=int_of(item, "cached_tokens"),
+                cache_write_tokens=int_of(item, "cache_write_tokens"),
+                reasoning_tokens=int_of(item, "reasoning_tokens"),
+                cost=round(float(item["cost"]["N"]), 12) if "cost" in item else None,
             )
             for item in items
         ]
@@ -368,9 +334,9 @@ class DynamoStore:
     def usage_events(self, key_id: str) -> list[UsageEvent]:
         items = self._query(
             KeyConditionExpression="pk = :pk AND begins_with(sk, :ev)",
-            ExpressionAttributeValues={":pk": _pk(key_id), ":ev": _s("EV#")},
+            ExpressionAttributeValues={":pk": pk_of(key_id), ":ev": attr_s("EV#")},
         )
-        events = [event_from_dict(_from_item(item)) for item in items]
+        events = [event_from_dict(from_item(item)) for item in items]
         return sorted(events, key=lambda e: e.at)
 
     def close(self) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import StoreUnavailable
 from ..keys import KeyRecord, Limits
-from ..limits import Admission, day_of, minute_window, month_of
+from ..limits import Admission, day_of, decide, minute_window, month_of
 from .base import KeyExists, KeyNotFound, UsageEvent, UsageQuery, UsageRow
 from .codec import event_from_dict, key_from_dict, key_to_dict
 
@@ -30,7 +30,18 @@ CREATE TABLE IF NOT EXISTS aggregates (
     key_id TEXT NOT NULL, period TEXT NOT NULL, model TEXT NOT NULL,
     requests INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
     PRIMARY KEY (key_id, period, model));
+CREATE TABLE IF NOT EXISTS reservations (
+    request_id TEXT PRIMARY KEY, key_id TEXT NOT NULL, window INTEGER NOT NULL, month TEXT NOT NULL,
+    tokens INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS reservations_by_key ON reservations (key_id, month);
 """
+# Columns added after the first release: added in place to a state file written before them.
+AGGREGATE_COLUMNS = {
+    "cached_tokens": "INTEGER NOT NULL DEFAULT 0",
+    "cache_write_tokens": "INTEGER NOT NULL DEFAULT 0",
+    "reasoning_tokens": "INTEGER NOT NULL DEFAULT 0",
+    "cost": "REAL",
+}
 ALL_MODELS = ""
 
 
@@ -46,8 +57,15 @@ class SqliteStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            self._migrate()
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"The key store is unavailable: {exc}") from exc
+
+    def _migrate(self) -> None:
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(aggregates)")}
+        for name, kind in AGGREGATE_COLUMNS.items():
+            if name not in have:
+                self._db.execute(f"ALTER TABLE aggregates ADD COLUMN {name} {kind}")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -105,24 +123,38 @@ class SqliteStore:
 
     # limits -------------------------------------------------------------------------
 
-    def admit(self, key_id: str, limits: Limits, now: datetime) -> Admission:
-        window = minute_window(now)
+    def admit(
+        self, key_id: str, limits: Limits, now: datetime, *, request_id: str | None = None, reserve: int = 0
+    ) -> Admission:
+        window, month = minute_window(now), month_of(now)
         with self._tx() as db:
             requests = self._window(db, key_id, "requests", window)
-            tokens = self._window(db, key_id, "tokens", window)
-            month_tokens = self._month_tokens(db, key_id, month_of(now))
-            refused = None
-            if limits.requests_per_minute is not None and requests >= limits.requests_per_minute:
-                refused = "requests"
-            elif limits.tokens_per_minute is not None and tokens >= limits.tokens_per_minute:
-                refused = "tokens"
-            elif limits.monthly_token_budget is not None and month_tokens >= limits.monthly_token_budget:
-                refused = "budget"
+            tokens = self._window(db, key_id, "tokens", window) + self._reserved(db, key_id, "window", window)
+            month_tokens = self._month_tokens(db, key_id, month) + self._reserved(db, key_id, "month", month)
+            refused = decide(
+                limits, requests=requests, window_tokens=tokens, month_tokens=month_tokens, reserve=reserve
+            )
             if refused is None:
                 requests += 1
                 self._add_window(db, key_id, "requests", window, 1)
                 db.execute("DELETE FROM windows WHERE key_id = ? AND window < ?", (key_id, window - 60))
-        return Admission(refused, requests_used=requests, tokens_used=tokens, month_tokens_used=month_tokens)
+                if reserve > 0:
+                    tokens, month_tokens = tokens + reserve, month_tokens + reserve
+                    db.execute(
+                        "INSERT OR REPLACE INTO reservations VALUES (?, ?, ?, ?, ?)",
+                        (request_id or f"anonymous-{key_id}-{now.timestamp()}", key_id, window, month, reserve),
+                    )
+        return Admission(
+            refused, requests_used=requests, tokens_used=tokens, month_tokens_used=month_tokens, reserve=reserve
+        )
+
+    @staticmethod
+    def _reserved(db: sqlite3.Connection, key_id: str, column: str, value: int | str) -> int:
+        row = db.execute(
+            f"SELECT COALESCE(SUM(tokens), 0) FROM reservations WHERE key_id = ? AND {column} = ?",  # noqa: S608
+            (key_id, value),
+        ).fetchone()
+        return int(row[0])
 
     @staticmethod
     def _window(db: sqlite3.Connection, key_id: str, kind: str, window: int) -> int:
@@ -159,20 +191,40 @@ class SqliteStore:
             if cur.rowcount == 0:
                 return False
             for period in (day_of(event.at), month_of(event.at)):
-                for model in (ALL_MODELS, event.model):
+                for model in (ALL_MODELS, event.booked_model):
                     db.execute(
-                        "INSERT INTO aggregates VALUES (?, ?, ?, 1, ?, ?) "
-                        "ON CONFLICT (key_id, period, model) DO UPDATE SET requests = requests + 1, "
-                        "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
-                        "completion_tokens = completion_tokens + excluded.completion_tokens",
-                        (event.key_id, period, model, event.prompt_tokens, event.completion_tokens),
+                        "INSERT INTO aggregates (key_id, period, model, requests, prompt_tokens, completion_tokens,"
+                        " cached_tokens, cache_write_tokens, reasoning_tokens, cost)"
+                        " VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?)"
+                        " ON CONFLICT (key_id, period, model) DO UPDATE SET requests = requests + 1,"
+                        " prompt_tokens = prompt_tokens + excluded.prompt_tokens,"
+                        " completion_tokens = completion_tokens + excluded.completion_tokens,"
+                        " cached_tokens = cached_tokens + excluded.cached_tokens,"
+                        " cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,"
+                        " reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,"
+                        " cost = CASE WHEN excluded.cost IS NULL THEN cost ELSE COALESCE(cost, 0) + excluded.cost END",
+                        (
+                            event.key_id,
+                            period,
+                            model,
+                            event.prompt_tokens,
+                            event.completion_tokens,
+                            event.cached_tokens,
+                            event.cache_write_tokens,
+                            event.reasoning_tokens,
+                            event.cost,
+                        ),
                     )
+            db.execute("DELETE FROM reservations WHERE request_id = ?", (event.request_id,))
             self._add_window(db, event.key_id, "tokens", minute_window(event.at), event.total_tokens)
             db.execute("DELETE FROM events WHERE expires_at < ?", (int(datetime.now(UTC).timestamp()),))
         return True
 
     def usage(self, query: UsageQuery) -> list[UsageRow]:
-        sql = "SELECT key_id, period, model, requests, prompt_tokens, completion_tokens FROM aggregates "
+        sql = (
+            "SELECT key_id, period, model, requests, prompt_tokens, completion_tokens, cached_tokens,"
+            " cache_write_tokens, reasoning_tokens, cost FROM aggregates "
+        )
         sql += "WHERE period = ? AND model " + ("!= ?" if query.by_model else "= ?")
         args: list[str] = [query.value, ALL_MODELS]
         if query.key_id is not None:
@@ -188,6 +240,10 @@ class SqliteStore:
                 requests=r[3],
                 prompt_tokens=r[4],
                 completion_tokens=r[5],
+                cached_tokens=r[6],
+                cache_write_tokens=r[7],
+                reasoning_tokens=r[8],
+                cost=None if r[9] is None else round(float(r[9]), 12),
             )
             for r in rows
         ]
