@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.test_template import SAM_BIN, SAM_ENV, TEMPLATE, _CfnLoader, needs_sam
+from tests.conftest import missing_tool
+from tests.integration.test_template import SAM_BIN, SAM_ENV, TEMPLATE, _CfnLoader
 
 ROOT = Path(__file__).resolve().parents[2]
 AWS_SPECIFIC = re.compile(r"^(List<)?AWS::")
@@ -75,8 +76,9 @@ def test_the_checker_catches_what_cloudformation_refuses() -> None:
     assert not violations("P", {"Type": "CommaDelimitedList"}, "")
 
 
-@needs_sam
 def test_sam_guided_takes_every_default_on_enter() -> None:
+    if not (SAM_BIN / "python").exists():
+        missing_tool("sam", "`make sam-install` puts the AWS SAM CLI in .venv-sam (make test does it)")
     out = subprocess.run(
         [str(SAM_BIN / "python"), str(Path(__file__).with_name("sam_guided.py")), str(TEMPLATE)],
         capture_output=True,
