@@ -24,7 +24,8 @@ SAM_STAMP := $(SAM_VENV)/.installed-$(SAM_VERSION)
 PY313 = $(shell for c in "$$(command -v python3.13)" "$$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)"/versions/3.13*/bin/python3.13; do \
 	[ -n "$$c" ] && "$$c" -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
 
-.PHONY: install run test lint typecheck unit build deploy bench bench-quick clean sam-install template-lint lock
+
+.PHONY: install run test lint typecheck unit build deploy bench bench-quick clean sam-install template-lint chromium lock
 
 # Everything: the gateway, uvicorn and the test and lint toolchain (pytest, moto, mypy, ruff, cfn-lint, ...).
 install: $(STAMP)
@@ -91,8 +92,14 @@ deploy: build
 
 # CHATGW_TEST_STRICT=1: a tool a test needs (the SAM CLI, python3.13 for `sam build`) that is missing
 # fails the run instead of skipping; CHATGW_TEST_WITHOUT=python3.13 leaves one out on purpose, by name.
-test: lint typecheck template-lint
+test: lint typecheck template-lint chromium
 	CHATGW_TEST_STRICT=1 $(BIN)/pytest
+
+# `chatgw usage --html` is checked in headless Chromium (Debian's package; CI runs as root).
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+		else echo "make chromium: /usr/bin/chromium is missing (apt-get install chromium as root)"; fi; fi
 
 # The benchmark (bench/, docs/bench.md): loopback only, bounded; about 5 minutes on 2 cores.
 BENCH_STAMP := $(VENV)/.bench-installed

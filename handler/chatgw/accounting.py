@@ -24,7 +24,7 @@ def fallback_chain(catalog: Catalog, record: KeyRecord, entry: ModelEntry, reque
 
 def _accepts(entry: ModelEntry, request: ChatRequest) -> bool:
     try:
-        entry.backend.check(request)
+        entry.check(request)
     except ChatgwError:
         return False
     return True

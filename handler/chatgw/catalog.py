@@ -17,9 +17,22 @@ from typing import Any
 
 from . import logs
 from .backends import ADAPTERS, BackendDeps, CatalogError, ChatBackend, build_backend
-from .errors import ModelNotFound
+from .errors import ModelNotFound, UnsupportedParameter
+from .wire import ChatRequest
 
-COMMON_FIELDS = ("backend", "description", "price_per_million_tokens", "fallbacks", "max_output_tokens")
+COMMON_FIELDS = (
+    "backend",
+    "description",
+    "price_per_million_tokens",
+    "fallbacks",
+    "max_output_tokens",
+    "account_params",
+)
+ACCOUNT_PARAMS = ("service_tier", "store", "safety_identifier")
+"""Parameters that act on the operator's upstream account: a cost tier the ledger's prices do not
+know, stored conversations, end-user identities. Refused unless the model's `account_params` lists
+them (a harmless value passes: `service_tier` "auto"/"default", `store` false)."""
+HARMLESS = {"service_tier": ("auto", "default"), "store": (False,)}
 PRICE_FIELDS = {"input", "output", "cached_input", "cache_write"}
 ECHO_DESCRIPTION = (
     "Development model: answers deterministically by echoing the last user message. Not a language model."
@@ -65,10 +78,27 @@ class ModelEntry:
     price: Price | None = None
     fallbacks: tuple[str, ...] = ()
     max_output_tokens: int | None = None
+    account_params: frozenset[str] = frozenset()
 
     @property
     def development(self) -> bool:
         return self.backend.kind == "echo"
+
+    def check(self, request: ChatRequest) -> None:
+        """Raise `UnsupportedParameter` for what this model may not take: an account parameter
+        the catalog does not allow for it, or what its backend cannot honour."""
+        for param in ACCOUNT_PARAMS:
+            value = getattr(request, param)
+            if param not in request.given() or param in self.account_params or self.development:
+                continue
+            if value is None or value in HARMLESS.get(param, ()):
+                continue
+            raise UnsupportedParameter(
+                f"The parameter `{param}` is not allowed for model '{self.name}': it acts on the operator's "
+                "upstream account (the catalog's `account_params` can allow it).",
+                param=param,
+            )
+        self.backend.check(request)
 
 
 class Catalog:
@@ -156,6 +186,16 @@ def _max_output(name: str, value: Any) -> int | None:
     return value
 
 
+def _account_params(name: str, value: Any) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list) or not set(value) <= set(ACCOUNT_PARAMS):
+        raise CatalogError(
+            f"CHATGW_MODELS: model '{name}': field 'account_params' must be a list of {', '.join(ACCOUNT_PARAMS)}"
+        )
+    return frozenset(value)
+
+
 def load_catalog(source: str | None, deps: BackendDeps) -> Catalog:
     data = read_source(source, deps)
     nothing_configured = source is None or not source.strip()
@@ -191,6 +231,7 @@ def load_catalog(source: str | None, deps: BackendDeps) -> Catalog:
             price=_price(name, spec.get("price_per_million_tokens")),
             fallbacks=tuple(fallbacks),
             max_output_tokens=_max_output(name, spec.get("max_output_tokens")),
+            account_params=_account_params(name, spec.get("account_params")),
         )
     for entry in entries.values():
         for fallback in entry.fallbacks:

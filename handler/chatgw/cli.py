@@ -122,7 +122,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"development key: in {path}", flush=True)
     else:
         print("no development key: the store is DynamoDB (pass --dev-key to create one there)", flush=True)
-    config = uvicorn.Config(container.app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    from .local_server import uvicorn_options
+
+    config = uvicorn.Config(container.app, host=args.host, port=args.port, **uvicorn_options())
     uvicorn.Server(config).run(sockets=[listening])
     return 0
 

@@ -180,7 +180,9 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
     app.router.redirect_slashes = False  # a redirect would drop API Gateway's stage prefix and a POST body
 
     async def authenticate(request: Request) -> KeyRecord:
-        return await service.authenticate(presented_key(request))
+        presented = presented_key(request)
+        report_of(request.scope).claimed(presented)  # the public key id, for the logs of a refusal
+        return await service.authenticate(presented)
 
     @app.get("/health", include_in_schema=True, response_model=None)
     async def health() -> dict[str, str]:

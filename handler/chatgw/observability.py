@@ -18,6 +18,7 @@ from typing import Any
 
 from . import logs
 from .errors import ChatgwError, UpstreamRateLimited, UpstreamRejected, UpstreamTimeout
+from .keys import KEY_PATTERN
 from .metrics import (
     DURATION,
     FALLBACKS,
@@ -93,6 +94,11 @@ class Report:
             report = scope[SCOPE_KEY] = cls(request_id, path, lambda_id, chat=path.endswith("/chat/completions"))
         return report
 
+    def claimed(self, presented: str | None) -> None:
+        """The key id of a presented key that parses (its public part; the secret is not kept)."""
+        match = KEY_PATTERN.match(presented or "")
+        self.key_id = match.group(1) if match else None
+
     def asked(self, model: str, streamed: bool) -> None:
         self.model, self.streamed = model[:MODEL_LOG_LIMIT], streamed
 
@@ -103,8 +109,7 @@ class Report:
         self.served_model, self.backend = served_model, event.backend
         self.usage_status = event.status
         self.prompt_tokens, self.completion_tokens = event.prompt_tokens, event.completion_tokens
-        cached = getattr(event, "cached_tokens", None)
-        self.cached_tokens = cached if isinstance(cached, int) else None
+        self.cached_tokens = event.cached_tokens
         self.estimated = event.estimated
         self.latency_ms, self.ttft_ms = event.latency_ms, event.ttft_ms
 

@@ -40,6 +40,9 @@ from .wire import ChatRequest
 KEY_CACHE_SIZE = 10_000
 UNKNOWN_KEY_SECONDS = 5.0
 UNKNOWN_KEY_CACHE_SIZE = 4_096
+SECRET_RECHECK_SECONDS = 1.0
+"""A secret that does not match a cached record re-reads it (at most this often per key): a rotated
+key's new secret works at once, not after the cache time, and wrong secrets cost few reads."""
 
 
 class UnknownKeys:
@@ -138,7 +141,12 @@ class Service:
             )
         key_id, secret = parse_key(presented)
         record = await self._key(key_id)
-        if record is None or not secret_matches(secret, record.secret_hash, await self._pepper(record)):
+        pepper = await self._pepper(record) if record is not None else b""
+        wrong = record is not None and not secret_matches(secret, record.secret_hash, pepper)
+        if wrong and self._cached_for(key_id) >= SECRET_RECHECK_SECONDS:  # rotated since it was cached?
+            record = await self._key(key_id, fresh=True)
+            pepper = await self._pepper(record) if record is not None else b""
+        if record is None or not secret_matches(secret, record.secret_hash, pepper):
             raise AuthenticationFailed("Invalid API key.")
         check_usable(record, now or self.wall_clock())
         return record
@@ -158,9 +166,13 @@ class Service:
                 raise AuthenticationFailed("Invalid API key.")
         return pepper
 
-    async def _key(self, key_id: str) -> KeyRecord | None:
+    def _cached_for(self, key_id: str) -> float:
         hit = self._keys.get(key_id)
-        if hit is not None and self._clock() - hit[0] < self.settings.key_cache_seconds:
+        return self._clock() - hit[0] if hit is not None else 0.0
+
+    async def _key(self, key_id: str, fresh: bool = False) -> KeyRecord | None:
+        hit = self._keys.get(key_id)
+        if not fresh and hit is not None and self._clock() - hit[0] < self.settings.key_cache_seconds:
             return hit[1]
         if self._unknown.seen(key_id):
             return None
@@ -198,7 +210,7 @@ class Service:
             raise PermissionDenied(f"{PERMISSION_MESSAGE} This key may not stream.", param="stream")
         request = self._apply_token_cap(record, request)
         request, reserve = self._reservation(record, entry, request)
-        entry.backend.check(request)
+        entry.check(request)
         chain = fallback_chain(self.catalog, record, entry, request)
         headers = await self._admit(record, call, reserve)
         return Prepared(record, request, chain, headers, reserve)

@@ -71,6 +71,9 @@ class Settings:
     """CHATGW_REQUEST_TIMEOUT_S: deadline of one request when Lambda gives none."""
     keepalive_s: float = 15.0
     """CHATGW_KEEPALIVE_S: idle seconds before a stream sends `: keep-alive`."""
+    drain_seconds: float = 30.0
+    """CHATGW_DRAIN_SECONDS: after a client leaves a stream, how long the backend is still read (its
+    answer dropped) for its real usage; 0 closes the backend at once and meters an estimate."""
     usage_ttl_days: int = 90
     """CHATGW_USAGE_TTL_DAYS: how long usage events are kept (aggregates are kept)."""
     log_level: str = "INFO"
@@ -125,6 +128,7 @@ class Settings:
             max_body_bytes=_int(env, "CHATGW_MAX_BODY_BYTES", 6 * 1024 * 1024, minimum=1024),
             request_timeout_s=_float(env, "CHATGW_REQUEST_TIMEOUT_S", 300.0, minimum=1.0),
             keepalive_s=_float(env, "CHATGW_KEEPALIVE_S", 15.0, minimum=0.01),
+            drain_seconds=_float(env, "CHATGW_DRAIN_SECONDS", 30.0),
             usage_ttl_days=_int(env, "CHATGW_USAGE_TTL_DAYS", 90, minimum=1),
             log_level=level,
             log_prompts=_bool(env, "CHATGW_LOG_PROMPTS", False),

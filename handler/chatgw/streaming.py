@@ -23,6 +23,8 @@ from .tokens import count_tokens, estimate_prompt_tokens
 End = Literal["end"]
 END: End = "end"
 QUEUE_SIZE = 64
+DRAIN_MAX_CHARS = 1_000_000
+"""After the client left: at most this much answer text (about 1 MB) is read for the usage."""
 
 
 class ChatStream:
@@ -39,6 +41,8 @@ class ChatStream:
         self._text: list[str] = []
         self._ttft_ms: int | None = None
         self._recorded = False
+        self._ended = False
+        """The end or an error was taken from the queue: the backend has nothing more to give."""
         self._first_chunk = True
 
     # producer ------------------------------------------------------------------------
@@ -130,6 +134,7 @@ class ChatStream:
             out: list[bytes] = []
             while True:
                 if item == END:
+                    self._ended = True
                     if out:
                         yield b"".join(out)
                     if request.include_usage:
@@ -139,6 +144,7 @@ class ChatStream:
                     yield DONE
                     return
                 if isinstance(item, ChatgwError):
+                    self._ended = True
                     self.status = "error"
                     out.append(frame({"error": item.envelope(self.call.request_id)["error"]}))
                     yield b"".join(out)
@@ -184,12 +190,40 @@ class ChatStream:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._producer
 
+    async def drain(self) -> None:
+        """The client left before the end: keep reading the backend, its pieces dropped, until its
+        usage comes (the real count, which a budget relies on), bounded by CHATGW_DRAIN_SECONDS,
+        the deadline and DRAIN_MAX_CHARS. Runs after the client is gone, so nobody waits on it."""
+        budget = min(self.service.settings.drain_seconds, self.call.deadline.remaining())
+        if self._producer is None or self._ended or self._usage is not None or budget <= 0:
+            return
+        read = 0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(budget):
+                while read <= DRAIN_MAX_CHARS:
+                    item = self._first if self._first is not None else await self._queue.get()
+                    self._first = None
+                    if not isinstance(item, Piece):  # the end, or an error: nothing more will come
+                        return
+                    if item.usage is not None:
+                        self._usage = item.usage
+                    for choice in item.choices:
+                        text = str(choice.delta.get("content") or "")
+                        text += "".join(
+                            str((c.get("function") or {}).get("arguments") or "")
+                            for c in choice.delta.get("tool_calls") or ()
+                        )
+                        self._text.append(text)
+                        read += len(text)
+
     async def finish(self) -> None:
         """Close the backend and write the usage event, once."""
-        await self.close()
         if self._recorded:
             return
         self._recorded = True
+        if self.status == "client_closed":
+            await self.drain()
+        await self.close()
         reached = self._usage is not None or self._text or self.status != "error"
         usage, estimated = self.usage() if reached else (Usage(0, 0), False)
         event = self.service.event(

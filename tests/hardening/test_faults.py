@@ -217,19 +217,21 @@ def test_backend_slower_than_the_deadline(make_container: Callable[..., Containe
 
 @pytest.mark.parametrize("leave_after", [0, 1, 3])
 def test_client_leaving_mid_stream_in_process(make_container: Callable[..., Container], leave_after: int) -> None:
-    backend = ScriptedBackend(endless=True, delay_s=0.01)  # ends only when closed: the client leaving
+    backend = ScriptedBackend([f" w{i}" for i in range(200)], delay_s=0.002)
     gw = make_container({"m": backend})
     key = add_key(gw)
     reply = run(gw.app, "POST", CHAT, auth(key), body("m", True), leave_after_chunks=leave_after)
-    assert backend.closed.is_set()  # closed before the app returned, not some time later
+    # the backend is read to its end after the client left (CHATGW_DRAIN_SECONDS), then closed
+    assert backend.closed.is_set() and backend.sent == 200
     (event,) = gw.store.usage_events(key_id(key))
     assert event.request_id == reply.request_id
-    assert event.status == "client_closed" and event.streamed and event.estimated
+    assert event.status == "client_closed" and event.streamed
+    assert not event.estimated and event.completion_tokens == 200  # the backend's own count
 
 
-def test_client_disconnecting_over_a_real_socket(make_container: Callable[..., Container]) -> None:
+def test_client_disconnecting_over_a_real_socket_without_drain(make_container: Callable[..., Container]) -> None:
     backend = ScriptedBackend(endless=True, delay_s=0.01)  # ends only when closed: the client leaving
-    gw = make_container({"m": backend})
+    gw = make_container({"m": backend}, drain_seconds=0)  # CHATGW_DRAIN_SECONDS=0: close at once
     key = add_key(gw)
     with ThreadServer(gw.app) as server, httpx.Client(timeout=10) as client:
         with client.stream("POST", server.base_url + CHAT, content=body("m", True), headers=dict(auth(key))) as r:

@@ -35,7 +35,7 @@ class Upstreamed:
     loop: asyncio.AbstractEventLoop
     deps: list[BackendDeps] = field(default_factory=list)
 
-    def gateway(self, base_url: str, **options: Any) -> tuple[Container, str]:
+    def gateway(self, base_url: str, *, drain_seconds: float = 30.0, **options: Any) -> tuple[Container, str]:
         model = {
             "backend": "openai",
             "base_url": base_url,
@@ -47,7 +47,7 @@ class Upstreamed:
         base = self.make_container()
         deps = BackendDeps()
         self.deps.append(deps)
-        settings = replace(base.settings, models=json.dumps({"up": model}))
+        settings = replace(base.settings, models=json.dumps({"up": model}), drain_seconds=drain_seconds)
         return build(settings, store=base.store, deps=deps), add_key(base)
 
     def chat(self, gw: Container, key: str, stream: bool = False, leave: int | None = None, **extra: Any) -> Reply:
@@ -215,8 +215,8 @@ def test_upstream_sending_no_usage_is_estimated(up: Upstreamed, fake_openai: Fak
     assert (event.prompt_tokens, event.completion_tokens) == (usage["prompt_tokens"], usage["completion_tokens"])
 
 
-def test_client_leaving_closes_the_upstream_call(up: Upstreamed, fake_openai: FakeOpenAI) -> None:
-    gw, key = up.gateway(fake_openai.base_url)
+def test_client_leaving_closes_the_upstream_call_without_drain(up: Upstreamed, fake_openai: FakeOpenAI) -> None:
+    gw, key = up.gateway(fake_openai.base_url, drain_seconds=0)  # CHATGW_DRAIN_SECONDS=0: close at once
     fake_openai.then(Script(stall_after_chunks=3))  # the upstream then holds its stream open, forever
     reply = up.chat(gw, key, True, leave=2)  # the client goes away after two chunks
     assert reply.status == 200

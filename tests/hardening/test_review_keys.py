@@ -18,6 +18,9 @@ from chatgw.keys import Limits, pattern_matches
 from chatgw.service import UNKNOWN_KEY_CACHE_SIZE, UNKNOWN_KEY_SECONDS, Service
 from tests.conftest import add_key
 from tests.fakes.backends import ScriptedBackend
+from tests.fakes.fake_openai import FakeOpenAI
+from tests.hardening.test_faults_upstream import Upstreamed
+from tests.hardening.test_faults_upstream import up as up
 from tests.unit.test_http_api import CHAT, USER, assert_envelope, auth, call
 
 
@@ -162,3 +165,43 @@ def test_unknown_key_ids_are_cached_briefly(gw: Container) -> None:
 )
 def test_allow_list_patterns(pattern: str, model: str, allowed: bool) -> None:
     assert pattern_matches(pattern, model) is allowed
+
+
+# finding 9: account parameters reach the operator's upstream account only when allowed ---------
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "passes_by_default"),
+    [
+        ("service_tier", "priority", False),
+        ("service_tier", "flex", False),
+        ("service_tier", "auto", True),
+        ("store", True, False),
+        ("store", False, True),
+        ("safety_identifier", "user-123", False),
+    ],
+)
+def test_account_parameters_need_the_catalogs_consent(
+    up: Upstreamed, fake_openai: FakeOpenAI, param: str, value: object, passes_by_default: bool
+) -> None:
+    plain_gw, plain_key = up.gateway(fake_openai.base_url)
+    plain = up.chat(plain_gw, plain_key, **{param: value})
+    if passes_by_default:
+        assert plain.status == 200, plain.body
+    else:
+        assert plain.status == 400, plain.body
+        error = plain.json()["error"]
+        assert (error["code"], error["param"]) == ("unsupported_parameter", param)
+        assert "account_params" in error["message"]
+        assert fake_openai.requests == []  # it never reached the upstream
+    allowing_gw, allowing_key = up.gateway(fake_openai.base_url, account_params=[param])
+    allowed = up.chat(allowing_gw, allowing_key, **{param: value})
+    assert allowed.status == 200, allowed.body
+    assert fake_openai.requests[-1].body[param] == value
+
+
+def test_account_params_must_name_account_parameters(make_container: Callable[..., Container]) -> None:
+    from chatgw.backends.base import CatalogError
+
+    with pytest.raises(CatalogError, match="account_params"):
+        make_container(models=json.dumps({"e": {"backend": "echo", "account_params": ["temperature"]}}))

@@ -19,12 +19,14 @@ from chatgw.catalog import Catalog, ModelEntry
 from chatgw.compose import Container, build
 from chatgw.errors import UpstreamError
 from chatgw.keys import Limits, new_key
+from chatgw.tokens import estimate_prompt_tokens
+from chatgw.wire import ChatRequest
 from tests.fakes.backends import ScriptedBackend
 from tests.hardening.asgi import CHAT, captured_logs, run
 from tests.hardening.test_faults import failing_table
 
 USER = [{"role": "user", "content": "hi"}]
-RESERVE = 7 + 20  # tokens.estimate_prompt_tokens of USER (3 + 3 + 1) plus max_tokens
+RESERVE = estimate_prompt_tokens(ChatRequest(model="m", messages=USER)) + 20  # the prompt estimate plus max_tokens
 BUDGET = 2 * RESERVE - 1
 
 

@@ -55,10 +55,13 @@ EXPANSIONS: dict[str, list[str]] = {
         'chatgw keys delete "$ID"',
         FIRST_KEY,
     ],
-    "chatgw usage [--key ID] [--month 2026-11 | --day 2026-11-25] [--by-model] [--json]": [
+    "chatgw usage [--key ID] [--month M | --day D | --from D --to D] [--by owner|tag:NAME|model|day] "
+    "[--csv|--json|--html F]": [
         "chatgw usage",
-        'chatgw usage --key "$ID" --month 2026-11 --by-model --json',
-        "chatgw usage --day 2026-11-25",
+        'chatgw usage --key "$ID" --month 2026-11 --by owner --csv',
+        "chatgw usage --day 2026-11-25 --by tag:team --json",
+        "chatgw usage --from 2026-11-01 --to 2026-11-30 --by model --html usage.html",
+        "chatgw usage --from 2026-11-01 --to 2026-11-30 --by day",
     ],
     "chatgw usage --key ID --day 2026-11-25 --json": [
         "chatgw keys create --name a >/dev/null",

@@ -173,7 +173,7 @@ def test_refusals(
     (refused,) = seen.logged("refused")
     assert refused["path"] == CHAT and refused["status"] == status and refused["reason"] == reason
     assert refused["code"] and refused["request_id"]
-    assert refused["key_id"] == (None if status == 401 else key.split("_")[1])
+    assert refused["key_id"] == key.split("_")[1]  # a 401's key id is the one presented (its secret was wrong)
     assert refused["model"] == (None if status in (400, 401) else "echo")
     line = completion(seen)
     assert line["outcome"] == outcome and line["status"] == status and line["code"] == refused["code"]
@@ -233,7 +233,7 @@ def test_503_store_unavailable(runner: str, gateway: Container, seen: Seen, monk
     assert store_error["level"] == "ERROR" and store_error["operation"] == "get_key"
     assert store_error["code"] == "store_unavailable"
     line = completion(seen)
-    assert line["outcome"] == "store_unavailable" and line["status"] == 503 and line["key_id"] is None
+    assert line["outcome"] == "store_unavailable" and line["status"] == 503 and line["key_id"] == key.split("_")[1]
     assert request_metrics(seen) == {"outcome": "store_unavailable", "model": "none", "backend": "none"}
     assert [(v, d) for v, d, _ in seen.metric("chatgw.store.errors")] == [(1, {"operation": "get_key"})]
     assert not seen.metric("chatgw.refusals")

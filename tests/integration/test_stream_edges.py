@@ -135,11 +135,11 @@ def test_deadline_ends_the_stream_in_band_and_still_meters(make_container: Calla
     assert events[0].completion_tokens == backend.sent == 2
 
 
-def test_client_leaving_closes_the_backend_and_records_client_closed(
+def test_client_leaving_closes_the_backend_at_the_drain_bound_and_records_client_closed(
     make_container: Callable[..., Container],
 ) -> None:
-    backend = ScriptedBackend(endless=True, delay_s=0.01)  # ends only when closed: the client leaving
-    gw = make_container({"long": backend})
+    backend = ScriptedBackend(endless=True, delay_s=0.01)  # ends only when closed
+    gw = make_container({"long": backend}, drain_seconds=0.3)  # read on for 0.3 s after the client left
     key = add_key(gw)
     with ThreadServer(gw.app) as server:
         with httpx.stream(
@@ -148,7 +148,7 @@ def test_client_leaving_closes_the_backend_and_records_client_closed(
             lines = r.iter_lines()
             seen = [next(lines) for _ in range(6)]
             assert any(line.startswith("data: {") for line in seen)
-        # Only the disconnect can close an endless stream; 30 s bounds a bug, it is no timing.
+        # Only the drain bound can close an endless stream; 30 s bounds a bug, it is no timing.
         assert backend.closed.wait(timeout=30)
         events = eventually(lambda: gw.store.usage_events(key_id(key)))
     assert events[0].status == "client_closed"

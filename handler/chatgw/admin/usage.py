@@ -11,6 +11,7 @@ from typing import Any
 from ..limits import day_of, month_of
 from ..settings import Settings
 from ..store.base import Store, UsageQuery
+from . import report as range_report
 from .common import CliError, key_id_arg, now, print_table
 
 # usage ----------------------------------------------------------------------------------
@@ -60,6 +61,8 @@ def usage_report(store: Store, query: UsageQuery, settings: Settings) -> list[di
 def cmd_usage(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     if args.key is not None:
         key_id_arg(args.key)
+    if range_report.wants_report(args):  # names, owners, totals, ranges, groups, CSV, HTML (report.py)
+        return range_report.cmd_report(args, store)
     query = _period(args)
     report = usage_report(store, query, settings)
     if args.json:

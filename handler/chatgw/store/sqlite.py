@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -45,6 +46,14 @@ AGGREGATE_COLUMNS = {
 ALL_MODELS = ""
 
 
+def create_private(path: Path) -> None:
+    """The database file readable by its owner alone (0600: it holds key hashes and the ledger), in a
+    folder made 0700 if new. SQLite gives its -wal and -shm files the database file's mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
+
+
 class SqliteStore:
     def __init__(self, path: Path | str, *, usage_ttl_days: int = 90) -> None:
         self.path = Path(path)
@@ -52,7 +61,7 @@ class SqliteStore:
         self._lock = threading.Lock()
         try:
             if str(path) != ":memory:":
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                create_private(self.path)
             self._db = sqlite3.connect(str(path), timeout=10, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
