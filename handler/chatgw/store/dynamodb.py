@@ -162,9 +162,9 @@ class DynamoStore:
         window = minute_window(now)
         month = month_of(now)
         if rpm is not None and rpm <= 0:  # first in the order: refused whatever the store holds
-            return Admission("requests", reserve=reserve)
+            return Admission("requests", reserve=reserve, window=window)
         if rpm is None and tpm is not None and tpm <= 0:  # likewise, with no request limit before it
-            return Admission("tokens", reserve=reserve)
+            return Admission("tokens", reserve=reserve, window=window)
         if (tpm is not None and need > tpm) or (budget is not None and need > budget):
             return self._never_fits(key_id, month, window, limits, reserve)
         with self._hint_lock:
@@ -190,6 +190,7 @@ class DynamoStore:
                 tokens_used=int_of(new, "wtok"),
                 month_tokens_used=int_of(new, "total_tokens"),
                 reserve=reserve,
+                window=window,
             )
         raise StoreUnavailable("The key store is unavailable (admission did not settle).")
 
@@ -258,7 +259,12 @@ class DynamoStore:
         if refused is None:
             raise StoreUnavailable("The key store is unavailable (admission refused for no known limit).")
         return Admission(
-            refused, requests_used=requests, tokens_used=tokens, month_tokens_used=month_tokens, reserve=reserve
+            refused,
+            requests_used=requests,
+            tokens_used=tokens,
+            month_tokens_used=month_tokens,
+            reserve=reserve,
+            window=window,
         )
 
     # usage ledger -------------------------------------------------------------------
