@@ -50,6 +50,8 @@ class Admission:
     reserve: int = 0
     window: int = -1
     """The minute window (epoch s) the request was counted in (-1: not known, e.g. a local refusal)."""
+    shard: int = 0
+    """DynamoDB: the shard item that admitted the request (0 for a key of one shard)."""
 
     @property
     def admitted(self) -> bool:

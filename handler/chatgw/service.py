@@ -375,4 +375,5 @@ class Service:
             with self.observer.store_call("record_usage", event.request_id):
                 await asyncio.to_thread(self.store.record_usage, event)
         except Exception as exc:
-            logs.event("usage_event", logging.ERROR, usage_event=event.to_log(), reason=type(exc).__name__)
+            logged = getattr(exc, "event", event)  # the store may say which writes are still pending
+            logs.event("usage_event", logging.ERROR, usage_event=logged.to_log(), reason=type(exc).__name__)

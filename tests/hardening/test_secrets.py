@@ -135,7 +135,7 @@ def dynamodb_store(request: pytest.FixtureRequest) -> Iterator[StoreUnderTest]:
         yield StoreUnderTest(
             [],
             env,
-            lambda: proxy.injecting(Fault(operation("TransactWriteItems"), answer=TABLE_MISSING)),
+            lambda: proxy.injecting(Fault(operation("PutItem", containing=b"EV#"), answer=TABLE_MISSING)),
             count,
             stored,
         )

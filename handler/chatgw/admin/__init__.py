@@ -207,6 +207,9 @@ def _limit_options(parser: argparse.ArgumentParser, kind: Callable[[str], Any]) 
     parser.add_argument("--tpm", type=kind, default=None, help="tokens per minute")
     parser.add_argument("--monthly-tokens", type=kind, default=None, help="monthly token budget")
     parser.add_argument("--max-tokens", type=kind, default=None, help="max tokens per request")
+    parser.add_argument(
+        "--shards", type=kind, default=None, help="DynamoDB: spread the key's counters over N items (hot keys)"
+    )
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -22,6 +22,7 @@ LIMIT_FLAGS = {
     "tpm": "tokens_per_minute",
     "monthly_tokens": "monthly_token_budget",
     "max_tokens": "max_tokens_per_request",
+    "shards": "shards",
 }
 
 # argument types -------------------------------------------------------------------------
@@ -90,6 +91,7 @@ def _print_record(record: KeyRecord, as_json: bool, extra: dict[str, Any] | None
 def _limits_text(limits: Limits) -> str:
     short = {"requests_per_minute": "rpm", "tokens_per_minute": "tpm", "monthly_token_budget": "month"}
     short["max_tokens_per_request"] = "max"
+    short["shards"] = "shards"
     return " ".join(f"{short[k]}={v}" for k, v in limits.to_dict().items()) or "-"
 
 

@@ -57,4 +57,5 @@ def event_from_dict(data: dict[str, Any]) -> UsageEvent:
         reasoning_tokens=int(data.get("reasoning_tokens") or 0),
         cost=float(cost) if cost is not None else None,
         reserved_tokens=int(data.get("reserved_tokens") or 0),
+        pending=tuple(str(p) for p in data.get("pending") or ()),
     )
