@@ -121,7 +121,7 @@ def plan(commands: list[str]) -> tuple[list[str], list[str]]:
             run += ["wait_port $SERVE_PORT", "kill -- -$!"]
         else:
             assert not re.search(r" \| [a-z-]+ [A-Z]|\[--", bare), f"a syntax summary to add to EXPANSIONS: {command}"
-            run.append(command)
+            run.append(re.sub(r"(?<=\s)ID(?=\s|$)", '"$ID"', command))  # the key made above
             if command.endswith("&"):  # a server: wait until it listens
                 port = re.search(r"(?:-p|--port) (\d+)", command)
                 assert port, f"a background command without a port: {command}"
