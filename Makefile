@@ -25,7 +25,7 @@ PY313 = $(shell for c in "$$(command -v python3.13)" "$$(pyenv root 2>/dev/null 
 	[ -n "$$c" ] && "$$c" -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
 
 
-.PHONY: install run test lint typecheck unit build deploy bench bench-quick clean sam-install template-lint chromium lock
+.PHONY: install run test test-under-load lint typecheck unit build deploy bench bench-quick clean sam-install template-lint chromium lock
 
 # Everything: the gateway, uvicorn and the test and lint toolchain (pytest, moto, mypy, ruff, cfn-lint, ...).
 install: $(STAMP)
@@ -94,6 +94,11 @@ deploy: build
 # fails the run instead of skipping; CHATGW_TEST_WITHOUT=python3.13 leaves one out on purpose, by name.
 test: lint typecheck template-lint chromium
 	CHATGW_TEST_STRICT=1 $(BIN)/pytest
+
+# The suite beside a CPU hog on every core (tests/under_load.sh: bounded, killed when pytest ends,
+# whatever its result): no test may depend on how fast the machine is. Heavy on a shared machine.
+test-under-load: install sam-install chromium
+	CHATGW_TEST_STRICT=1 tests/under_load.sh $(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 # `chatgw usage --html` is checked in headless Chromium (Debian's package; CI runs as root).
 chromium:

@@ -213,6 +213,8 @@ def load_catalog(source: str | None, deps: BackendDeps) -> Catalog:
         fallbacks = spec.get("fallbacks", [])
         if not isinstance(fallbacks, list) or not all(isinstance(f, str) for f in fallbacks):
             raise CatalogError(f"CHATGW_MODELS: model '{name}': field 'fallbacks' must be a list of model names")
+        for twice in {f for f in fallbacks if fallbacks.count(f) > 1}:  # it would be tried twice
+            raise CatalogError(f"CHATGW_MODELS: model '{name}': field 'fallbacks' names '{twice}' twice")
         description = spec.get("description")
         if description is not None and not isinstance(description, str):
             raise CatalogError(f"CHATGW_MODELS: model '{name}': field 'description' must be a string")
