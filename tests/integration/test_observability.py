@@ -298,3 +298,28 @@ def test_fallback(runner: str, stream: bool, make_container: Callable[..., Conta
     assert failed["model"] == "primary" and failed["cause"] == "5xx" and failed["fallback"] is True
     assert [(v, d) for v, d, _ in seen.metric("chatgw.fallbacks")] == [(1, {"model": "primary"})]
     assert request_metrics(seen) == {"outcome": "ok", "model": "echo", "backend": "echo"}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["invoke", "invoke_stream"])
+def test_chatgw_invoke_prints_the_log_and_emf_lines_of_lambda(stream: bool, tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    event = ROOT / "events" / ("rest-v1-chat-stream.json" if stream else "rest-v1-chat.json")
+    argv = [sys.executable, "-m", "chatgw.cli", "invoke", str(event), "--state-dir", str(tmp_path)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATGW_")} | {"CHATGW_LOG_LEVEL": "INFO"}
+    done = subprocess.run(argv + (["--stream"] if stream else []), env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    if not stream:
+        assert json.loads(done.stdout)["statusCode"] == 200  # stdout stays the Lambda response
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    (completion_line,) = [line for line in lines if line.get("msg") == "completion"]
+    assert completion_line["outcome"] == "ok" and completion_line["streamed"] is stream
+    assert completion_line["lambda_request_id"]
+    blobs = [line for line in lines if "_aws" in line]
+    names = {m["Name"] for blob in blobs for d in blob["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
+    assert {"chatgw.requests", "gen_ai.client.operation.duration", "gen_ai.client.token.usage"} <= names
+    assert ("gen_ai.client.operation.time_to_first_chunk" in names) is stream
