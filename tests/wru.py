@@ -15,8 +15,8 @@ client that is not metered. Billing rules (DynamoDB developer guide, "Item sizes
 - TransactWriteItems: every action (Put, Update, Delete, ConditionCheck) twice;
 - BatchWriteItem: each put or delete as a PutItem/DeleteItem.
 
-Sequential use only: the before-image is read when the request leaves, the after-image when its
-answer is back, so writes of other threads in between would be mixed in.
+The before-image is read when the request leaves, the after-image when its answer is back: writes
+sent at once must touch different items (as the store's settlement does), or they mix.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -94,8 +95,9 @@ class WriteMeter:
     """(operation, write request units), one entry per request sent."""
     per_item: Counter[tuple[str, str]] = field(default_factory=Counter)
     """Writes per (pk, sk) item: the hot-item count."""
-    _pending: list[Write] = field(default_factory=list)
-    _op: str = ""
+    _local: threading.local = field(default_factory=threading.local)
+    """The request in flight, per thread (the store sends some writes at once from two threads)."""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.client.meta.events.register("before-send.dynamodb", self._before)
@@ -112,25 +114,28 @@ class WriteMeter:
 
     def _before(self, request: Any, **_: Any) -> None:
         op = request.headers["X-Amz-Target"].decode().rpartition(".")[2]
-        self._op, self._pending = op, []
+        self._local.op, self._local.pending = op, []
         if op not in WRITES:
             return
         body = json.loads(request.body)
         for write in self._writes(op, body):
             write.before = self._read(write.table, write.key)
-            self._pending.append(write)
+            self._local.pending.append(write)
 
     def _after(self, model: Any, **_: Any) -> None:
-        if self._op not in WRITES or model.name != self._op:
+        op = getattr(self._local, "op", "")
+        if op not in WRITES or model.name != op:
             return
         total = 0
-        for write in self._pending:
+        for write in self._local.pending:
             after = self._read(write.table, write.key)
             size = max(item_size(write.before), item_size(after))
             total += units(size) * write.factor
-            self.per_item[(write.key[self.key_names[0]]["S"], write.key[self.key_names[1]]["S"])] += 1
-        self.billed.append((self._op, total))
-        self._pending = []
+            with self._lock:
+                self.per_item[(write.key[self.key_names[0]]["S"], write.key[self.key_names[1]]["S"])] += 1
+        with self._lock:
+            self.billed.append((op, total))
+        self._local.pending = []
 
     # what a request writes -------------------------------------------------------------------
 

@@ -65,6 +65,8 @@ class Limits:
     tokens_per_minute: int | None = None
     monthly_token_budget: int | None = None
     max_tokens_per_request: int | None = None
+    shards: int | None = None
+    """DynamoDB: counters spread over this many items, each with its share of the limits (hot keys)."""
 
     @property
     def needs_admission(self) -> bool:
@@ -81,6 +83,7 @@ def _asdict(limits: Limits) -> dict[str, int | None]:
         "tokens_per_minute": limits.tokens_per_minute,
         "monthly_token_budget": limits.monthly_token_budget,
         "max_tokens_per_request": limits.max_tokens_per_request,
+        "shards": limits.shards,
     }
 
 
@@ -97,6 +100,8 @@ class KeyRecord:
     allow_streaming: bool = True
     limits: Limits = field(default_factory=Limits)
     tags: dict[str, str] = field(default_factory=dict)
+    pepper_version: str | None = None
+    """The pepper version the secret was hashed with (peppers.py); None: a legacy key."""
 
     def with_changes(self, **changes: Any) -> KeyRecord:
         return replace(self, **changes)

@@ -48,6 +48,10 @@ class Admission:
     month_tokens_used: int = 0
     """Tokens committed (settled + reserved) this month, this request's reservation included."""
     reserve: int = 0
+    window: int = -1
+    """The minute window (epoch s) the request was counted in (-1: not known, e.g. a local refusal)."""
+    shard: int = 0
+    """DynamoDB: the shard item that admitted the request (0 for a key of one shard)."""
 
     @property
     def admitted(self) -> bool:

@@ -20,7 +20,6 @@ from chatgw.store.dynamodb_tables import make_client
 from tests.dynamo_fixtures import Tables
 from tests.hardening.faulty_proxy import (
     CONFLICT,
-    TX_CONFLICT,
     Fault,
     FaultyProxy,
     condition_failed,
@@ -66,21 +65,23 @@ def test_admission_meeting_a_transaction_is_retried(store: DynamoStore, proxy: F
     assert proxy.seen.count("UpdateItem") == 3 and conflicts.times == 0
 
 
-def test_a_usage_transaction_cancelled_by_a_conflict_is_retried_and_counted_once(
+def test_settlement_writes_meeting_conflicts_are_retried_and_counted_once(
     store: DynamoStore, proxy: FaultyProxy
 ) -> None:
-    conflicts = Fault(operation("TransactWriteItems"), answer=TX_CONFLICT, times=3)
+    conflicts = Fault(operation("UpdateItem", "PutItem"), answer=CONFLICT, times=3)
     with proxy.injecting(conflicts):
         assert store.record_usage(_event("abcdefgh0002", "r1")) is True
-    assert proxy.seen.count("TransactWriteItems") == 4
-    (row,) = store.usage(UsageQuery("month", month_of(BASE), key_id="abcdefgh0002"))
-    assert (row.requests, row.total_tokens) == (1, 10)
+    assert conflicts.times == 0 and len(proxy.seen) == 3 + 3  # put, month, day + three conflicts
+    for period, value in (("month", month_of(BASE)), ("day", BASE.strftime("%Y-%m-%d"))):
+        (row,) = store.usage(UsageQuery(period, value, key_id="abcdefgh0002"))  # type: ignore[arg-type]
+        assert (row.requests, row.total_tokens) == (1, 10)
 
 
 def test_conflicts_past_the_retries_are_store_unavailable(store: DynamoStore, proxy: FaultyProxy) -> None:
-    always = Fault(operation("TransactWriteItems"), answer=TX_CONFLICT)
+    always = Fault(operation("PutItem"), answer=CONFLICT)
     with proxy.injecting(always), pytest.raises(StoreUnavailable):
         store.record_usage(_event("abcdefgh0003", "r1"))
+    assert proxy.seen == ["PutItem"] * store.retry.attempts  # bounded, and no aggregate without its event
     assert store.usage_events("abcdefgh0003") == []
 
 

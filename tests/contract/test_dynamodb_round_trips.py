@@ -46,10 +46,13 @@ def test_round_trips_per_request(dynamo_tables: Any) -> None:
     for second in (0, 10):
         assert store.admit(record.key_id, limits, BASE + timedelta(seconds=second)).admitted
         assert wire.take() == Counter(UpdateItem=1)
-    # The usage event: one TransactWriteItems (event + four aggregates).
+    # Settlement, no transaction: the event's conditional put, then the month and the day item.
     ev = UsageEvent(record.key_id, "r1", BASE, "echo", "echo", 5, 5, "ok", False, 3)
     assert store.record_usage(ev)
-    assert wire.take() == Counter(TransactWriteItems=1)
+    assert wire.take() == Counter(PutItem=1, UpdateItem=2)
+    # Settled again (a retry, a replay): the put finds the event, nothing else is sent.
+    assert not store.record_usage(ev)
+    assert wire.take() == Counter(PutItem=1)
     # A refusal reads nothing more: the failed condition returns the old item.
     store.admit(record.key_id, limits, BASE + timedelta(seconds=20))
     assert not store.admit(record.key_id, limits, BASE + timedelta(seconds=30)).admitted

@@ -11,12 +11,13 @@ import pytest
 
 from chatgw.keys import Limits
 from chatgw.store import Store, UsageQuery
-from tests.contract.test_store_contract import BASE, Adapter, adapter, event, make_key, store
+from tests.contract.test_store_contract import BASE, Adapter, adapter, event, make_key, one_item_counters, store
 
 __all__ = ["adapter", "store"]  # the contract's fixtures, used here by name
 
 
 def test_a_request_is_refused_only_when_its_reservation_would_pass_the_limit(store: Store) -> None:
+    one_item_counters(store)  # reservations above a shard's share: see test_dynamodb_shards.py
     _, record = make_key(store)
     limits = Limits(monthly_token_budget=100)
     first = store.admit(record.key_id, limits, BASE, request_id="a", reserve=60)
@@ -28,6 +29,7 @@ def test_a_request_is_refused_only_when_its_reservation_would_pass_the_limit(sto
 
 
 def test_settlement_replaces_the_reservation_by_the_actual_tokens(store: Store) -> None:
+    one_item_counters(store)  # reservations above a shard's share: see test_dynamodb_shards.py
     _, record = make_key(store)
     limits = Limits(tokens_per_minute=100, monthly_token_budget=1000)
     assert store.admit(record.key_id, limits, BASE, request_id="a", reserve=80).admitted
@@ -38,6 +40,7 @@ def test_settlement_replaces_the_reservation_by_the_actual_tokens(store: Store) 
 
 
 def test_a_replayed_settlement_counts_once(store: Store) -> None:
+    one_item_counters(store)  # reservations above a shard's share: see test_dynamodb_shards.py
     _, record = make_key(store)
     limits = Limits(monthly_token_budget=100)
     assert store.admit(record.key_id, limits, BASE, request_id="a", reserve=90).admitted
@@ -49,6 +52,7 @@ def test_a_replayed_settlement_counts_once(store: Store) -> None:
 
 
 def test_failed_and_abandoned_requests_settle_too(store: Store) -> None:
+    one_item_counters(store)  # reservations above a shard's share: see test_dynamodb_shards.py
     _, record = make_key(store)
     limits = Limits(monthly_token_budget=100)
     assert store.admit(record.key_id, limits, BASE, request_id="err", reserve=100).admitted
@@ -63,6 +67,7 @@ def test_failed_and_abandoned_requests_settle_too(store: Store) -> None:
 def test_a_settlement_after_the_next_minute_opened_leaves_that_minute_alone(adapter: Adapter) -> None:
     """A long stream admitted in minute 0 settles after a request opened minute 1: minute 1 holds
     only its own reservation, on both adapters (issue 14.1), and the month gets the actual tokens."""
+    one_item_counters(adapter.store)  # reservations above a shard's share: see test_dynamodb_shards.py
     store = adapter.store
     _, record = make_key(store)
     limits = Limits(tokens_per_minute=100, monthly_token_budget=10_000)

@@ -120,7 +120,7 @@ def dynamo_ledger(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
         container = build(settings, store=dynamo, catalog=catalog_of_models())
 
         def throttle_writes(key_id: str) -> AbstractContextManager[object]:
-            match = operation("TransactWriteItems", containing=f"KEY#{key_id}".encode())
+            match = operation("PutItem", containing=f"KEY#{key_id}".encode())
             return proxy.injecting(Fault(match, answer=THROTTLED))
 
         yield Ledger(container, throttle_writes)

@@ -8,7 +8,7 @@ the minute ends."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -25,9 +25,7 @@ from tests.dynamo_fixtures import Tables
 from tests.fakes.backends import ScriptedBackend
 from tests.hardening.asgi import assert_envelope, captured_logs
 from tests.hardening.faulty_proxy import (
-    CONFLICT,
     REFUSALS,
-    TX_CONFLICT,
     Fault,
     at_rate,
     faulty_proxy,
@@ -57,17 +55,16 @@ def gw(dynamo_tables: Tables, settings: Settings, sleeps: list[float]) -> Iterat
 
 
 def _faults(refusal: str, shape: str) -> list[Fault]:
-    """The refusal on every operation of a request: the key lookup, admission and the usage write
-    (a transaction meets a conflict as TransactionCanceledException with a TransactionConflict reason)."""
+    """The refusal on every operation of a request: the key lookup, admission, the event's put and
+    the two aggregate updates of the settlement."""
 
-    def pattern(seed: int) -> object:
+    def pattern(seed: int) -> Callable[[int], bool]:
         return at_rate(0.6, seed) if shape == "rate" else in_bursts(length=4, gap=3)
 
-    single = CONFLICT if refusal == "conflict" else REFUSALS[refusal]
-    transact = TX_CONFLICT if refusal == "conflict" else REFUSALS[refusal]
+    answer = REFUSALS[refusal]
     return [
-        Fault(operation("GetItem", "UpdateItem"), answer=single, pattern=pattern(1)),  # type: ignore[arg-type]
-        Fault(operation("TransactWriteItems"), answer=transact, pattern=pattern(2)),  # type: ignore[arg-type]
+        Fault(operation("GetItem", "UpdateItem"), answer=answer, pattern=pattern(1)),
+        Fault(operation("PutItem"), answer=answer, pattern=pattern(2)),
     ]
 
 
@@ -112,7 +109,8 @@ def test_a_burst_shorter_than_the_retries_is_invisible(gw: DynGateway) -> None:
     with captured_logs() as logs, gw.proxy.injecting(burst):
         reply = gw.chat(key)
     assert reply.status == 200 and burst.times == 0
-    assert gw.proxy.seen.count("UpdateItem") == gw.store.retry.attempts
+    # the admission's tries, then the settlement's month and day updates
+    assert gw.proxy.seen.count("UpdateItem") == gw.store.retry.attempts + 2
     assert logs.named("usage_event") == []
 
 
@@ -148,7 +146,7 @@ def test_a_key_refused_for_its_rate_is_refused_locally_until_the_window_ends(gw:
     else:
         pytest.fail("the minute turned during every try")
     assert [r.status for r in first] == [200, 200, 429]
-    assert writes == 3
+    assert writes == 3 + 2 * 2  # three admissions (two admitted, one refused), two settlements of two updates
     assert gw.proxy.seen.count("UpdateItem") == writes  # the five later refusals cost the store nothing
     assert gw.backend.calls == 2
     store_refusal = first[2]

@@ -121,7 +121,7 @@ def test_store_slow_but_within_the_timeout_still_answers(dyn: DynGateway) -> Non
 )
 def test_failed_usage_write_is_logged_and_replays(dyn: DynGateway, fault: str, stream: bool) -> None:
     key = dyn.key()
-    with captured_logs() as logs, dyn.proxy.injecting(FAULTS[fault](operation("TransactWriteItems"))):
+    with captured_logs() as logs, dyn.proxy.injecting(FAULTS[fault](operation("PutItem"))):
         reply = dyn.chat(key, stream)
     assert reply.status == 200
     kid = key.split("_")[1]
@@ -136,17 +136,70 @@ def test_failed_usage_write_is_logged_and_replays(dyn: DynGateway, fault: str, s
 
 
 def test_lost_answer_to_a_usage_write_is_not_counted_twice(dyn: DynGateway) -> None:
-    """The transaction lands but its answer is lost; botocore retries it; the request id is
-    already there, so the retry changes nothing: counted once, nothing logged."""
+    """The event's put lands but its answer is lost; the store sends it again and finds the event,
+    tagged with its own nonce: its own write, so the aggregates follow, once; nothing logged."""
     key = dyn.key()
     kid = key.split("_")[1]
-    lost = Fault(operation("TransactWriteItems"), drop_after_forward=True, times=1)
+    lost = Fault(operation("PutItem"), drop_after_forward=True, times=1)
+    dyn.proxy.seen.clear()
     with captured_logs() as logs, dyn.proxy.injecting(lost):
         reply = dyn.chat(key)
     assert reply.status == 200 and lost.times == 0
-    assert dyn.proxy.seen.count("TransactWriteItems") == 2  # the original and botocore's retry
+    assert dyn.proxy.seen.count("PutItem") == 2  # the original and the store's retry
     assert logs.named("usage_event") == []
     (event,) = dyn.store.usage_events(kid)
     assert event.request_id == reply.request_id
     (row,) = dyn.store.usage(UsageQuery("day", event.at.strftime("%Y-%m-%d"), key_id=kid))
     assert (row.requests, row.total_tokens) == (1, event.total_tokens)
+
+
+@pytest.mark.parametrize("part", ["M#", "D#"])
+def test_a_settlement_write_that_fails_after_the_event_is_replayed_once(dyn: DynGateway, part: str) -> None:
+    """The event is stored, the month (or day) item refuses its update past the retries: the
+    `usage_event` line names that part as pending; replaying it applies exactly that part, once."""
+    key = dyn.key(limits=Limits(requests_per_minute=100, monthly_token_budget=10**9))
+    kid = key.split("_")[1]
+    sk = f'"sk": {{"S": "{part}'.encode()
+
+    def settling(op: str, body: bytes) -> bool:  # not the admission, which updates the month item too
+        return op == "UpdateItem" and sk in body and b"ADD requests" in body
+
+    refused = Fault(settling, answer=THROTTLED)
+    with captured_logs() as logs, dyn.proxy.injecting(refused):
+        reply = dyn.chat(key)
+    assert reply.status == 200 and refused.hits > 0
+    (line,) = logs.named("usage_event")
+    assert line["reason"] == "SettlementPending"
+    assert line["usage_event"]["pending"] == ["month" if part == "M#" else "day"]
+    event = event_from_dict(line["usage_event"])
+    (stored,) = dyn.store.usage_events(kid)  # the event itself is in
+    assert stored.request_id == reply.request_id and stored.pending == ()
+    assert dyn.store.record_usage(event) is True
+    assert dyn.store.record_usage(event) is False  # a second replay finds the mark
+    period = event.at.strftime("%Y-%m")
+    (month,) = dyn.store.usage(UsageQuery("month", period, key_id=kid))
+    (day,) = dyn.store.usage(UsageQuery("day", event.at.strftime("%Y-%m-%d"), key_id=kid))
+    (model,) = dyn.store.usage(UsageQuery("month", period, key_id=kid, by_model=True))
+    for row in (month, day, model):
+        assert (row.requests, row.total_tokens) == (1, event.total_tokens) and row.total_tokens > 0
+
+
+def test_an_unsure_settlement_write_is_not_replayed(dyn: DynGateway) -> None:
+    """The day item's update reached the store but its answer was lost: it may have been applied,
+    so the log line leaves it out of `pending` (reason SettlementUnsure): replay never doubles it."""
+    key = dyn.key()
+    kid = key.split("_")[1]
+    lost = Fault(operation("UpdateItem", containing=b'"S": "D#'), drop_after_forward=True, times=1)
+    with captured_logs() as logs, dyn.proxy.injecting(lost):
+        reply = dyn.chat(key)
+    assert reply.status == 200
+    (line,) = logs.named("usage_event")
+    assert line["reason"] == "SettlementUnsure" and "pending" not in line["usage_event"]
+    assert dyn.store.record_usage(event_from_dict(line["usage_event"])) is False
+    (day,) = dyn.store.usage(UsageQuery("day", reply_day(dyn, kid), key_id=kid))
+    assert day.requests == 1  # it had been applied: counted once
+
+
+def reply_day(dyn: DynGateway, kid: str) -> str:
+    (event,) = dyn.store.usage_events(kid)
+    return event.at.strftime("%Y-%m-%d")

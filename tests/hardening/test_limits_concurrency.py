@@ -37,7 +37,7 @@ def twin(
     request: pytest.FixtureRequest, make_container: Callable[..., Container]
 ) -> Iterator[tuple[Container, Container]]:
     """Two containers (own Service, own key cache, own store client) on one store."""
-    first = make_container({"m": ScriptedBackend(["a", " b", " c"])})
+    first = make_container({"m": ScriptedBackend(["a", " b", " c"]), "capped": ScriptedBackend([" w"] * WORDS)})
     if request.param == "sqlite":
         second = build(first.settings, catalog=first.catalog)
         yield first, second
@@ -89,12 +89,15 @@ def test_requests_per_minute_admits_exactly_the_limit(
     assert remaining == list(range(max(0, limit - concurrent), limit))  # each slot handed out once
 
 
-CAPPED = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}).encode()
-RESERVE = estimate_prompt_tokens(ChatRequest.model_validate_json(CAPPED)) + 1  # the prompt estimate plus max_tokens
-ACTUAL = 5 + 3  # what ScriptedBackend(["a", " b", " c"]) reports
-# Exactly 4 admissions against a limit of 4 reservations, whatever order they settle in, needs
-# 4 settled + 1 more reservation to pass the limit: 4 * ACTUAL + RESERVE > 4 * RESERVE.
-assert 3 * RESERVE < 4 * ACTUAL, (RESERVE, ACTUAL)
+HI = {"model": "capped", "messages": [{"role": "user", "content": "hi"}]}
+ESTIMATE = estimate_prompt_tokens(ChatRequest.model_validate(HI))
+# ScriptedBackend reports 5 prompt tokens and one token per word. With WORDS > 3 x ESTIMATE - 4 x 5,
+# four settled requests plus one more reservation pass 4 reservations: the count is exact whatever
+# order the requests settle in (4 x (5 + W) + (E + W) > 4 x (E + W)).
+WORDS = max(1, 3 * ESTIMATE - 20 + 1)
+CAPPED = json.dumps({**HI, "max_tokens": WORDS}).encode()
+RESERVE = ESTIMATE + WORDS  # the prompt estimate plus max_tokens
+ACTUAL = 5 + WORDS  # what ScriptedBackend([" w"] * WORDS) reports
 
 
 @pytest.mark.parametrize(

@@ -45,6 +45,9 @@ class UsageEvent:
     """USD, from the served model's prices when the event was made; None when it has no price."""
     reserved_tokens: int = 0
     """What admission reserved for this request; settlement replaces it by the actual tokens."""
+    pending: tuple[str, ...] = ()
+    """Set only in a `usage_event` log line whose event is stored but some of its aggregate writes
+    are not (DynamoDB: "month", "day"): what `chatgw replay` still applies, once."""
 
     @property
     def total_tokens(self) -> int:
@@ -60,6 +63,10 @@ class UsageEvent:
         out = asdict(self)
         out["at"] = self.at.isoformat()
         out["total_tokens"] = self.total_tokens
+        if not self.pending:
+            out.pop("pending")
+        else:
+            out["pending"] = list(self.pending)
         return out
 
 

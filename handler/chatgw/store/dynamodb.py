@@ -11,9 +11,8 @@ Both tables have a string partition key `pk` and a string sort key `sk` (docs/st
 
 Admission is one conditional UpdateItem on the month item, which reserves the request's worst
 case in `wtok` (the live minute's committed tokens) and `total_tokens` (the month's committed
-tokens: settled + reserved, on the all-models month item only). Settlement is one
-TransactWriteItems (event Put with attribute_not_exists + four aggregate Updates) that replaces the
-reservation by the actual tokens (docs/store.md).
+tokens: settled + reserved, on the all-models month item only). Settlement takes no transaction
+(store/dynamodb_settle.py): the event's conditional put, then the month and the day item at once.
 """
 
 from __future__ import annotations
@@ -23,8 +22,6 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from botocore.exceptions import ClientError
-
 from ..errors import StoreUnavailable
 from ..keys import KeyRecord, Limits
 from ..limits import Admission, decide, minute_window, month_of, need_of
@@ -32,8 +29,10 @@ from .base import KeyExists, KeyNotFound, UsageEvent, UsageQuery, UsageRow
 from .codec import event_from_dict, key_from_dict, key_to_dict
 from .dynamodb_call import Refused as _Refused
 from .dynamodb_call import RetryPolicy, call
-from .dynamodb_call import unavailable as _unavailable
-from .dynamodb_items import attr_n, attr_s, from_item, int_of, pk_of, settlement_actions, to_item
+from .dynamodb_items import attr_n, attr_s, from_item, int_of, pk_of, to_item
+from .dynamodb_settle import Settler
+from .dynamodb_shards import ShardMemory, admit_sharded
+from .dynamodb_usage import usage_rows
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -41,10 +40,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 CONFLICT_RETRIES = 6
 KEY_SK = "KEY"
-
-
-class _WindowMoved(Exception):
-    """The settlement's minute is no longer the live window: settle the month alone."""
 
 
 class DynamoStore:
@@ -65,6 +60,8 @@ class DynamoStore:
         # The minute window this process last saw live per key: picks the right update first.
         self._live_window: dict[str, int] = {}
         self._hint_lock = threading.Lock()
+        self._shards = ShardMemory()
+        self._settler = Settler(client, usage_table, self.usage_ttl, self._call, self._shards.take)
 
     def drop_connections(self) -> None:
         """For a SnapStart snapshot and restore: clear botocore's connection pool (new ones on use)."""
@@ -149,7 +146,17 @@ class DynamoStore:
     def admit(
         self, key_id: str, limits: Limits, now: datetime, *, request_id: str | None = None, reserve: int = 0
     ) -> Admission:
-        """One conditional UpdateItem on the month item, which carries the live minute window.
+        """One conditional UpdateItem on the month item (or on one of the key's shard items:
+        store/dynamodb_shards.py), which carries the live minute window."""
+        if (limits.shards or 1) <= 1:
+            return self._admit_item(key_id, "", limits, now, reserve)
+        admission = admit_sharded(self._admit_item, key_id, limits, now, reserve)
+        if admission.admitted and request_id is not None:
+            self._shards.remember(request_id, admission.shard)
+        return admission
+
+    def _admit_item(self, key_id: str, shard: str, limits: Limits, now: datetime, reserve: int) -> Admission:
+        """One conditional UpdateItem on `M#<month><shard>`, which carries the live minute window.
 
         Two shapes of update: `ADD wreq 1, wtok R` within the live window, or `SET win, wreq=1,
         wtok=R` to open a new one (both `ADD total_tokens R`: the month's committed tokens). This
@@ -162,16 +169,17 @@ class DynamoStore:
         window = minute_window(now)
         month = month_of(now)
         if rpm is not None and rpm <= 0:  # first in the order: refused whatever the store holds
-            return Admission("requests", reserve=reserve)
+            return Admission("requests", reserve=reserve, window=window)
         if rpm is None and tpm is not None and tpm <= 0:  # likewise, with no request limit before it
-            return Admission("tokens", reserve=reserve)
+            return Admission("tokens", reserve=reserve, window=window)
         if (tpm is not None and need > tpm) or (budget is not None and need > budget):
-            return self._never_fits(key_id, month, window, limits, reserve)
+            return self._never_fits(key_id, month + shard, window, limits, reserve)
+        hint = key_id + shard
         with self._hint_lock:
-            same_window = self._live_window.get(key_id) == window
+            same_window = self._live_window.get(hint) == window
         for _ in range(4):
             try:
-                new = self._admit_once(key_id, month, window, same_window, rpm, tpm, budget, reserve)
+                new = self._admit_once(key_id, month, shard, window, same_window, rpm, tpm, budget, reserve)
             except _Refused as refused:
                 old = refused.item
                 live = int_of(old, "win", -1)
@@ -181,15 +189,16 @@ class DynamoStore:
                 if same_window != (live == window):  # guessed the wrong shape of update
                     same_window = live == window
                     continue
-                self._remember(key_id, live)
+                self._remember(hint, live)
                 return self._refusal(old, window, limits, reserve)
-            self._remember(key_id, window)
+            self._remember(hint, window)
             return Admission(
                 None,
                 requests_used=int_of(new, "wreq"),
                 tokens_used=int_of(new, "wtok"),
                 month_tokens_used=int_of(new, "total_tokens"),
                 reserve=reserve,
+                window=window,
             )
         raise StoreUnavailable("The key store is unavailable (admission did not settle).")
 
@@ -211,6 +220,7 @@ class DynamoStore:
         self,
         key_id: str,
         month: str,
+        shard: str,
         window: int,
         same_window: bool,
         rpm: int | None,
@@ -239,7 +249,7 @@ class DynamoStore:
         resp = self._call(
             self.client.update_item,
             TableName=self.usage_table,
-            Key={"pk": pk_of(key_id), "sk": attr_s(f"M#{month}")},
+            Key={"pk": pk_of(key_id), "sk": attr_s(f"M#{month}{shard}")},
             UpdateExpression=update,
             ConditionExpression=" AND ".join(conditions),
             ExpressionAttributeValues=values,
@@ -258,78 +268,51 @@ class DynamoStore:
         if refused is None:
             raise StoreUnavailable("The key store is unavailable (admission refused for no known limit).")
         return Admission(
-            refused, requests_used=requests, tokens_used=tokens, month_tokens_used=month_tokens, reserve=reserve
+            refused,
+            requests_used=requests,
+            tokens_used=tokens,
+            month_tokens_used=month_tokens,
+            reserve=reserve,
+            window=window,
         )
 
     # usage ledger -------------------------------------------------------------------
 
     def record_usage(self, event: UsageEvent) -> bool:
-        """One transaction: the event (only if its request_id is new) and the four aggregates.
-        The month item also settles the reservation: `total_tokens` (the month's committed tokens)
-        and, while the admission's minute is still the live window, `wtok` get actual - reserved."""
-        try:
-            return self._settle(event, with_window=True)
-        except _WindowMoved:
-            return self._settle(event, with_window=False)
-
-    def _settle(self, event: UsageEvent, *, with_window: bool) -> bool:
-        actions, window_index = settlement_actions(self.usage_table, event, self.usage_ttl, with_window=with_window)
-        for attempt in range(CONFLICT_RETRIES):
-            try:
-                self._call(self.client.transact_write_items, TransactItems=actions)
-                return True
-            except ClientError as exc:
-                reasons = [str(r.get("Code", "None")) for r in exc.response.get("CancellationReasons", [])]
-                if reasons and reasons[0] == "ConditionalCheckFailed":
-                    return False
-                if window_index > 0 and reasons[window_index : window_index + 1] == ["ConditionalCheckFailed"]:
-                    raise _WindowMoved from None
-                if "TransactionConflict" in reasons and attempt + 1 < CONFLICT_RETRIES:
-                    self.retry.backoff(attempt)
-                    continue
-                raise _unavailable(exc) from exc
-        raise AssertionError("unreachable")
+        """Settle without a transaction: the event's conditional put (the exactly-once gate), then
+        the month item (the reservation replaced by the actual tokens, month totals) and the day
+        item (day totals, per served model) at once. docs/store.md, store/dynamodb_settle.py."""
+        return self._settler.settle(event)
 
     def usage(self, query: UsageQuery) -> list[UsageRow]:
         prefix = f"{'M' if query.period == 'month' else 'D'}#{query.value}"
-        if query.key_id is not None:
-            values = {":pk": pk_of(query.key_id)}
-            if query.by_model:
-                key_cond = "pk = :pk AND begins_with(sk, :sk)"
-                values[":sk"] = attr_s(prefix + "#")
-            else:
-                key_cond = "pk = :pk AND sk = :sk"
-                values[":sk"] = attr_s(prefix)
-            items = self._query(
-                KeyConditionExpression=key_cond,
-                FilterExpression="attribute_exists(requests)",
-                ExpressionAttributeValues=values,
-            )
-        else:
+        if query.key_id is None:
             # Every key's aggregates of one period: an operator's report, so a filtered Scan
             # (docs/store.md: a GSI on period would replace it at scale).
-            op = "begins_with(sk, :sk)" if query.by_model else "sk = :sk"
             items = self._scan(
                 self.usage_table,
-                FilterExpression=f"{op} AND attribute_exists(requests)",
-                ExpressionAttributeValues={":sk": attr_s(prefix + "#" if query.by_model else prefix)},
+                FilterExpression="begins_with(sk, :sk) AND attribute_exists(requests)",
+                ExpressionAttributeValues={":sk": attr_s(f"D#{query.value}" if query.by_model else prefix)},
             )
-        rows = [
-            UsageRow(
-                key_id=str(item["key_id"]["S"]),
-                period=str(item["period"]["S"]),
-                requests=int_of(item, "requests"),
-                prompt_tokens=int_of(item, "prompt_tokens"),
-                completion_tokens=int_of(item, "completion_tokens"),
-                model=str(item["model"]["S"]) if query.by_model else None,
-                cached_tokens=int_of(item, "cached_tokens"),
-                cache_write_tokens=int_of(item, "cache_write_tokens"),
-                reasoning_tokens=int_of(item, "reasoning_tokens"),
-                cost=round(float(item["cost"]["N"]), 12) if "cost" in item else None,
+            if query.by_model:
+                items += self._scan(
+                    self.usage_table,
+                    FilterExpression="begins_with(sk, :sk) AND attribute_exists(requests)",
+                    ExpressionAttributeValues={":sk": attr_s(prefix + "#")},
+                )
+        else:
+            items = self._query(
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :sk)",
+                FilterExpression="attribute_exists(requests)",
+                ExpressionAttributeValues={":pk": pk_of(query.key_id), ":sk": attr_s(prefix)},
             )
-            for item in items
-        ]
-        return sorted(rows, key=lambda r: (r.key_id, r.model or ""))
+            if query.by_model and query.period == "month":
+                items += self._query(
+                    KeyConditionExpression="pk = :pk AND begins_with(sk, :sk)",
+                    FilterExpression="attribute_exists(requests)",
+                    ExpressionAttributeValues={":pk": pk_of(query.key_id), ":sk": attr_s(f"D#{query.value}-")},
+                )
+        return usage_rows(query, items)
 
     def usage_events(self, key_id: str) -> list[UsageEvent]:
         items = self._query(
@@ -340,4 +323,5 @@ class DynamoStore:
         return sorted(events, key=lambda e: e.at)
 
     def close(self) -> None:
+        self._settler.close()
         self.client.close()

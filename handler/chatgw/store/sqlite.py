@@ -154,7 +154,12 @@ class SqliteStore:
                         (request_id or f"anonymous-{key_id}-{now.timestamp()}", key_id, window, month, reserve),
                     )
         return Admission(
-            refused, requests_used=requests, tokens_used=tokens, month_tokens_used=month_tokens, reserve=reserve
+            refused,
+            requests_used=requests,
+            tokens_used=tokens,
+            month_tokens_used=month_tokens,
+            reserve=reserve,
+            window=window,
         )
 
     @staticmethod
