@@ -401,3 +401,65 @@ def test_bad_options_name_the_model_and_field(options: dict[str, Any], field: st
     with pytest.raises(CatalogError) as caught:
         build_backend("bedrock", "my-model", options, BackendDeps())
     assert f"model 'my-model': field '{field}'" in str(caught.value)
+
+
+# ---- what botocore raises itself (no server can make it on loopback) -----------------------------
+
+
+class RaisingClient:
+    """A bedrock-runtime client whose calls raise what botocore raises: the backend's mapping of
+    exceptions that are not an HTTP answer (and, for retryable ones, its retries)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.calls = 0
+
+        class Events:
+            def unregister(self, *args: Any, **kwargs: Any) -> None:
+                return None
+
+        class Meta:
+            events = Events()
+
+        self.meta = Meta()
+
+    def converse(self, **kwargs: Any) -> Any:
+        self.calls += 1
+        raise self.error
+
+
+def _botocore_errors() -> list[tuple[str, Exception, type[ChatgwError], int]]:
+    from botocore import exceptions as boto
+
+    return [
+        ("connect-timeout", boto.ConnectTimeoutError(endpoint_url="http://x"), UpstreamTimeout, 2),  # retried
+        ("read-timeout", boto.ReadTimeoutError(endpoint_url="http://x"), UpstreamTimeout, 1),  # it may have run
+        ("no-connection", boto.EndpointConnectionError(endpoint_url="http://x"), UpstreamError, 2),
+        ("connection-closed", boto.ConnectionClosedError(endpoint_url="http://x"), UpstreamError, 2),
+        ("param-validation", boto.ParamValidationError(report="bad"), UpstreamRejected, 1),
+        ("anything-else", RuntimeError("internal detail"), UpstreamError, 1),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "error", "mapped", "calls"), _botocore_errors(), ids=[e[0] for e in _botocore_errors()]
+)
+def test_exceptions_botocore_raises_map_to_gateway_errors(
+    name: str, error: Exception, mapped: type[ChatgwError], calls: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("chatgw.backends._retry.BACKOFF_BASE_S", 0.0)  # the retry's wait is not the point here
+    client = RaisingClient(error)
+
+    async def scenario() -> None:
+        deps = BackendDeps(aws_client_factory=lambda service, region: client)
+        backend = build_backend("bedrock", "claude", {"model_id": "m1", "region": "us-east-1", "max_retries": 1}, deps)
+        try:
+            with pytest.raises(mapped) as caught:
+                await backend.complete(ask(), Deadline.in_seconds(20))
+            assert type(caught.value) is mapped and "internal detail" not in caught.value.message
+        finally:
+            await backend.aclose()
+            await deps.aclose()
+
+    asyncio.run(scenario())
+    assert client.calls == calls
