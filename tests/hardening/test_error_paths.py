@@ -230,8 +230,12 @@ def bedrock(gateways: Gateways, fake_bedrock: FakeBedrock) -> Callable[..., Cont
 def test_bedrock_a_stream_that_stalls_past_the_deadline_ends_in_band(
     gateways: Gateways, bedrock: Callable[..., Container], fake_bedrock: FakeBedrock
 ) -> None:
-    # the model stops after three events and never goes on: only the gateway's deadline ends it
-    gw = bedrock(request_timeout_s=1.0)
+    # The model stops after three events and never goes on: only the gateway's deadline ends it.
+    # The deadline is real; it only has to cover opening the stream on a warm client (milliseconds:
+    # the first request below makes and warms the boto3 client, which under load alone took > 1 s).
+    gw = bedrock(request_timeout_s=2.0)
+    warm = add_key(gw)
+    assert gateways.chat(gw, warm)[0].status == 200
     key = add_key(gw)
     fake_bedrock.then(BedrockScript(stall_after_events=3))
     reply, logs = gateways.chat(gw, key, stream=True)
@@ -248,7 +252,7 @@ def test_bedrock_the_deadline_hit_while_opening_is_a_504(
     gateways: Gateways, bedrock: Callable[..., Container], fake_bedrock: FakeBedrock, stream: bool
 ) -> None:
     gw = bedrock(request_timeout_s=1.0)  # the model never answers: only the deadline ends the call
-    key = add_key(gw)
+    key = add_key(gw)  # (504 whether the deadline hits while the client is made or while it waits)
     fake_bedrock.then(BedrockScript(stall_before_headers=True))
     reply, logs = gateways.chat(gw, key, stream)
     assert_refused(reply, logs, 504, "upstream_timeout")
