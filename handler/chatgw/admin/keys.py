@@ -16,6 +16,10 @@ from ..store.base import KeyExists, KeyNotFound, Store
 from .common import CliError, key_id_arg, now, print_table
 
 CLEAR = "none"
+RESHARD_NOTE = (
+    "note: the new shard count applies within the key cache delay; a change mid-month is not exact for the "
+    "monthly budget (docs/store.md, Hot keys): change it at a month's start when the budget matters."
+)
 LIMIT_FLAGS = {
     "rpm": "requests_per_minute",
     "tpm": "tokens_per_minute",
@@ -180,6 +184,8 @@ def cmd_keys_update(args: argparse.Namespace, store: Store, settings: Settings) 
     updated = record.with_changes(**changes)
     _save(store, updated)
     _print_record(updated, args.json)
+    if updated.limits.shards != record.limits.shards and updated.limits.monthly_token_budget is not None:
+        print(RESHARD_NOTE, file=sys.stderr)
     return 0
 
 
