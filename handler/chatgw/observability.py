@@ -126,7 +126,9 @@ class Report:
             return "client_closed"
         status = self.status or 500
         if status < 400:
-            return "upstream_error" if self.usage_status == "error" else "ok"
+            if self.usage_status != "error":
+                return "ok"
+            return "upstream_timeout" if self.code == "upstream_timeout" else "upstream_error"  # failed mid-stream
         return STATUS_OUTCOMES.get(status, "invalid" if status < 500 else "internal_error")
 
     def dimensions(self, **extra: str) -> dict[str, str]:

@@ -146,6 +146,7 @@ class ChatStream:
                 if isinstance(item, ChatgwError):
                     self._ended = True
                     self.status = "error"
+                    self.call.seen.code = item.code  # the in-band error's code, for the completion line
                     out.append(frame({"error": item.envelope(self.call.request_id)["error"]}))
                     yield b"".join(out)
                     return

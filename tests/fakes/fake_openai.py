@@ -54,6 +54,8 @@ class Script:
     """A buffered answer: send the headers and half the JSON body, then nothing more."""
     stall_after_chunks: int | None = None
     """A stream: send this many chunks, then nothing more (no [DONE], the connection kept open)."""
+    end_after_chunks: int | None = None
+    """A stream: send this many chunks, then end it cleanly, without usage or [DONE]."""
     cached_tokens: int = 0
     """Report this many of the prompt's tokens as read from the prompt cache."""
     reasoning_tokens: int = 0
@@ -161,6 +163,8 @@ class FakeOpenAI:
                     await self.stall.wait()
                     released = True
                     return
+                if n == script.end_after_chunks:
+                    return
                 if n == script.drop_after_chunks:
                     raise ConnectionAbortedError("scripted drop")
                 if n == script.error_event_after_chunks:
@@ -176,6 +180,8 @@ class FakeOpenAI:
                     await asyncio.sleep(script.chunk_delay_s)
                 yield _event(chunk)
                 self.last_chunk_sent_at = time.monotonic()
+            if script.end_after_chunks is not None:
+                return
             if usage_wanted:
                 yield _event({**_envelope(body), "choices": [], "usage": _usage(answer, script)})
             yield b"data: [DONE]\n\n"

@@ -250,6 +250,95 @@ def test_client_gone_mid_stream(make_container: Callable[..., Container], seen: 
 
     line = completion(seen)
     assert line["outcome"] == "client_closed" and line["client_closed"] is True and line["streamed"] is True
-    assert line["status"] == 200 and line["completion_tokens"] > 0 and line["estimated"] is True
+    assert line["status"] == 200 and line["completion_tokens"] > 0  # drained or estimated: counted either way
     assert request_metrics(seen) == {"outcome": "client_closed", "model": "slow", "backend": "fake"}
+    assert_nothing_secret(seen, key)
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_failure_after_the_first_byte(runner: str, make_container: Callable[..., Container], seen: Seen) -> None:
+    backend = ScriptedBackend(
+        ["a", " b", " c", " d"], fail=UpstreamError("cut: Tell me", cause="connect"), fail_after=2
+    )
+    container = make_container({"flaky": backend}, log_level="INFO")
+    container.service.observer.sink = EmfSink(write=lambda line: seen.emf.append(json.loads(line)))
+    key = add_key(container)
+    assert RUNNERS[runner](container, rest_v1_event("POST", CHAT, body(True, model="flaky"), {"x-api-key": key})) == 200
+
+    line = completion(seen)
+    assert line["status"] == 200 and line["outcome"] == "upstream_error" and line["code"] == "upstream_error"
+    assert line["level"] == "WARNING" and line["streamed"] is True and line["ttft_ms"] is not None
+    (failed,) = seen.logged("upstream_error")
+    assert failed["cause"] == "connect" and failed["fallback"] is False
+    assert request_metrics(seen) == {"outcome": "upstream_error", "model": "flaky", "backend": "fake"}
+    ((errors, _, _),) = seen.metric("chatgw.server_errors")
+    assert errors == 1
+    assert [(v, d) for v, d, _ in seen.metric("chatgw.upstream.errors")] == [
+        (1, {"backend": "fake", "cause": "connect"})
+    ]
+    assert_nothing_secret(seen, key)
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("stream", [False, True], ids=["buffered_answer", "streamed_answer"])
+def test_fallback(runner: str, stream: bool, make_container: Callable[..., Container], seen: Seen) -> None:
+    down = ScriptedBackend(fail=UpstreamError("down", cause="5xx"))
+    container = make_container({"primary": (down, ("echo",))}, log_level="INFO")
+    container.service.observer.sink = EmfSink(write=lambda line: seen.emf.append(json.loads(line)))
+    key = add_key(container)
+    assert (
+        RUNNERS[runner](container, rest_v1_event("POST", CHAT, body(stream, model="primary"), {"x-api-key": key}))
+        == 200
+    )
+
+    line = completion(seen)
+    assert line["outcome"] == "ok" and line["fallback"] is True
+    assert line["model"] == "primary" and line["served_model"] == "echo" and line["backend"] == "echo"
+    (failed,) = seen.logged("upstream_error")
+    assert failed["model"] == "primary" and failed["cause"] == "5xx" and failed["fallback"] is True
+    assert [(v, d) for v, d, _ in seen.metric("chatgw.fallbacks")] == [(1, {"model": "primary"})]
+    assert request_metrics(seen) == {"outcome": "ok", "model": "echo", "backend": "echo"}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["invoke", "invoke_stream"])
+def test_chatgw_invoke_prints_the_log_and_emf_lines_of_lambda(stream: bool, tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    event = ROOT / "events" / ("rest-v1-chat-stream.json" if stream else "rest-v1-chat.json")
+    argv = [sys.executable, "-m", "chatgw.cli", "invoke", str(event), "--state-dir", str(tmp_path)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATGW_")} | {"CHATGW_LOG_LEVEL": "INFO"}
+    done = subprocess.run(argv + (["--stream"] if stream else []), env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    if not stream:
+        assert json.loads(done.stdout)["statusCode"] == 200  # stdout stays the Lambda response
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    (completion_line,) = [line for line in lines if line.get("msg") == "completion"]
+    assert completion_line["outcome"] == "ok" and completion_line["streamed"] is stream
+    assert completion_line["lambda_request_id"]
+    blobs = [line for line in lines if "_aws" in line]
+    names = {m["Name"] for blob in blobs for d in blob["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
+    assert {"chatgw.requests", "gen_ai.client.operation.duration", "gen_ai.client.token.usage"} <= names
+    assert ("gen_ai.client.operation.time_to_first_chunk" in names) is stream
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize(
+    ("limits", "reason", "code"),
+    [
+        (Limits(tokens_per_minute=5), "tokens", "rate_limit_exceeded"),
+        (Limits(monthly_token_budget=5), "budget", "insufficient_quota"),
+    ],
+    ids=["tokens", "budget"],
+)
+def test_429_token_limits(runner: str, limits: Limits, reason: str, code: str, gateway: Container, seen: Seen) -> None:
+    key = add_key(gateway, limits=limits)  # 5 tokens: less than this request's reservation
+    assert RUNNERS[runner](gateway, rest_v1_event("POST", CHAT, body(max_tokens=16), {"x-api-key": key})) == 429
+
+    line = completion(seen)
+    assert line["outcome"] == "rate_limited" and line["code"] == code and line["key_id"] == key.split("_")[1]
+    assert [(v, d) for v, d, _ in seen.metric("chatgw.refusals")] == [(1, {"reason": reason})]
     assert_nothing_secret(seen, key)

@@ -6,6 +6,9 @@ import asyncio
 import itertools
 import json
 import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -56,6 +59,12 @@ class ProbeApp:
             raise RuntimeError("failed after the first byte")
         if scope["path"] == "/silent":
             return
+        if scope["path"] == "/never-starts":  # never sends a byte: only the deadline ends it
+            await asyncio.Event().wait()
+        if scope["path"] == "/plain-hang":  # starts a non-SSE body, then never ends it
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+            await asyncio.Event().wait()
         await self.starlette(scope, receive, send)
 
     async def json(self, request: Request) -> Response:
@@ -246,6 +255,53 @@ def test_an_unknown_event_shape_is_an_invocation_error(fake: FakeRuntimeAPI, app
     invocation = fake.push({"hello": "direct invoke"})
     RuntimeThread(fake.address, app.factory).join()
     assert invocation.error is not None and invocation.error["errorType"] == "UnsupportedEvent"
+
+
+def test_an_event_that_cannot_be_read_is_an_invocation_error_and_the_container_goes_on(
+    fake: FakeRuntimeAPI, app: ProbeApp
+) -> None:
+    broken = fake.push({"version": "2.0", "requestContext": {"http": {"method": "GET"}}})  # no path, no source
+    after = fake.push(rest_v1_event("GET", "/json"))
+    RuntimeThread(fake.address, app.factory, max_invocations=2).join()
+    assert broken.error is not None and broken.error["errorType"] == "InvalidEvent"
+    assert broken.error_type_header == "InvalidEvent" and broken.prelude is None
+    assert after.succeeded
+
+
+# The deadlines below are real (they are the point): counted from when the runtime takes the
+# invocation; the app never answers, so nothing but the deadline can end it, however slow the machine.
+
+
+def test_a_deadline_before_the_response_started_is_an_invocation_error(fake: FakeRuntimeAPI, app: ProbeApp) -> None:
+    hung = fake.push(function_url_event("GET", "/never-starts"), deadline_in_s=1.0)
+    after = fake.push(rest_v1_event("GET", "/json"))
+    RuntimeThread(fake.address, app.factory, max_invocations=2).join(timeout=60)
+    assert hung.error is not None and hung.error["errorType"] == "DeadlineExceeded"
+    assert "deadline" in hung.error["errorMessage"] and hung.prelude is None and hung.raw_chunks == []
+    assert after.succeeded
+
+
+def test_a_deadline_on_a_non_sse_response_ends_it_with_error_trailers_only(fake: FakeRuntimeAPI, app: ProbeApp) -> None:
+    hung = fake.push(http_v2_event("GET", "/plain-hang"), deadline_in_s=1.0)
+    RuntimeThread(fake.address, app.factory).join(timeout=60)
+    assert hung.prelude is not None and hung.prelude["statusCode"] == 200
+    assert hung.body == b"partial"  # no `data:` error frame written into a body that is not SSE
+    assert hung.stream_error is not None and hung.stream_error[0] == "DeadlineExceeded"
+
+
+def test_main_needs_the_runtime_api_and_fails_when_it_cannot_reach_it() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CHATGW_"))}
+    command = [sys.executable, "-m", "chatgw.lambda_streaming"]
+    outside = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert outside.returncode == 2 and "AWS_LAMBDA_RUNTIME_API is not set" in outside.stderr
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{sock.getsockname()[1]}"
+    factory = {"CHATGW_ASGI_FACTORY": "tests.integration.lambda_events:probe_app"}
+    unreachable = subprocess.run(
+        command, env={**env, **factory, "AWS_LAMBDA_RUNTIME_API": closed}, capture_output=True, text=True, timeout=60
+    )
+    assert unreachable.returncode == 1 and "Runtime API failure" in unreachable.stderr
 
 
 def test_an_app_that_cannot_be_built_reports_an_init_error(fake: FakeRuntimeAPI) -> None:

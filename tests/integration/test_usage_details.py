@@ -6,7 +6,7 @@ own rates; and the cost stored when an event was written does not move when a pr
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,13 +27,14 @@ OPENAI_PRICE = {"input": 1.0, "output": 2.0, "cached_input": 0.5}
 BEDROCK_PRICE = {"input": 3.0, "output": 15.0, "cached_input": 0.3, "cache_write": 3.75}
 
 
-@pytest.fixture
+@pytest.fixture(params=["sqlite", "dynamodb"])
 def gateway(
+    request: pytest.FixtureRequest,
     make_container: Callable[..., Container],
     fake_openai: FakeOpenAI,
     fake_bedrock: FakeBedrock,
     monkeypatch: pytest.MonkeyPatch,
-) -> Container:
+) -> Iterator[Container]:
     monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", fake_bedrock.url)
     monkeypatch.setenv("FAKE_UPSTREAM_KEY", "sk-fake")
     models = {
@@ -50,7 +51,17 @@ def gateway(
             "price_per_million_tokens": BEDROCK_PRICE,
         },
     }
-    return make_container(models=json.dumps(models))
+    container = make_container(models=json.dumps(models))
+    if request.param == "sqlite":
+        yield container
+        return
+    from chatgw.store.dynamodb import DynamoStore
+    from chatgw.store.dynamodb_tables import make_client
+
+    tables = request.getfixturevalue("dynamo_tables")
+    store = DynamoStore(make_client(endpoint_url=tables.endpoint, region="us-east-1"), tables.keys, tables.usage)
+    yield build(container.settings, store=store, catalog=container.catalog)
+    store.close()
 
 
 def ask(gateway: Container, model: str, stream: bool) -> tuple[Any, str]:

@@ -76,6 +76,7 @@ def test_successful_lines_are_sampled_and_every_other_line_is_written(lines: lis
         (finished(200), "ok"),
         (finished(200, usage_status="client_closed"), "client_closed"),
         (finished(200, usage_status="error"), "upstream_error"),
+        (finished(200, usage_status="error", code="upstream_timeout"), "upstream_timeout"),
         (finished(400), "invalid"),
         (finished(413), "invalid"),
         (finished(401), "auth"),

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from .attribute_values import TypeDeserializer, TypeSerializer
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()

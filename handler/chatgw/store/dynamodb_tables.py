@@ -3,7 +3,8 @@ them (for `chatgw tables create`), and a stack's table names (for `--stack`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from functools import cache
+from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -33,12 +34,11 @@ def make_client(
     read_timeout: float = 5.0,
     max_attempts: int = 1,
 ) -> DynamoDBClient:
-    """A DynamoDB client with short timeouts; boto3 itself honours AWS_ENDPOINT_URL_DYNAMODB.
+    """A DynamoDB client with short timeouts; botocore itself honours AWS_ENDPOINT_URL_DYNAMODB.
 
     One attempt per call: the store retries (store/dynamodb_call.py), so botocore's retries would
     multiply them. Parameter validation is off: the store builds every request itself, and
     validating each against the service model cost CPU on every call (docs/bench.md)."""
-    import boto3
     from botocore.config import Config
 
     config = Config(
@@ -48,9 +48,20 @@ def make_client(
         parameter_validation=False,
     )
     try:
-        return boto3.client("dynamodb", region_name=region, endpoint_url=endpoint_url, config=config)
+        client = _session().create_client("dynamodb", region_name=region, endpoint_url=endpoint_url, config=config)
     except BotoCoreError as exc:  # e.g. NoRegionError
         raise StoreUnavailable(f"Cannot open DynamoDB: {exc} (set AWS_REGION or --region)") from exc
+    return cast("DynamoDBClient", client)
+
+
+@cache
+def _session() -> Any:
+    """One botocore session per process, as boto3's default one (its loader keeps the service model).
+    botocore, not boto3: the same credentials, region and endpoint settings, and `import boto3` would
+    cost about 15 ms more at init (it imports s3transfer; docs/bench.md)."""
+    import botocore.session
+
+    return botocore.session.get_session()
 
 
 def create_tables(client: DynamoDBClient, keys_table: str, usage_table: str) -> list[str]:

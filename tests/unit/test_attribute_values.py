@@ -1,0 +1,57 @@
+"""The store's attribute-value conversion gives what boto3.dynamodb.types gives (issue 15: the store
+no longer imports boto3 at init)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from boto3.dynamodb import types as boto3_types
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chatgw.store.attribute_values import TypeDeserializer, TypeSerializer
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**37), max_value=10**37),
+    st.decimals(allow_nan=False, allow_infinity=False, places=6, min_value=-(10**20), max_value=10**20),
+    st.text(max_size=20),
+)
+values = st.recursive(
+    st.one_of(scalars, st.frozensets(st.text(max_size=5), min_size=1), st.frozensets(st.integers(), min_size=1)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=12,
+)
+
+
+def canonical(attribute: Any) -> Any:
+    """Sets come out in no particular order: compare them sorted."""
+    if isinstance(attribute, dict):
+        return {k: sorted(v) if k in ("SS", "NS", "BS") else canonical(v) for k, v in attribute.items()}
+    if isinstance(attribute, list):
+        return [canonical(v) for v in attribute]
+    return attribute
+
+
+@given(values)
+def test_serialize_and_deserialize_as_boto3_does(value: Any) -> None:
+    ours = TypeSerializer().serialize(value)
+    assert canonical(ours) == canonical(boto3_types.TypeSerializer().serialize(value))
+    assert TypeDeserializer().deserialize(ours) == boto3_types.TypeDeserializer().deserialize(ours)
+
+
+@pytest.mark.parametrize("bad", [1.5, Decimal("Infinity"), object()])
+def test_what_boto3_refuses_is_refused(bad: Any) -> None:
+    with pytest.raises(TypeError):
+        boto3_types.TypeSerializer().serialize(bad)
+    with pytest.raises(TypeError):
+        TypeSerializer().serialize(bad)
+
+
+def test_numbers_are_decimals_in_dynamodbs_context() -> None:
+    assert TypeSerializer().serialize(Decimal("1.50")) == {"N": "1.50"}
+    assert TypeDeserializer().deserialize({"N": "12"}) == Decimal(12)
+    assert TypeDeserializer().deserialize({"NS": ["1", "2"]}) == {Decimal(1), Decimal(2)}
