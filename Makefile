@@ -3,6 +3,14 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+# Lock files (exact versions and hashes; `make lock` refreshes them, `make lock UPGRADE=1` upgrades):
+# what the Lambda package ships (sam build reads it), what `make run` installs, what `make install`/`make test` install.
+LAMBDA_LOCK := handler/requirements.txt
+LOCAL_LOCK := requirements-local.txt
+DEV_LOCK := requirements-dev.txt
+UV_VERSION := 0.13.9
+PIP_QUIET ?= -q
 HOST ?= 127.0.0.1
 PORT ?= 8000
 STATE_DIR ?= .chatgw
@@ -16,18 +24,42 @@ SAM_STAMP := $(SAM_VENV)/.installed-$(SAM_VERSION)
 PY313 = $(shell for c in "$$(command -v python3.13)" "$$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)"/versions/3.13*/bin/python3.13; do \
 	[ -n "$$c" ] && "$$c" -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
 
-.PHONY: install run test test-under-load lint typecheck unit build deploy bench bench-quick clean sam-install template-lint chromium
 
+.PHONY: install run test test-under-load lint typecheck unit build deploy bench bench-quick clean sam-install template-lint chromium lock
+
+# Everything: the gateway, uvicorn and the test and lint toolchain (pytest, moto, mypy, ruff, cfn-lint, ...).
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(DEV_LOCK)
+	@echo "make install: $(VENV) with the gateway and its test toolchain, exact versions from $(DEV_LOCK)"
 	$(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install $(PIP_QUIET) --require-hashes -r $(DEV_LOCK)
+	$(BIN)/python -m pip install $(PIP_QUIET) --no-deps -e .
+	touch $(STAMP) $(RUN_STAMP)
 
-run: install
+# Only what running needs (the `local` extra: FastAPI, uvicorn, boto3, ...), not the test toolchain.
+$(RUN_STAMP): pyproject.toml $(LOCAL_LOCK)
+	@echo "make run: installing what the gateway needs to run into $(VENV) (exact versions from $(LOCAL_LOCK));"
+	@echo "          the test toolchain comes with make test"
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --progress-bar off --require-hashes -r $(LOCAL_LOCK) | grep -v '^Requirement already satisfied' || true
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/chatgw serve --host $(HOST) --port $(PORT) --state-dir $(STATE_DIR)
+
+# Re-resolve the three lock files from pyproject.toml (with uv, from PyPI). The Lambda lock is resolved
+# for the function's platform (Python 3.13, arm64 Linux); the others for every platform, Python 3.11+.
+UV := $(BIN)/uv
+UV_COMPILE := UV_INDEX_URL=https://pypi.org/simple $(UV) pip compile pyproject.toml --generate-hashes --quiet $(if $(UPGRADE),--upgrade,)
+
+lock:
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q 'uv==$(UV_VERSION)'
+	$(UV_COMPILE) --python-version 3.13 --python-platform aarch64-manylinux_2_34 -o $(LAMBDA_LOCK)
+	$(UV_COMPILE) --extra local --universal --python-version 3.11 -o $(LOCAL_LOCK)
+	$(UV_COMPILE) --extra dev --universal --python-version 3.11 -o $(DEV_LOCK)
 
 lint: install
 	$(BIN)/ruff check handler tests bench

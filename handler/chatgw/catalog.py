@@ -124,12 +124,19 @@ class Catalog:
             await entry.backend.aclose()
 
 
-def read_source(source: str | None) -> dict[str, Any]:
-    """Parse `CHATGW_MODELS`: unset means the echo model alone."""
+SSM_PREFIX = "ssm:"
+
+
+def read_source(source: str | None, deps: BackendDeps | None = None) -> dict[str, Any]:
+    """Parse `CHATGW_MODELS`: inline JSON, `ssm:/parameter/name` (read once, at start, so a catalog
+    of any size fits), or a file path (relative paths from the working directory: in Lambda that
+    is the package, so `catalog.json` is handler/catalog.json). Unset means the echo model alone."""
     if source is None or not source.strip():
         return dict(DEFAULT_MODELS)
     text = source
-    if not source.lstrip().startswith("{"):
+    if source.startswith(SSM_PREFIX):
+        text = _read_parameter(source[len(SSM_PREFIX) :], deps or BackendDeps())
+    elif not source.lstrip().startswith("{"):
         path = Path(source).expanduser()
         try:
             text = path.read_text()
@@ -142,6 +149,17 @@ def read_source(source: str | None) -> dict[str, Any]:
     if not isinstance(data, dict) or not data:
         raise CatalogError("CHATGW_MODELS: must be a non-empty JSON object of model name to options")
     return data
+
+
+def _read_parameter(name: str, deps: BackendDeps) -> str:
+    parts = name.split(":")
+    region = parts[3] if name.startswith("arn:") and len(parts) > 4 and parts[3] else None
+    try:
+        client: Any = deps.aws_client("ssm", region)
+        return str(client.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+    except Exception as exc:  # botocore's errors, reduced to their code
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
+        raise CatalogError(f"CHATGW_MODELS: cannot read the SSM parameter {name}: {code}") from None
 
 
 def _price(name: str, value: Any) -> Price | None:
@@ -179,7 +197,7 @@ def _account_params(name: str, value: Any) -> frozenset[str]:
 
 
 def load_catalog(source: str | None, deps: BackendDeps) -> Catalog:
-    data = read_source(source)
+    data = read_source(source, deps)
     nothing_configured = source is None or not source.strip()
     if nothing_configured:  # said at init (CloudWatch in Lambda) and in every model list
         logs.event("catalog_default", logging.WARNING, message=NOTHING_CONFIGURED)

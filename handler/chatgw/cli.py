@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import sys
 import time
 import uuid
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__, admin
 from .keys import new_key
+from .peppers import Peppers
 from .settings import Settings
 from .store.base import Store
 
@@ -23,17 +25,37 @@ if TYPE_CHECKING:
 
 DEV_KEY_FILE = "dev-key"
 PLACEHOLDER = "CHATGW_DEV_KEY"
+EVENT_MARKERS = ("httpMethod", "requestContext", "routeKey")
+"""An API Gateway REST (v1), HTTP API (v2) or function URL event has at least one of these."""
+DEV_KEY_HELP = "on DynamoDB, create a development key (every model, no limits) if this folder has none for it"
 
 
-def dev_key(store: Store, state_dir: Path, pepper: bytes) -> tuple[str, bool]:
-    """The development key of a state folder: (key, created now). Made on first use, mode 0600."""
-    path = state_dir / DEV_KEY_FILE
+def dev_key_path(store: Store, state_dir: Path) -> Path:
+    """The state folder's dev-key file of this store: `dev-key` for its own SQLite store,
+    `dev-key.<keys table>` for a DynamoDB one, so that one store's key never replaces another's."""
+    table = getattr(store, "keys_table", None)  # DynamoStore names its table; SqliteStore has none
+    return state_dir / (f"{DEV_KEY_FILE}.{table}" if table else DEV_KEY_FILE)
+
+
+def dev_key(store: Store, state_dir: Path, peppers: Peppers, *, create: bool = True) -> tuple[str | None, bool]:
+    """The development key of a state folder and store: (key, created now); (None, False) when there
+    is none and `create` is off. Made on first use, mode 0600."""
+    path = dev_key_path(store, state_dir)
     if path.exists():
         key = path.read_text().strip()
         parts = key.split("_")
         if len(parts) == 3 and store.get_key(parts[1]) is not None:
             return key, False
-    key, record = new_key("development", pepper=pepper, owner="chatgw serve", tags={"purpose": "development"})
+    if not create:
+        return None, False
+    pepper, version = peppers.for_new_key()
+    key, record = new_key(
+        "development",
+        pepper=pepper,
+        pepper_version=version,
+        owner="chatgw serve",
+        tags={"purpose": "development"},
+    )
     store.create_key(record)
     state_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -41,6 +63,13 @@ def dev_key(store: Store, state_dir: Path, pepper: bytes) -> tuple[str, bool]:
         f.write(key + "\n")
     os.chmod(path, 0o600)
     return key, True
+
+
+def _dev_key(args: argparse.Namespace, settings: Settings, container: Container) -> tuple[str | None, bool]:
+    """Into the local SQLite store always; into DynamoDB only when asked (--dev-key)."""
+    store = container.store
+    create = bool(getattr(args, "dev_key", False)) or getattr(store, "keys_table", None) is None
+    return dev_key(store, settings.state_dir, container.service.peppers.peppers, create=create)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -52,11 +81,14 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _build(args: argparse.Namespace, **overrides: Any) -> tuple[Settings, Container]:
     """Settings and container, with the store the options name (the same options as `chatgw keys`)."""
+    from .admin.peppers import pepper_source
     from .compose import build
+    from .peppers import PepperBook
 
     sinks = overrides.pop("sinks", None)
     settings = replace(_settings(args), **overrides)
-    return settings, build(settings, store=admin.open_store(args, settings), sinks=sinks)
+    peppers = PepperBook(pepper_source(args, settings, create=True))
+    return settings, build(settings, store=admin.open_store(args, settings), sinks=sinks, peppers=peppers)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -65,6 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError:
         print("chatgw serve needs uvicorn: pip install 'chatgw[local]'", file=sys.stderr)
         return 2
+    listening = listen(args.host, args.port)  # before anything is printed: a taken port is the one message
     sinks: list[Any] = []
     if args.metrics:
         from .prometheus import MetricsEndpoint, PrometheusSink
@@ -74,24 +107,45 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if sinks:
         endpoint = MetricsEndpoint(sinks[0])  # an ASGI app: Starlette routes to it as it is
         container.app.add_route("/metrics", endpoint, methods=["GET"])  # type: ignore[arg-type]
-    key, created = dev_key(container.store, settings.state_dir, settings.pepper)
+    store = container.store
+    key, created = _dev_key(args, settings, container)
     base = f"http://{args.host}:{args.port}"
     models = ", ".join(e.name for e in container.catalog.entries())
     print(f"chatgw serving on {base}  (OpenAI base_url: {base}/v2/llms)", flush=True)
     print(f"models: {models}", flush=True)
+    path = dev_key_path(store, settings.state_dir)
     if sinks:
         print(f"metrics (Prometheus text format): {base}/metrics", flush=True)
     if created:
-        print(
-            f"development key (shown once, saved in {settings.state_dir / DEV_KEY_FILE}):\n  {key}",
-            flush=True,
-        )
+        print(f"development key (shown once, saved in {path}):\n  {key}", flush=True)
+    elif key:
+        print(f"development key: in {path}", flush=True)
     else:
-        print(f"development key: in {settings.state_dir / DEV_KEY_FILE}", flush=True)
+        print("no development key: the store is DynamoDB (pass --dev-key to create one there)", flush=True)
     from .local_server import uvicorn_options
 
-    uvicorn.run(container.app, host=args.host, port=args.port, **uvicorn_options())
+    config = uvicorn.Config(container.app, host=args.host, port=args.port, **uvicorn_options())
+    uvicorn.Server(config).run(sockets=[listening])
     return 0
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound now, so that a port in use is reported before anything else."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise admin.CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code=1) from None
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise admin.CliError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose another port: --port N, make run PORT=N)"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
 
 
 class LocalContext:
@@ -115,13 +169,23 @@ class LocalContext:
 
 def load_event(path: str, key: str) -> dict[str, Any]:
     text = Path(path).read_text()
-    event: dict[str, Any] = json.loads(text.replace(PLACEHOLDER, key))
+    try:
+        event = json.loads(text.replace(PLACEHOLDER, key))
+    except json.JSONDecodeError as exc:
+        raise admin.CliError(f"{path}: not JSON ({exc})", code=2) from None
+    if not isinstance(event, dict) or not any(k in event for k in EVENT_MARKERS):
+        raise admin.CliError(f"{path}: not an API Gateway (REST or HTTP API) or function URL event", code=2)
     return event
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:
+    load_event(args.event, PLACEHOLDER)  # a bad event is the one message, before anything is built
     settings, container = _build(args, metrics="emf")  # the EMF lines the function writes in Lambda
-    key, _ = dev_key(container.store, settings.state_dir, settings.pepper)
+    store = container.store
+    key, _ = _dev_key(args, settings, container)
+    if key is None:
+        store.close()
+        raise admin.CliError("no development key for this DynamoDB store: pass --dev-key to create one", code=2)
     event = load_event(args.event, key)
     if args.stream:
         from .lambda_streaming import run_local
@@ -157,6 +221,7 @@ def parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gateway locally (uvicorn, embedded store)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--dev-key", action="store_true", help=DEV_KEY_HELP)
     serve.add_argument("--metrics", action="store_true", help="serve Prometheus metrics at /metrics")
     admin.add_store_options(serve)
     serve.set_defaults(func=cmd_serve)
@@ -164,6 +229,7 @@ def parser() -> argparse.ArgumentParser:
     invoke = sub.add_parser("invoke", help="run a Lambda event through the handler, no Docker")
     invoke.add_argument("event", help="an API Gateway / function URL event JSON file")
     invoke.add_argument("--stream", action="store_true", help="through the response-streaming runtime")
+    invoke.add_argument("--dev-key", action="store_true", help=DEV_KEY_HELP)
     admin.add_store_options(invoke)
     invoke.set_defaults(func=cmd_invoke)
 
@@ -173,7 +239,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return int(admin.guarded(args.func)(args))
+    return admin.quiet_pipe(admin.guarded(args.func), args)
 
 
 if __name__ == "__main__":

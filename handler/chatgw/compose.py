@@ -12,6 +12,7 @@ from .backends.base import BackendDeps
 from .catalog import Catalog, load_catalog
 from .metrics import EmfSink, FanOut, Sink
 from .observability import Observer
+from .peppers import PepperBook, source_for
 from .service import Service
 from .settings import Settings
 from .store import open_from_settings
@@ -40,6 +41,7 @@ def build(
     store: Store | None = None,
     deps: BackendDeps | None = None,
     catalog: Catalog | None = None,
+    peppers: PepperBook | None = None,
     sinks: list[Sink] | None = None,
 ) -> Container:
     from .http import create_app
@@ -48,7 +50,8 @@ def build(
     store = store if store is not None else open_store(settings)
     deps = deps if deps is not None else BackendDeps()
     catalog = catalog if catalog is not None else load_catalog(settings.models, deps)
-    service = Service(store, catalog, settings, observer=observer_for(settings, sinks or []))
+    peppers = peppers if peppers is not None else PepperBook(source_for(settings, create=True))
+    service = Service(store, catalog, settings, observer=observer_for(settings, sinks or []), peppers=peppers)
     return Container(settings, store, catalog, service, create_app(service, settings), deps)
 
 

@@ -100,6 +100,8 @@ class KeyRecord:
     allow_streaming: bool = True
     limits: Limits = field(default_factory=Limits)
     tags: dict[str, str] = field(default_factory=dict)
+    pepper_version: str | None = None
+    """The pepper version the secret was hashed with (peppers.py); None: a legacy key."""
 
     def with_changes(self, **changes: Any) -> KeyRecord:
         return replace(self, **changes)

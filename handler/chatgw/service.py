@@ -30,6 +30,7 @@ from .errors import (
 from .keys import KeyRecord, check_usable, model_allowed, parse_key, secret_matches
 from .limits import need_of, raise_if_refused, rate_headers
 from .observability import Observer, Report
+from .peppers import LEGACY, PepperBook
 from .refusals import RefusalCache
 from .settings import Settings
 from .store.base import Store, UsageEvent, UsageStatus
@@ -112,12 +113,14 @@ class Service:
         catalog: Catalog,
         settings: Settings,
         clock: Callable[[], float] = time.monotonic,
+        peppers: PepperBook | None = None,
         observer: Observer | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
         self.catalog = catalog
         self.settings = settings
+        self.peppers = peppers if peppers is not None else PepperBook.legacy(settings.pepper)
         self.observer = observer if observer is not None else Observer()
         self._clock = clock
         self.wall_clock = wall_clock
@@ -138,13 +141,30 @@ class Service:
             )
         key_id, secret = parse_key(presented)
         record = await self._key(key_id)
-        wrong = record is not None and not secret_matches(secret, record.secret_hash, self.settings.pepper)
+        pepper = await self._pepper(record) if record is not None else b""
+        wrong = record is not None and not secret_matches(secret, record.secret_hash, pepper)
         if wrong and self._cached_for(key_id) >= SECRET_RECHECK_SECONDS:  # rotated since it was cached?
             record = await self._key(key_id, fresh=True)
-        if record is None or not secret_matches(secret, record.secret_hash, self.settings.pepper):
+            pepper = await self._pepper(record) if record is not None else b""
+        if record is None or not secret_matches(secret, record.secret_hash, pepper):
             raise AuthenticationFailed("Invalid API key.")
         check_usable(record, now or self.wall_clock())
         return record
+
+    async def _pepper(self, record: KeyRecord) -> bytes:
+        pepper = self.peppers.get(record.pepper_version)
+        if pepper is None:
+            pepper, problem = await asyncio.to_thread(self.peppers.reload_for, record.pepper_version)
+            if pepper is None:  # the key cannot match: the log says why, the client gets the usual 401
+                logs.event(
+                    "key_pepper_unknown",
+                    logging.ERROR,
+                    key_id=record.key_id,
+                    pepper_version=record.pepper_version or LEGACY,
+                    problem=problem,
+                )
+                raise AuthenticationFailed("Invalid API key.")
+        return pepper
 
     def _cached_for(self, key_id: str) -> float:
         hit = self._keys.get(key_id)

@@ -62,7 +62,9 @@ class Settings:
     key_cache_seconds: float = 30.0
     """CHATGW_KEY_CACHE_SECONDS: how long a container reuses a key record: the revocation delay."""
     key_pepper: str = ""
-    """CHATGW_KEY_PEPPER: server-side secret mixed into key hashes (keep it in the function's env)."""
+    """CHATGW_KEY_PEPPER: the legacy pepper, of keys made before peppers had versions (empty by default)."""
+    pepper_secret: str | None = None
+    """CHATGW_PEPPER_SECRET: the Secrets Manager secret (ARN or name) holding the versioned peppers."""
     max_body_bytes: int = 6 * 1024 * 1024
     """CHATGW_MAX_BODY_BYTES: larger request bodies are refused with 413."""
     request_timeout_s: float = 300.0
@@ -122,6 +124,7 @@ class Settings:
             state_dir=Path(env.get("CHATGW_STATE_DIR") or ".chatgw"),
             key_cache_seconds=_float(env, "CHATGW_KEY_CACHE_SECONDS", 30.0),
             key_pepper=env.get("CHATGW_KEY_PEPPER", ""),
+            pepper_secret=env.get("CHATGW_PEPPER_SECRET") or None,
             max_body_bytes=_int(env, "CHATGW_MAX_BODY_BYTES", 6 * 1024 * 1024, minimum=1024),
             request_timeout_s=_float(env, "CHATGW_REQUEST_TIMEOUT_S", 300.0, minimum=1.0),
             keepalive_s=_float(env, "CHATGW_KEEPALIVE_S", 15.0, minimum=0.01),

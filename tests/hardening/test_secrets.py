@@ -102,7 +102,8 @@ def sqlite_store(state_dir: Path) -> StoreUnderTest:
             return int(outside.execute("SELECT count(*) FROM events").fetchone()[0])
 
     def stored() -> bytes:
-        return b"".join(p.read_bytes() for p in sorted(state_dir.iterdir()) if p.is_file() and p.name != "dev-key")
+        skip = ("dev-key", "pepper.json")  # the key shown once by design, and the pepper file
+        return b"".join(p.read_bytes() for p in sorted(state_dir.iterdir()) if p.is_file() and p.name not in skip)
 
     return StoreUnderTest(["--state-dir", str(state_dir)], {}, failing, count, stored)
 
@@ -192,10 +193,11 @@ def run_session(
     admin_stderr.append(listed.stderr)
     assert not any(k in listed.stdout or k.split("_")[2] in listed.stdout for k in keys.values())
     user = [{"role": "user", "content": f"please keep {marker} secret"}]
-    with serve(state_dir, env, store.args) as s:
+    with serve(state_dir, env, [*store.args, "--dev-key"]) as s:  # on DynamoDB, only --dev-key makes one
         s.error_bodies += admin_stderr
         plain, limited = keys["plain"], keys["limited"]
-        keys["dev"] = (state_dir / "dev-key").read_text().strip()
+        (dev_key_file,) = state_dir.glob("dev-key*")  # `dev-key`, or `dev-key.<table>` on DynamoDB
+        keys["dev"] = dev_key_file.read_text().strip()
         s.post(plain, {"model": "echo", "messages": user})
         assert eventually(lambda: store.event_count() == 1)
         with store.fail_usage_writes():
@@ -245,7 +247,10 @@ def run_session(
             timeout=10,
         ) as r:
             next(r.iter_lines())  # and the client leaves mid-stream
-    return s, {**keys, "pepper": pepper, "upstream": upstream_key}, marker
+    versioned = {}
+    if (state_dir / "pepper.json").exists():  # the state folder's generated pepper (SQLite)
+        versioned = {"pepper v1": json.loads((state_dir / "pepper.json").read_text())["v1"]}
+    return s, {**keys, "pepper": pepper, **versioned, "upstream": upstream_key}, marker
 
 
 @pytest.mark.parametrize(

@@ -61,7 +61,7 @@ from chatgw.cli import LocalContext, dev_key, load_event
 from chatgw import compose
 from chatgw.lambda_buffered import handler
 c = compose.container()
-key, _ = dev_key(c.store, c.settings.state_dir, c.settings.pepper)
+key, _ = dev_key(c.store, c.settings.state_dir, c.service.peppers.peppers)
 ev = load_event({str(ROOT / "events" / "http-v2-chat.json")!r}, key)
 r1 = handler(ev, LocalContext()); r2 = handler(ev, LocalContext())
 assert compose.container() is c

@@ -193,7 +193,7 @@ def test_the_environment_is_what_settings_read(template: dict[str, Any]) -> None
         "CHATGW_MODELS": "",
         "CHATGW_LOG_LEVEL": "INFO",
         "CHATGW_KEY_CACHE_SECONDS": "30",
-        "CHATGW_KEY_PEPPER": "",
+        "CHATGW_PEPPER_SECRET": "arn:aws:secretsmanager:us-east-1:123456789012:secret:PepperSecret-abc-AbCdEf",
         "CHATGW_USAGE_TTL_DAYS": "90",
         "CHATGW_METRICS": "emf",
         "CHATGW_METRICS_NAMESPACE": "chatgw",
@@ -314,6 +314,15 @@ def test_sam_build_packages_the_function_without_a_container(sam: Path, tmp_path
     assert (package / "mangum").is_dir() and (package / "fastapi").is_dir()
     native = glob.glob(str(package / "pydantic_core" / "*.so"))
     assert native and all("cpython-313-aarch64" in name for name in native)  # arm64, Python 3.13
+    # What ships is exactly the lock (handler/requirements.txt, `make lock`): same names, same versions.
+    from tests.unit.test_packaging import locked
+
+    shipped = {}
+    for dist in package.glob("*.dist-info"):
+        name, _, version = dist.name.removesuffix(".dist-info").partition("-")
+        shipped[name.lower().replace("_", "-")] = version
+    pins = {name: versions[0] for name, versions in locked(ROOT / "handler" / "requirements.txt").items()}
+    assert shipped == pins
 
 
 def test_snap_start_is_a_parameter_off_by_default(template: dict[str, Any]) -> None:

@@ -67,13 +67,28 @@ def _hash_of(cli: Cli, key_id: str) -> str:
     return record.secret_hash
 
 
+def _pepper_of(cli: Cli, key_id: str) -> bytes:
+    """The pepper the key's record names: the state folder's current one (SQLite), else the legacy one."""
+    from chatgw.admin.peppers import pepper_source
+
+    store = cli.store()
+    record = store.get_key(key_id)
+    store.close()
+    assert record is not None
+    parsed = admin.parser().parse_args(["keys", "list", *cli.store_args])
+    pepper = pepper_source(parsed, Settings.from_env(), create=False).load().get(record.pepper_version)
+    assert pepper is not None
+    assert (pepper == PEPPER.encode()) == (record.pepper_version is None)
+    return pepper
+
+
 def test_create_prints_the_key_once_and_stores_only_its_hash(cli: Cli) -> None:
     code, out, _ = cli.run("keys", "create", "--name", "app")
     assert code == 0
     (key,) = [w for w in out.split() if w.startswith("cgw_")]
     assert out.count(key) == 1
     key_id, secret = parse_key(key)
-    assert secret_matches(secret, _hash_of(cli, key_id), PEPPER.encode())
+    assert secret_matches(secret, _hash_of(cli, key_id), _pepper_of(cli, key_id))
 
 
 def test_create_with_every_option(cli: Cli) -> None:
@@ -129,8 +144,8 @@ def test_rotate_replaces_the_secret(cli: Cli) -> None:
     new_id, new_secret = parse_key(rotated["key"])
     assert new_id == key_id and new_secret != old_secret
     stored = _hash_of(cli, key_id)
-    assert secret_matches(new_secret, stored, PEPPER.encode())
-    assert not secret_matches(old_secret, stored, PEPPER.encode())
+    assert secret_matches(new_secret, stored, _pepper_of(cli, key_id))
+    assert not secret_matches(old_secret, stored, _pepper_of(cli, key_id))
 
 
 def test_delete(cli: Cli) -> None:

@@ -1,18 +1,71 @@
 from __future__ import annotations
 
+import re
 import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.conftest import ROOT
 
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
 
-def test_lambda_requirements_equal_the_project_dependencies() -> None:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    lines = [
-        line.strip()
-        for line in (ROOT / "handler" / "requirements.txt").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
-    assert sorted(lines) == sorted(project["dependencies"])
+
+def locked(path: Path) -> dict[str, list[str]]:
+    """Each locked distribution's versions (a universal lock may pin one per Python version), and
+    that every requirement is an exact `==` with at least one `--hash`."""
+    pins: dict[str, list[str]] = {}
+    blocks = re.split(r"\n(?=\S)", path.read_text())
+    for block in blocks:
+        if not block.strip() or block.startswith("#"):
+            continue
+        match = PIN.match(block)
+        assert match, f"{path.name}: not an exact pin: {block.splitlines()[0]}"
+        assert "--hash=sha256:" in block, f"{path.name}: {match.group(1)} has no hash"
+        pins.setdefault(canonicalize_name(match.group(1)), []).append(match.group(2))
+    return pins
+
+
+def project() -> dict[str, object]:
+    return dict(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"])
+
+
+@pytest.mark.parametrize(
+    ("lock", "extra"),
+    [("handler/requirements.txt", None), ("requirements-local.txt", "local"), ("requirements-dev.txt", "dev")],
+)
+def test_each_lock_pins_what_pyproject_asks_for_with_hashes(lock: str, extra: str | None) -> None:
+    """`make lock` after changing pyproject.toml's dependencies keeps this green."""
+    pins = locked(ROOT / lock)
+    spec = project()
+    wanted = [Requirement(r) for r in spec["dependencies"]]  # type: ignore[attr-defined]
+    extras = spec["optional-dependencies"]
+    if extra:
+        for r in extras[extra]:  # type: ignore[index]
+            req = Requirement(r)
+            if canonicalize_name(req.name) == "chatgw":
+                wanted += [Requirement(x) for e in req.extras for x in extras[e]]  # type: ignore[index]
+            else:
+                wanted.append(req)
+    for req in wanted:
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{lock}: {req.name} is not locked (run make lock)"
+        assert all(req.specifier.contains(v, prereleases=True) for v in pins[name]), f"{lock}: {req} vs {pins[name]}"
+
+
+def test_the_lambda_lock_is_for_python_313_arm64() -> None:
+    header = (ROOT / "handler" / "requirements.txt").read_text().splitlines()[1]
+    assert "--python-version 3.13" in header and "--python-platform aarch64-manylinux" in header
+    assert "chatgw" not in locked(ROOT / "handler" / "requirements.txt")
+
+
+def test_installs_use_the_locks_with_hashes() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert "--require-hashes -r $(DEV_LOCK)" in makefile
+    assert "--require-hashes -r $(LOCAL_LOCK)" in makefile
+    assert "LAMBDA_LOCK := handler/requirements.txt" in makefile
 
 
 def test_ci_runs_the_readme_test_command() -> None:

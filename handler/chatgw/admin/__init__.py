@@ -9,6 +9,7 @@ otherwise the gateway's own settings (CHATGW_KEYS_TABLE/CHATGW_USAGE_TABLE, CHAT
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -19,7 +20,8 @@ from ..backends.base import CatalogError
 from ..errors import ChatgwError
 from ..settings import Settings, SettingsError
 from ..store.base import Store
-from ..store.factory import open_dynamodb, open_from_settings
+from ..store.factory import SQLITE_FILE, open_dynamodb, open_from_settings
+from . import smoke
 from .common import CliError
 from .keys import (
     CLEAR,
@@ -33,9 +35,20 @@ from .keys import (
     positive,
     set_enabled,
 )
+from .peppers import add_pepper_option, cmd_pepper_rotate, cmd_pepper_status
 from .usage import cmd_replay, cmd_usage
 
-__all__ = ["CLEAR", "CliError", "add_store_options", "main", "open_store", "parser", "register"]
+__all__ = [
+    "CLEAR",
+    "CliError",
+    "add_store_options",
+    "guarded",
+    "main",
+    "open_store",
+    "parser",
+    "quiet_pipe",
+    "register",
+]
 
 DEFAULT_KEYS_TABLE = "chatgw-keys"
 DEFAULT_USAGE_TABLE = "chatgw-usage"
@@ -50,10 +63,13 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--keys-table", default=None, help="DynamoDB keys table")
     group.add_argument("--usage-table", default=None, help="DynamoDB usage table")
     group.add_argument("--region", default=None, help="AWS region (default: the AWS configuration's)")
+    add_pepper_option(group)  # type: ignore[arg-type]
 
 
-def open_store(args: argparse.Namespace, settings: Settings) -> Store:
-    """The store named by the options, else by the settings (the gateway's environment)."""
+def open_store(args: argparse.Namespace, settings: Settings, *, must_exist: bool = False) -> Store:
+    """The store named by the options, else by the settings (the gateway's environment).
+    `must_exist`: a read-only command creates no SQLite folder or file; it says there is none and
+    reads an empty store."""
     stack, keys_table, usage_table = (getattr(args, n, None) for n in ("stack", "keys_table", "usage_table"))
     region, state_dir = getattr(args, "region", None), getattr(args, "state_dir", None)
     chosen = [name for name, v in (("--state-dir", state_dir), ("--stack", stack)) if v]
@@ -73,6 +89,11 @@ def open_store(args: argparse.Namespace, settings: Settings) -> Store:
         settings = replace(settings, state_dir=Path(state_dir), keys_table=None, usage_table=None)
     if settings.uses_dynamodb:
         return open_dynamodb(str(settings.keys_table), str(settings.usage_table), settings, region=region)
+    if must_exist and not (settings.state_dir / SQLITE_FILE).exists():
+        print(f"chatgw: no chatgw store in {settings.state_dir} yet (nothing created)", file=sys.stderr)
+        from ..store.sqlite import SqliteStore
+
+        return SqliteStore(":memory:")  # empty, and nothing on disk
     return open_from_settings(settings)
 
 
@@ -97,10 +118,10 @@ def cmd_tables_create(args: argparse.Namespace) -> int:
 StoreCommand = Callable[[argparse.Namespace, Store, Settings], int]
 
 
-def _with_store(command: StoreCommand) -> Callable[[argparse.Namespace], int]:
+def _with_store(command: StoreCommand, *, read_only: bool = False) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         settings = Settings.from_env()
-        store = open_store(args, settings)
+        store = open_store(args, settings, must_exist=read_only)
         try:
             return command(args, store, settings)
         finally:
@@ -122,13 +143,45 @@ def guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
             print(f"chatgw: {exc}", file=sys.stderr)
             return 2
         except ChatgwError as exc:
-            print(f"chatgw: {exc.message}", file=sys.stderr)
+            print(f"chatgw: {_aws_hint(exc) or exc.message}", file=sys.stderr)
             return 1
         except CatalogError as exc:
             print(f"chatgw: {exc}", file=sys.stderr)
             return 2
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            if exc.filename is None:
+                raise
+            print(f"chatgw: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+            return 1
 
     return run
+
+
+def _aws_hint(exc: BaseException) -> str | None:
+    """What an operator should do about a missing AWS credential or region behind a store error."""
+    cause = exc.__cause__
+    while cause is not None:
+        name = type(cause).__name__
+        if name == "NoCredentialsError":
+            return "no AWS credentials found: configure them (aws configure, AWS_PROFILE, or AWS_ACCESS_KEY_ID/...)"
+        if name == "NoRegionError":
+            return "no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION) or pass --region"
+        cause = cause.__cause__
+    return None
+
+
+def quiet_pipe(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """A reader that stops early (`chatgw keys list | head -1`) ends the command quietly."""
+    try:
+        code = int(func(args))
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not fail again
+        return 0
 
 
 def _leaf(
@@ -138,13 +191,14 @@ def _leaf(
     command: StoreCommand,
     *,
     key_id: bool = True,
+    read_only: bool = False,
 ) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help_text, description=help_text)
     if key_id:
         parser.add_argument("key_id", metavar="ID", help="the key's id (cgw_<id>_...)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     add_store_options(parser)
-    parser.set_defaults(func=guarded(_with_store(command)))
+    parser.set_defaults(func=guarded(_with_store(command, read_only=read_only)))
     return parser
 
 
@@ -171,8 +225,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     create.add_argument("--expires", default=None, help="ISO 8601 date/time, or 30d / 12h / 45m from now")
     create.add_argument("--tag", action="append", metavar="K=V")
 
-    _leaf(ksub, "list", "list keys", cmd_keys_list, key_id=False)
-    _leaf(ksub, "show", "show one key", cmd_keys_show)
+    _leaf(ksub, "list", "list keys", cmd_keys_list, key_id=False, read_only=True)
+    _leaf(ksub, "show", "show one key", cmd_keys_show, read_only=True)
     update = _leaf(ksub, "update", "change a key (limits: a number, or 'none' to remove)", cmd_keys_update)
     update.add_argument("--name", default=None)
     update.add_argument("--owner", default=None, help="'' to remove")
@@ -189,6 +243,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _leaf(ksub, "rotate", "give a key a new secret; the old one stops working", cmd_keys_rotate)
     _leaf(ksub, "delete", "delete a key (its usage is kept)", cmd_keys_delete)
 
+    pepper = subparsers.add_parser(
+        "pepper", help="the versioned key peppers", description="The versioned peppers mixed into key hashes."
+    )
+    psub = pepper.add_subparsers(dest="pepper_command", required=True, metavar="COMMAND")
+    _leaf(
+        psub,
+        "status",
+        "the pepper source, its versions, and how many keys use each",
+        cmd_pepper_status,
+        key_id=False,
+        read_only=True,
+    )
+    _leaf(psub, "rotate", "add a pepper version that new and rotated keys use", cmd_pepper_rotate, key_id=False)
+
     usage = subparsers.add_parser("usage", help="token usage per key", description="Token usage per key.")
     usage.add_argument("--key", default=None, metavar="ID")
     period = usage.add_mutually_exclusive_group()
@@ -202,7 +270,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     usage.add_argument("--csv", action="store_true", help="the report as CSV")
     usage.add_argument("--html", default=None, metavar="FILE", help="write a self-contained HTML page with charts")
     add_store_options(usage)
-    usage.set_defaults(func=guarded(_with_store(cmd_usage)))
+    usage.set_defaults(func=guarded(_with_store(cmd_usage, read_only=True)))
 
     replay = subparsers.add_parser(
         "replay",
@@ -213,6 +281,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     replay.add_argument("--json", action="store_true")
     add_store_options(replay)
     replay.set_defaults(func=guarded(_with_store(cmd_replay)))
+
+    smoke.register(subparsers).set_defaults(func=guarded(smoke.cmd_smoke))
 
     tables = subparsers.add_parser("tables", help="DynamoDB tables", description="DynamoDB tables.")
     tsub = tables.add_subparsers(dest="tables_command", required=True, metavar="COMMAND")
@@ -231,4 +301,4 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return int(args.func(args))
+    return quiet_pipe(args.func, args)

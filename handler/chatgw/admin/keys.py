@@ -14,6 +14,7 @@ from ..keys import KeyRecord, Limits, format_key, hash_secret, new_key, new_secr
 from ..settings import Settings
 from ..store.base import KeyExists, KeyNotFound, Store
 from .common import CliError, key_id_arg, now, print_table
+from .peppers import peppers_for_new_keys
 
 CLEAR = "none"
 LIMIT_FLAGS = {
@@ -97,9 +98,11 @@ def _limits_text(limits: Limits) -> str:
 def cmd_keys_create(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     now = datetime.now(UTC)
     limits = Limits(**{LIMIT_FLAGS[f]: getattr(args, f) for f in LIMIT_FLAGS if getattr(args, f) is not None})
+    pepper, version = peppers_for_new_keys(args, settings).for_new_key()
     key, record = new_key(
         args.name,
-        pepper=settings.pepper,
+        pepper=pepper,
+        pepper_version=version,
         now=now,
         owner=args.owner,
         expires_at=parse_expiry(args.expires, now) if args.expires else None,
@@ -116,20 +119,35 @@ def cmd_keys_create(args: argparse.Namespace, store: Store, settings: Settings) 
         print(json.dumps({"key": key, **record.public_dict()}, indent=2))
     else:
         print(f"Created key {record.key_id} ({record.name}). The key, shown this once:\n\n    {key}\n")
+    _warn_if_expired(record, now)
     return 0
+
+
+def _warn_if_expired(record: KeyRecord, at: datetime) -> None:
+    if _expired(record, at):
+        assert record.expires_at is not None
+        when = record.expires_at.isoformat(timespec="minutes")
+        print(
+            f"chatgw: warning: key {record.key_id} expired already ({when}): it is refused with a 403", file=sys.stderr
+        )
+
+
+def _expired(record: KeyRecord, at: datetime) -> bool:
+    return record.expires_at is not None and record.expires_at <= at
 
 
 def cmd_keys_list(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     records = store.list_keys()
+    at = now()
     if args.json:
-        print(json.dumps([r.public_dict() for r in records], indent=2))
+        print(json.dumps([{**r.public_dict(), "expired": _expired(r, at)} for r in records], indent=2))
         return 0
     rows = [
         [
             r.key_id,
             r.name,
             r.owner or "-",
-            "yes" if r.enabled else "no",
+            "expired" if _expired(r, at) else "yes" if r.enabled else "no",
             r.expires_at.isoformat(timespec="minutes") if r.expires_at else "-",
             ",".join(r.allowed_models),
             _limits_text(r.limits),
@@ -180,9 +198,13 @@ def cmd_keys_update(args: argparse.Namespace, store: Store, settings: Settings) 
     updated = record.with_changes(**changes)
     _save(store, updated)
     _print_record(updated, args.json)
+    _warn_if_expired(updated, now())
+    if not args.json:
+        print(UPDATE_NOTE, file=sys.stderr)
     return 0
 
 
+UPDATE_NOTE = "Running gateways apply the change once their key cache expires (CHATGW_KEY_CACHE_SECONDS, default 30 s)."
 REVOCATION_NOTE = (
     "Running gateways stop accepting this key once their key cache expires (CHATGW_KEY_CACHE_SECONDS, default 30 s)."
 )
@@ -203,7 +225,8 @@ def set_enabled(enabled: bool) -> Callable[[argparse.Namespace, Store, Settings]
 def cmd_keys_rotate(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     record = _get(store, args.key_id)
     secret = new_secret()
-    _save(store, record.with_changes(secret_hash=hash_secret(secret, settings.pepper)))
+    pepper, version = peppers_for_new_keys(args, settings).for_new_key()
+    _save(store, record.with_changes(secret_hash=hash_secret(secret, pepper), pepper_version=version))
     key = format_key(record.key_id, secret)
     if args.json:
         print(json.dumps({"key": key, **record.public_dict()}, indent=2))

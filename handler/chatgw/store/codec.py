@@ -10,7 +10,10 @@ from .base import UsageEvent
 
 
 def key_to_dict(record: KeyRecord) -> dict[str, Any]:
-    return {**record.public_dict(), "secret_hash": record.secret_hash}
+    data = {**record.public_dict(), "secret_hash": record.secret_hash}
+    if record.pepper_version is not None:
+        data["pepper_version"] = record.pepper_version
+    return data
 
 
 def key_from_dict(data: dict[str, Any]) -> KeyRecord:
@@ -28,6 +31,7 @@ def key_from_dict(data: dict[str, Any]) -> KeyRecord:
         allow_streaming=bool(data.get("allow_streaming", True)),
         limits=Limits(**limits),
         tags={str(k): str(v) for k, v in (data.get("tags") or {}).items()},
+        pepper_version=str(data["pepper_version"]) if data.get("pepper_version") else None,
     )
 
 
