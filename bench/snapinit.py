@@ -72,9 +72,14 @@ class Share:
         return lambda: procs.write_text(str(os.getpid()))
 
     def remove(self) -> None:
-        if self.path is not None:
+        """The group goes once its last process has exited (a killed child may still be exiting)."""
+        for _ in range(100):
+            if self.path is None or not self.path.exists():
+                return
             with contextlib.suppress(OSError):
                 self.path.rmdir()
+                return
+            time.sleep(0.05)
 
 
 def cgroup_writable() -> str | None:

@@ -26,7 +26,8 @@ from .wire import (
     TextPart,
 )
 
-MESSAGE_OVERHEAD = 4
+MESSAGE_OVERHEAD = 3
+"""Per message, and once for the answer's priming, as OpenAI counts chat messages."""
 IMAGE_TOKENS = 1_600
 """An image, whatever its size: the most Bedrock's Claude charges (~1.15 MP), more than a GPT-4o
 high-detail image (at most 1,445); a `detail: low` image is 85 on OpenAI, counted the same."""

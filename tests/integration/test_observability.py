@@ -323,3 +323,22 @@ def test_chatgw_invoke_prints_the_log_and_emf_lines_of_lambda(stream: bool, tmp_
     names = {m["Name"] for blob in blobs for d in blob["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
     assert {"chatgw.requests", "gen_ai.client.operation.duration", "gen_ai.client.token.usage"} <= names
     assert ("gen_ai.client.operation.time_to_first_chunk" in names) is stream
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize(
+    ("limits", "reason", "code"),
+    [
+        (Limits(tokens_per_minute=5), "tokens", "rate_limit_exceeded"),
+        (Limits(monthly_token_budget=5), "budget", "insufficient_quota"),
+    ],
+    ids=["tokens", "budget"],
+)
+def test_429_token_limits(runner: str, limits: Limits, reason: str, code: str, gateway: Container, seen: Seen) -> None:
+    key = add_key(gateway, limits=limits)  # 5 tokens: less than this request's reservation
+    assert RUNNERS[runner](gateway, rest_v1_event("POST", CHAT, body(max_tokens=16), {"x-api-key": key})) == 429
+
+    line = completion(seen)
+    assert line["outcome"] == "rate_limited" and line["code"] == code and line["key_id"] == key.split("_")[1]
+    assert [(v, d) for v, d, _ in seen.metric("chatgw.refusals")] == [(1, {"reason": reason})]
+    assert_nothing_secret(seen, key)

@@ -17,6 +17,10 @@ from .common import CliError, key_id_arg, now, print_table
 from .peppers import peppers_for_new_keys
 
 CLEAR = "none"
+RESHARD_NOTE = (
+    "note: the new shard count applies within the key cache delay; a change mid-month is not exact for the "
+    "monthly budget (docs/store.md, Hot keys): change it at a month's start when the budget matters."
+)
 LIMIT_FLAGS = {
     "rpm": "requests_per_minute",
     "tpm": "tokens_per_minute",
@@ -201,6 +205,8 @@ def cmd_keys_update(args: argparse.Namespace, store: Store, settings: Settings) 
     _warn_if_expired(updated, now())
     if not args.json:
         print(UPDATE_NOTE, file=sys.stderr)
+    if updated.limits.shards != record.limits.shards and updated.limits.monthly_token_budget is not None:
+        print(RESHARD_NOTE, file=sys.stderr)
     return 0
 
 
