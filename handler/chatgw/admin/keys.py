@@ -102,11 +102,11 @@ def _limits_text(limits: Limits) -> str:
 def cmd_keys_create(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     now = datetime.now(UTC)
     limits = Limits(**{LIMIT_FLAGS[f]: getattr(args, f) for f in LIMIT_FLAGS if getattr(args, f) is not None})
-    pepper, version = peppers_for_new_keys(args, settings).for_new_key()
+    pepper, stamp = peppers_for_new_keys(args, settings).for_new_key()
     key, record = new_key(
         args.name,
         pepper=pepper,
-        pepper_version=version,
+        **stamp,
         now=now,
         owner=args.owner,
         expires_at=parse_expiry(args.expires, now) if args.expires else None,
@@ -231,8 +231,8 @@ def set_enabled(enabled: bool) -> Callable[[argparse.Namespace, Store, Settings]
 def cmd_keys_rotate(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     record = _get(store, args.key_id)
     secret = new_secret()
-    pepper, version = peppers_for_new_keys(args, settings).for_new_key()
-    _save(store, record.with_changes(secret_hash=hash_secret(secret, pepper), pepper_version=version))
+    pepper, stamp = peppers_for_new_keys(args, settings).for_new_key()
+    _save(store, record.with_changes(secret_hash=hash_secret(secret, pepper), **stamp))
     key = format_key(record.key_id, secret)
     if args.json:
         print(json.dumps({"key": key, **record.public_dict()}, indent=2))

@@ -32,11 +32,11 @@ def run_on_stack(args: argparse.Namespace, client: httpx.Client) -> list[Check]:
     try:
         key = args.key
         if key is None:
-            pepper, version = peppers_for_new_keys(args, settings).for_new_key()
+            pepper, stamp = peppers_for_new_keys(args, settings).for_new_key()
             key, made = new_key(
                 "chatgw smoke",
                 pepper=pepper,
-                pepper_version=version,
+                **stamp,
                 owner="chatgw smoke",
                 expires_at=datetime.now(UTC) + timedelta(hours=1),
                 tags={"purpose": "smoke"},
