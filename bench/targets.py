@@ -112,8 +112,9 @@ def chatgw_server(name: str, env: dict[str, str], log: Path, counted_out: Path |
 
 
 def moto_server(log: Path) -> Server:
+    """moto, keeping connections alive as DynamoDB does (bench/moto_keepalive.py)."""
     port = free_port()
-    argv = [PY, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    argv = [PY, "-m", "bench.moto_keepalive", str(port)]
     return Server("moto", argv, port, env=AWS_ENV, log=log)
 
 

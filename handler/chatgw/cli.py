@@ -48,11 +48,11 @@ def dev_key(store: Store, state_dir: Path, peppers: Peppers, *, create: bool = T
             return key, False
     if not create:
         return None, False
-    pepper, version = peppers.for_new_key()
+    pepper, stamp = peppers.for_new_key()
     key, record = new_key(
         "development",
         pepper=pepper,
-        pepper_version=version,
+        **stamp,
         owner="chatgw serve",
         tags={"purpose": "development"},
     )

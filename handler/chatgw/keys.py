@@ -102,6 +102,8 @@ class KeyRecord:
     tags: dict[str, str] = field(default_factory=dict)
     pepper_version: str | None = None
     """The pepper version the secret was hashed with (peppers.py); None: a legacy key."""
+    pepper_id: str | None = None
+    """A fingerprint of that pepper (peppers.fingerprint): tells a wrong pepper from a wrong key."""
 
     def with_changes(self, **changes: Any) -> KeyRecord:
         return replace(self, **changes)

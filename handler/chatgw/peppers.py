@@ -12,6 +12,8 @@ A key record names the version it was hashed with; a record without one is a leg
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -21,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from .settings import Settings, SettingsError
 
@@ -34,6 +36,13 @@ _VERSION = re.compile(r"^v(\d+)$")
 
 class PepperError(SettingsError):
     """The peppers cannot be read or make no sense: the gateway does not start, the CLI stops."""
+
+
+class Stamp(TypedDict):
+    """A key record's pepper fields."""
+
+    pepper_version: str | None
+    pepper_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +58,17 @@ class Peppers:
         """The pepper of a key's version, None if this set does not know it."""
         return self.legacy if version is None else self.versions.get(version)
 
-    def for_new_key(self) -> tuple[bytes, str | None]:
+    def for_new_key(self) -> tuple[bytes, Stamp]:
+        """The pepper to hash a new or rotated key with, and the fields that name it in the record."""
         if self.current is None:
-            return self.legacy, None
-        return self.versions[self.current], self.current
+            return self.legacy, {"pepper_version": None, "pepper_id": None}
+        pepper = self.versions[self.current]
+        return pepper, {"pepper_version": self.current, "pepper_id": fingerprint(pepper)}
+
+
+def fingerprint(pepper: bytes) -> str:
+    """Names a (generated, 256-bit) pepper without revealing it: HMAC of a constant, 12 hex digits."""
+    return hmac.new(pepper, b"chatgw pepper fingerprint", hashlib.sha256).hexdigest()[:12]
 
 
 def parse(text: str, legacy: bytes, where: str) -> Peppers:
@@ -231,6 +247,7 @@ class PepperBook:
         self._clock = clock
         self._loaded = clock() - refresh_s  # the first unknown version may reload at once
         self._lock = threading.Lock()
+        self._fingerprints: dict[bytes, str] = {}
 
     @classmethod
     def legacy(cls, pepper: bytes) -> PepperBook:
@@ -238,6 +255,19 @@ class PepperBook:
 
     def get(self, version: str | None) -> bytes | None:
         return self.peppers.get(version)
+
+    @property
+    def label(self) -> str:
+        return self.source.label
+
+    def fingerprint(self, version: str | None) -> str | None:
+        """The fingerprint of a version this book holds (cached; one HMAC per version)."""
+        pepper = self.peppers.get(version)
+        if pepper is None:
+            return None
+        if pepper not in self._fingerprints:
+            self._fingerprints[pepper] = fingerprint(pepper)
+        return self._fingerprints[pepper]
 
     def reload_for(self, version: str | None) -> tuple[bytes | None, str]:
         """The pepper of `version`, reading the source again if allowed; else (None, why).

@@ -164,6 +164,15 @@ class Service:
                     problem=problem,
                 )
                 raise AuthenticationFailed("Invalid API key.")
+        if record.pepper_id is not None and record.pepper_id != self.peppers.fingerprint(record.pepper_version):
+            logs.event(  # hashed with another pepper of that name: another secret or state folder made it
+                "key_pepper_mismatch",
+                logging.ERROR,
+                key_id=record.key_id,
+                pepper_version=record.pepper_version or LEGACY,
+                problem=f"the key was made with a different pepper {record.pepper_version} than {self.peppers.label}",
+            )
+            raise AuthenticationFailed("Invalid API key.")
         return pepper
 
     def _cached_for(self, key_id: str) -> float:

@@ -39,7 +39,9 @@ def proxy(dynamo_tables: Tables) -> Iterator[FaultyProxy]:
 
 
 def _store(endpoint: str, tables: Tables) -> DynamoStore:
-    client = make_client(endpoint_url=endpoint, region="us-east-1", connect_timeout=2, read_timeout=2)
+    client = make_client(
+        endpoint_url=endpoint, region="us-east-1", connect_timeout=30, read_timeout=30
+    )  # no timeout under load: faults are injected
     return DynamoStore(client, tables.keys, tables.usage, retry=RetryPolicy(sleep=lambda _s: None))
 
 

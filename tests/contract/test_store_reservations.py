@@ -118,3 +118,16 @@ def test_events_and_aggregates_keep_served_model_details_and_cost(store: Store) 
     (per_model,) = store.usage(UsageQuery("month", month, key_id=record.key_id, by_model=True))
     assert (per_model.model, per_model.requests, per_model.prompt_tokens) == ("backup", 2, 101)
     assert store.usage(UsageQuery("day", "2000-01-01", key_id=record.key_id)) == []
+
+
+def test_a_reservation_never_settled_is_held_until_its_month_ends(store: Store) -> None:
+    """A container that dies between admission and settlement: the error stays on the refusing side,
+    for the month only."""
+    one_item_counters(store)
+    _, record = make_key(store)
+    limits = Limits(monthly_token_budget=100)
+    assert store.admit(record.key_id, limits, BASE, request_id="lost", reserve=100).admitted
+    assert store.admit(record.key_id, limits, BASE + timedelta(days=1), request_id="x", reserve=1).refused == "budget"
+    next_month = (BASE.replace(day=1) + timedelta(days=40)).replace(day=2)
+    fresh = store.admit(record.key_id, limits, next_month, request_id="y", reserve=100)
+    assert (fresh.refused, fresh.month_tokens_used) == (None, 100)

@@ -47,7 +47,9 @@ def sleeps() -> list[float]:
 def gw(dynamo_tables: Tables, settings: Settings, sleeps: list[float]) -> Iterator[DynGateway]:
     """The gateway on DynamoDB through the proxy; the store's backoff sleeps are recorded, not slept."""
     with faulty_proxy(dynamo_tables.endpoint) as proxy:
-        client = make_client(endpoint_url=proxy.endpoint, region="us-east-1", connect_timeout=2, read_timeout=2)
+        client = make_client(
+            endpoint_url=proxy.endpoint, region="us-east-1", connect_timeout=30, read_timeout=30
+        )  # no timeout under load: faults are injected
         store = DynamoStore(client, dynamo_tables.keys, dynamo_tables.usage, retry=RetryPolicy(sleep=sleeps.append))
         backend = ScriptedBackend(["a", " b", " c"])
         yield DynGateway(gateway_on(store, settings, backend), store, backend, proxy)

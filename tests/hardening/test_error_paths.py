@@ -251,8 +251,10 @@ def test_bedrock_a_stream_that_stalls_past_the_deadline_ends_in_band(
 def test_bedrock_the_deadline_hit_while_opening_is_a_504(
     gateways: Gateways, bedrock: Callable[..., Container], fake_bedrock: FakeBedrock, stream: bool
 ) -> None:
-    gw = bedrock(request_timeout_s=1.0)  # the model never answers: only the deadline ends the call
-    key = add_key(gw)  # (504 whether the deadline hits while the client is made or while it waits)
+    # The model never answers: only the deadline ends the call. The deadline is 5 s, not 1 s, so that
+    # boto3 reaches the fake before it on a loaded machine (the stall must be hit while opening).
+    gw = bedrock(request_timeout_s=5.0)
+    key = add_key(gw)
     fake_bedrock.then(BedrockScript(stall_before_headers=True))
     reply, logs = gateways.chat(gw, key, stream)
     assert_refused(reply, logs, 504, "upstream_timeout")

@@ -153,10 +153,23 @@ def test_lost_answer_to_a_usage_write_is_not_counted_twice(dyn: DynGateway) -> N
     assert (row.requests, row.total_tokens) == (1, event.total_tokens)
 
 
+@pytest.fixture
+def steady(dynamo_tables: Tables, settings: Settings) -> Iterator[DynGateway]:
+    """As `dyn`, with timeouts a loaded machine cannot reach: these tests tell a refused write (it
+    was not applied) from an unsure one (a timeout), so a slow answer must not look like a fault."""
+    with faulty_proxy(dynamo_tables.endpoint) as proxy:
+        client = make_client(endpoint_url=proxy.endpoint, region="us-east-1", connect_timeout=30, read_timeout=30)
+        store = DynamoStore(client, dynamo_tables.keys, dynamo_tables.usage)
+        backend = ScriptedBackend(["a", " b", " c"])
+        yield DynGateway(gateway_on(store, settings, backend), store, backend, proxy)
+        store.close()
+
+
 @pytest.mark.parametrize("part", ["M#", "D#"])
-def test_a_settlement_write_that_fails_after_the_event_is_replayed_once(dyn: DynGateway, part: str) -> None:
+def test_a_settlement_write_that_fails_after_the_event_is_replayed_once(steady: DynGateway, part: str) -> None:
     """The event is stored, the month (or day) item refuses its update past the retries: the
     `usage_event` line names that part as pending; replaying it applies exactly that part, once."""
+    dyn = steady
     key = dyn.key(limits=Limits(requests_per_minute=100, monthly_token_budget=10**9))
     kid = key.split("_")[1]
     sk = f'"sk": {{"S": "{part}'.encode()
@@ -184,9 +197,10 @@ def test_a_settlement_write_that_fails_after_the_event_is_replayed_once(dyn: Dyn
         assert (row.requests, row.total_tokens) == (1, event.total_tokens) and row.total_tokens > 0
 
 
-def test_an_unsure_settlement_write_is_not_replayed(dyn: DynGateway) -> None:
+def test_an_unsure_settlement_write_is_not_replayed(steady: DynGateway) -> None:
     """The day item's update reached the store but its answer was lost: it may have been applied,
     so the log line leaves it out of `pending` (reason SettlementUnsure): replay never doubles it."""
+    dyn = steady
     key = dyn.key()
     kid = key.split("_")[1]
     lost = Fault(operation("UpdateItem", containing=b'"S": "D#'), drop_after_forward=True, times=1)

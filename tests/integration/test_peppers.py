@@ -214,3 +214,33 @@ def test_an_upgraded_stack_keeps_its_old_pepper_in_the_secret(env: None, secret_
     source.save(rotated(source.load()))
     after = json.loads(client.get_secret_value(SecretId=secret_arn)["SecretString"])
     assert after["legacy"] == "the-old-parameter-value" and after["current"] == "v2"
+
+
+def test_a_key_made_with_another_pepper_of_the_same_version_is_named(
+    env: None,
+    secret_arn: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    containers: list[Container],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The CLI pointed at another secret (both hold a `v1`): not a silent 401, a log line and a status."""
+    client = boto3.client("secretsmanager", region_name="us-east-1")
+    other = json.dumps({"current": "v1", "v1": "another-stack-s-pepper-0123456789"})
+    other_arn = client.create_secret(Name=f"other-{uuid.uuid4().hex[:8]}", SecretString=other)["ARN"]
+    state = tmp_path / "state"
+    made = Cli(capsys, "--state-dir", str(state), "--pepper-secret", other_arn).json("keys", "create", "--name", "x")
+    gw = gateway(containers, replace(Settings.from_env(), state_dir=state, pepper_secret=secret_arn))
+    logger = logging.getLogger("chatgw")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.ERROR, logger="chatgw"):
+            assert models(gw, made["key"]) == 401
+    finally:
+        logger.removeHandler(caplog.handler)
+    unique = {id(r): r for r in caplog.records}.values()
+    (line,) = [r for r in unique if r.getMessage() == "key_pepper_mismatch"]
+    assert line.fields["key_id"] == made["key_id"]  # type: ignore[attr-defined]
+    assert "different pepper v1" in line.fields["problem"]  # type: ignore[attr-defined]
+    code, out, err = Cli(capsys, "--state-dir", str(state), "--pepper-secret", secret_arn)("pepper", "status")
+    assert code == 1 and "1 made with another pepper" in out and "another pepper of the same version" in err

@@ -17,6 +17,10 @@ from .common import CliError, key_id_arg, now, print_table
 from .peppers import peppers_for_new_keys
 
 CLEAR = "none"
+RESHARD_NOTE = (
+    "note: the new shard count applies within the key cache delay; a change mid-month is not exact for the "
+    "monthly budget (docs/store.md, Hot keys): change it at a month's start when the budget matters."
+)
 LIMIT_FLAGS = {
     "rpm": "requests_per_minute",
     "tpm": "tokens_per_minute",
@@ -98,11 +102,11 @@ def _limits_text(limits: Limits) -> str:
 def cmd_keys_create(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     now = datetime.now(UTC)
     limits = Limits(**{LIMIT_FLAGS[f]: getattr(args, f) for f in LIMIT_FLAGS if getattr(args, f) is not None})
-    pepper, version = peppers_for_new_keys(args, settings).for_new_key()
+    pepper, stamp = peppers_for_new_keys(args, settings).for_new_key()
     key, record = new_key(
         args.name,
         pepper=pepper,
-        pepper_version=version,
+        **stamp,
         now=now,
         owner=args.owner,
         expires_at=parse_expiry(args.expires, now) if args.expires else None,
@@ -201,6 +205,8 @@ def cmd_keys_update(args: argparse.Namespace, store: Store, settings: Settings) 
     _warn_if_expired(updated, now())
     if not args.json:
         print(UPDATE_NOTE, file=sys.stderr)
+    if updated.limits.shards != record.limits.shards and updated.limits.monthly_token_budget is not None:
+        print(RESHARD_NOTE, file=sys.stderr)
     return 0
 
 
@@ -225,8 +231,8 @@ def set_enabled(enabled: bool) -> Callable[[argparse.Namespace, Store, Settings]
 def cmd_keys_rotate(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     record = _get(store, args.key_id)
     secret = new_secret()
-    pepper, version = peppers_for_new_keys(args, settings).for_new_key()
-    _save(store, record.with_changes(secret_hash=hash_secret(secret, pepper), pepper_version=version))
+    pepper, stamp = peppers_for_new_keys(args, settings).for_new_key()
+    _save(store, record.with_changes(secret_hash=hash_secret(secret, pepper), **stamp))
     key = format_key(record.key_id, secret)
     if args.json:
         print(json.dumps({"key": key, **record.public_dict()}, indent=2))

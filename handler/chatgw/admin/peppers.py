@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..peppers import LEGACY, LegacySource, Peppers, Source, rotated, source_for
+from ..peppers import LEGACY, LegacySource, Peppers, Source, fingerprint, rotated, source_for
 from ..settings import Settings
 from ..store.base import Store
 from .common import print_table
@@ -67,7 +67,12 @@ def add_pepper_option(parser: argparse.ArgumentParser) -> None:
 def cmd_pepper_status(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     source = pepper_source(args, settings, create=False)
     peppers = source.load()
-    counts = Counter(r.pepper_version or LEGACY for r in store.list_keys())
+    records = store.list_keys()
+    counts = Counter(r.pepper_version or LEGACY for r in records)
+    prints = {v: fingerprint(p) for v, p in peppers.versions.items()}
+    foreign = Counter(
+        r.pepper_version for r in records if r.pepper_id and r.pepper_id != prints.get(r.pepper_version or "")
+    )
     known = {LEGACY, *peppers.versions}
     versions = sorted({*peppers.versions, *counts}, key=_order)
     rows: list[dict[str, Any]] = [
@@ -76,18 +81,18 @@ def cmd_pepper_status(args: argparse.Namespace, store: Store, settings: Settings
             "keys": counts.get(v, 0),
             "current": v == (peppers.current or LEGACY),
             "known": v in known,
+            "other_pepper": foreign.get(v, 0),
         }
         for v in versions
     ]
     if not any(r["version"] == LEGACY for r in rows):
         rows.insert(0, {"version": LEGACY, "keys": 0, "current": peppers.current is None, "known": True})
+        rows[0]["other_pepper"] = 0
     if args.json:
         print(json.dumps({"source": source.label, "current": peppers.current or LEGACY, "versions": rows}, indent=2))
     else:
         print(f"peppers: {source.label}; new keys use {peppers.current or LEGACY}")
-        table = [
-            [r["version"], str(r["keys"]), "yes" if r["current"] else "", "" if r["known"] else "MISSING"] for r in rows
-        ]
+        table = [[r["version"], str(r["keys"]), "yes" if r["current"] else "", _problem(r)] for r in rows]
         print_table(["VERSION", "KEYS", "CURRENT", "PROBLEM"], table)
     missing = [r["version"] for r in rows if not r["known"] and r["keys"]]
     if missing:
@@ -96,7 +101,20 @@ def cmd_pepper_status(args: argparse.Namespace, store: Store, settings: Settings
             file=sys.stderr,
         )
         return 1
+    if sum(foreign.values()):
+        print(
+            f"chatgw: {sum(foreign.values())} key(s) were made with another pepper of the same version "
+            "(another --pepper-secret or state folder): they cannot authenticate here",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def _problem(row: dict[str, Any]) -> str:
+    if not row["known"]:
+        return "MISSING"
+    return f"{row['other_pepper']} made with another pepper" if row["other_pepper"] else ""
 
 
 def cmd_pepper_rotate(args: argparse.Namespace, store: Store, settings: Settings) -> int:

@@ -149,7 +149,9 @@ class Smoke:
         if not timing.done:
             return False, f"no [DONE]; {summary}"
         if not timing.spread_out():
-            return False, f"chunks arrived together (buffered on the way?): {summary}"
+            hint = " (echo without delay_ms writes all its words at once: try --model with a real model)"
+            hint = hint if self.model == "echo" else ""
+            return False, f"chunks arrived together (buffered on the way?): {summary}{hint}"
         return True, f"spread out: {summary}"
 
     def bad_key(self) -> tuple[bool, str]:

@@ -13,6 +13,7 @@ from ..settings import Settings
 from .common import CliError
 from .peppers import peppers_for_new_keys
 from .smoke import Check, Smoke
+from .smoke_init import init_check
 from .stack import outputs
 
 LEDGER_WAIT_S = 20.0
@@ -31,11 +32,11 @@ def run_on_stack(args: argparse.Namespace, client: httpx.Client) -> list[Check]:
     try:
         key = args.key
         if key is None:
-            pepper, version = peppers_for_new_keys(args, settings).for_new_key()
+            pepper, stamp = peppers_for_new_keys(args, settings).for_new_key()
             key, made = new_key(
                 "chatgw smoke",
                 pepper=pepper,
-                pepper_version=version,
+                **stamp,
                 owner="chatgw smoke",
                 expires_at=datetime.now(UTC) + timedelta(hours=1),
                 tags={"purpose": "smoke"},
@@ -52,6 +53,7 @@ def run_on_stack(args: argparse.Namespace, client: httpx.Client) -> list[Check]:
             recorded = len(store.usage_events(key_id)) - before
         ok = smoke.calls > 0 and recorded >= smoke.calls
         checks.append(Check("usage ledger recorded the calls", ok, f"{recorded} event(s) for {smoke.calls} call(s)"))
+        checks.append(init_check(args.stack, args.region, datetime.now(UTC)))
         return checks
     finally:
         if made is not None:

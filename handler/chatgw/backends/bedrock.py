@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import boto3  # noqa: F401  (imported at init where a Bedrock model is configured, not by its first request)
+
 from ..completion import Completion, Piece
 from ..errors import (
     ChatgwError,

@@ -13,6 +13,8 @@ def key_to_dict(record: KeyRecord) -> dict[str, Any]:
     data = {**record.public_dict(), "secret_hash": record.secret_hash}
     if record.pepper_version is not None:
         data["pepper_version"] = record.pepper_version
+    if record.pepper_id is not None:
+        data["pepper_id"] = record.pepper_id
     return data
 
 
@@ -32,6 +34,7 @@ def key_from_dict(data: dict[str, Any]) -> KeyRecord:
         limits=Limits(**limits),
         tags={str(k): str(v) for k, v in (data.get("tags") or {}).items()},
         pepper_version=str(data["pepper_version"]) if data.get("pepper_version") else None,
+        pepper_id=str(data["pepper_id"]) if data.get("pepper_id") else None,
     )
 
 

@@ -16,6 +16,7 @@ each behind a one-time mark on the event item: never counted twice.
 
 from __future__ import annotations
 
+import contextvars
 import secrets
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -168,7 +169,8 @@ class Settler:
         """W2 and W3 at once, on the shard that admitted; `SettlementPending` with those that failed."""
         futures: dict[str, Future[None]] = {}
         for part in parts[1:]:
-            futures[part] = self._pool.submit(self._part, event, part, shard)
+            # in this call's context, so that tracing and metrics see the write as this request's
+            futures[part] = self._pool.submit(contextvars.copy_context().run, self._part, event, part, shard)
         failed: list[str] = []
         unsure: list[str] = []
         for part in parts[:1]:

@@ -147,6 +147,8 @@ class SqliteStore:
                 requests += 1
                 self._add_window(db, key_id, "requests", window, 1)
                 db.execute("DELETE FROM windows WHERE key_id = ? AND window < ?", (key_id, window - 60))
+                # Reservations of past months (their requests never settled) hold nothing any more.
+                db.execute("DELETE FROM reservations WHERE key_id = ? AND month < ?", (key_id, month))
                 if reserve > 0:
                     tokens, month_tokens = tokens + reserve, month_tokens + reserve
                     db.execute(
