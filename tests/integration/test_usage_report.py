@@ -116,6 +116,9 @@ def test_ranges_groups_and_csv(state: tuple[Path, list[str]], capsys: pytest.Cap
     )
     owners = run(capsys, *store, "--month", "2026-11", "--by", "owner")
     assert [line.split()[0] for line in owners.splitlines()[1:]] == ["alice", "bob", "carol", "TOTAL"]
+    by_day = list(csv.DictReader(io.StringIO(run(capsys, *store, "--month", "2026-11", "--by", "day", "--csv"))))
+    assert [r["day"] for r in by_day] == [f"2026-11-{d}" for d in range(20, 30)] + ["TOTAL"]  # days, not "2026-11"
+    assert by_day[-1]["requests"] == whole[-1]["requests"]
     assert admin.main(["usage", *store, "--from", "2026-11-30", "--to", "2026-11-01"]) == 2
     assert admin.main(["usage", *store, "--by", "colour"]) == 2
 

@@ -163,6 +163,8 @@ def cmd_report(args: argparse.Namespace, store: Store) -> int:
     if by not in ("key", "owner", "model", "day") and not (by.startswith("tag:") and len(by) > 4):
         raise CliError(f"--by: key, owner, tag:NAME, model or day, not {by!r}", code=2)
     start, end, queries = _range(args)
+    if by == "day" and queries[0].period == "month":  # a month's own aggregate has no days: read each day's
+        queries = day_queries(start, end, args.key)
     usage = collect(store, queries)
     keys = {k.key_id: k for k in store.list_keys()}
     rows = summarize(usage, keys, by)
