@@ -121,6 +121,8 @@ def test_ranges_groups_and_csv(state: tuple[Path, list[str]], capsys: pytest.Cap
     assert by_day[-1]["requests"] == whole[-1]["requests"]
     assert admin.main(["usage", *store, "--from", "2026-11-30", "--to", "2026-11-01"]) == 2
     assert admin.main(["usage", *store, "--by", "colour"]) == 2
+    assert admin.main(["usage", *store, "--html", str(folder / "no-such-dir" / "usage.html")]) == 1
+    assert capsys.readouterr().err.splitlines()[-1].startswith("chatgw: cannot write ")  # not "cannot read"
 
 
 def png_pixels(data: bytes) -> tuple[int, int, list[tuple[int, ...]]]:

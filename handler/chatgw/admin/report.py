@@ -172,7 +172,10 @@ def cmd_report(args: argparse.Namespace, store: Store) -> int:
         from .report_html import render
 
         daily = usage if queries[0].period == "day" else collect(store, day_queries(start, end, args.key))
-        Path(args.html).write_text(render(daily, rows, keys, start, end), encoding="utf-8")
+        try:
+            Path(args.html).write_text(render(daily, rows, keys, start, end), encoding="utf-8")
+        except OSError as exc:
+            raise CliError(f"cannot write {args.html}: {exc.strerror}", code=1) from None
         print(f"wrote {args.html}: {len(usage)} aggregates, {start} to {end}")
     elif args.csv:
         sys.stdout.write(to_csv(rows))
