@@ -221,8 +221,8 @@ def set_enabled(enabled: bool) -> Callable[[argparse.Namespace, Store, Settings]
         updated = _get(store, args.key_id).with_changes(enabled=enabled)
         _save(store, updated)
         _print_record(updated, args.json)
-        if not enabled and not args.json:
-            print(REVOCATION_NOTE, file=sys.stderr)
+        if not args.json:  # an enabled key is refused by gateways that cached it disabled, for as long
+            print(REVOCATION_NOTE if not enabled else UPDATE_NOTE, file=sys.stderr)
         return 0
 
     return command

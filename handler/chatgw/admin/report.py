@@ -176,7 +176,7 @@ def cmd_report(args: argparse.Namespace, store: Store) -> int:
             Path(args.html).write_text(render(daily, rows, keys, start, end), encoding="utf-8")
         except OSError as exc:
             raise CliError(f"cannot write {args.html}: {exc.strerror}", code=1) from None
-        print(f"wrote {args.html}: {len(usage)} aggregates, {start} to {end}")
+        print(f"wrote {args.html}: {len(rows) - 1} {by} row(s), {start} to {end}")
     elif args.csv:
         sys.stdout.write(to_csv(rows))
     elif args.json:
