@@ -89,6 +89,17 @@ class FakeOpenAI:
     def base_url(self) -> str:
         return f"{self._server.url}/v1"
 
+    def catalog_entry(self, name: str, **extra: Any) -> dict[str, Any]:
+        """A `CHATGW_MODELS` entry for an openai-backend model served by this fake (no retries)."""
+        return {
+            "backend": "openai",
+            "base_url": self.base_url,
+            "upstream_model": f"up-{name}",
+            "api_key_env": "FAKE_UPSTREAM_KEY",
+            "max_retries": 0,
+            **extra,
+        }
+
     def start(self) -> FakeOpenAI:
         self._server.start()
         return self

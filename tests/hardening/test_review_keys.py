@@ -21,6 +21,7 @@ from tests.fakes.backends import ScriptedBackend
 from tests.fakes.fake_openai import FakeOpenAI
 from tests.hardening.test_faults_upstream import Upstreamed
 from tests.hardening.test_faults_upstream import up as up
+from tests.hardening.test_key_cache import CountingStore
 from tests.unit.test_http_api import CHAT, USER, assert_envelope, auth, call
 
 
@@ -107,19 +108,6 @@ def test_a_fallback_the_key_may_not_use_is_not_tried(make_container: Callable[..
     key = add_key(gw, allowed_models=("main",))
     r = call(gw, "POST", CHAT, json={"model": "main", "messages": USER}, headers=auth(key))
     assert r.status_code == 502 and fallback.calls == 0
-
-
-class CountingStore:
-    def __init__(self, store: Any) -> None:
-        self.store = store
-        self.reads = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.store, name)
-
-    def get_key(self, key_id: str) -> Any:
-        self.reads += 1
-        return self.store.get_key(key_id)
 
 
 def test_unknown_key_ids_are_cached_briefly(gw: Container) -> None:

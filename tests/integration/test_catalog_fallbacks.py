@@ -23,24 +23,13 @@ USER = [{"role": "user", "content": "hi there"}]
 DOWN = Script(status=503)  # retryable: another model may cure it
 
 
-def openai(upstream: FakeOpenAI, name: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "backend": "openai",
-        "base_url": upstream.base_url,
-        "upstream_model": f"up-{name}",
-        "api_key_env": "FAKE_UPSTREAM_KEY",
-        "max_retries": 0,
-        **extra,
-    }
-
-
 def models(upstream: FakeOpenAI) -> dict[str, Any]:
     return {
-        "primary": openai(upstream, "primary", fallbacks=["picky", "second", "last"]),
-        "picky": openai(upstream, "picky", unsupported_params=["temperature"]),
-        "second": openai(upstream, "second", fallbacks=["beyond"]),
+        "primary": upstream.catalog_entry("primary", fallbacks=["picky", "second", "last"]),
+        "picky": upstream.catalog_entry("picky", unsupported_params=["temperature"]),
+        "second": upstream.catalog_entry("second", fallbacks=["beyond"]),
         "last": {"backend": "echo", "description": "Development model: the last resort."},
-        "beyond": openai(upstream, "beyond"),
+        "beyond": upstream.catalog_entry("beyond"),
     }
 
 
@@ -112,9 +101,9 @@ def test_a_whole_chain_failing_is_the_last_error_and_one_event(
 ) -> None:
     monkeypatch.setenv("FAKE_UPSTREAM_KEY", "sk-fake")
     chain = {
-        "a": openai(fake_openai, "a", fallbacks=["b"]),
-        "b": openai(fake_openai, "b", fallbacks=["c"]),
-        "c": openai(fake_openai, "c"),
+        "a": fake_openai.catalog_entry("a", fallbacks=["b"]),
+        "b": fake_openai.catalog_entry("b", fallbacks=["c"]),
+        "c": fake_openai.catalog_entry("c"),
     }
     gw = make_container(models=json.dumps(chain))
     key = add_key(gw)

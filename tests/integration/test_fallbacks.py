@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
@@ -23,16 +22,7 @@ BACKUP_PRICE = {"input": 2.0, "output": 4.0}
 
 
 def catalog(upstream: FakeOpenAI) -> str:
-    def model(name: str, **extra: Any) -> dict[str, Any]:
-        return {
-            "backend": "openai",
-            "base_url": upstream.base_url,
-            "upstream_model": f"up-{name}",
-            "api_key_env": "FAKE_UPSTREAM_KEY",
-            "max_retries": 0,
-            **extra,
-        }
-
+    model = upstream.catalog_entry
     return json.dumps(
         {
             "primary": model(
