@@ -67,6 +67,8 @@ class Limits:
     max_tokens_per_request: int | None = None
     shards: int | None = None
     """DynamoDB: counters spread over this many items, each with its share of the limits (hot keys)."""
+    shard_epoch: int | None = None
+    """DynamoDB: bumped by every change of `shards` (names the shard items: store/dynamodb_shards.py)."""
 
     @property
     def needs_admission(self) -> bool:
@@ -84,6 +86,7 @@ def _asdict(limits: Limits) -> dict[str, int | None]:
         "monthly_token_budget": limits.monthly_token_budget,
         "max_tokens_per_request": limits.max_tokens_per_request,
         "shards": limits.shards,
+        "shard_epoch": limits.shard_epoch,
     }
 
 

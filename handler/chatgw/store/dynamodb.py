@@ -31,7 +31,7 @@ from .dynamodb_call import Refused as _Refused
 from .dynamodb_call import RetryPolicy, bound_read_timeouts, call
 from .dynamodb_items import attr_n, attr_s, from_item, int_of, pk_of, to_item
 from .dynamodb_settle import Settler
-from .dynamodb_shards import ShardMemory, admit_sharded
+from .dynamodb_shards import SEALED, Layouts, check_layout
 from .dynamodb_usage import usage_rows
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ class DynamoStore:
         *,
         usage_ttl_days: int = 90,
         retry: RetryPolicy | None = None,
+        layouts: Layouts | None = None,
     ) -> None:
         self.client = client
         self.retry = retry or RetryPolicy()
@@ -61,8 +62,8 @@ class DynamoStore:
         # The minute window this process last saw live per key: picks the right update first.
         self._live_window: dict[str, int] = {}
         self._hint_lock = threading.Lock()
-        self._shards = ShardMemory()
-        self._settler = Settler(client, usage_table, self.usage_ttl, self._call, self._shards.take)
+        self._layouts = layouts or Layouts()
+        self._settler = Settler(client, usage_table, self.usage_ttl, self._call, self._layouts.take)
 
     def drop_connections(self) -> None:
         """For a SnapStart snapshot and restore: clear botocore's connection pool (new ones on use)."""
@@ -117,6 +118,13 @@ class DynamoStore:
         except _Refused:
             raise KeyNotFound(record.key_id) from None
 
+    def reshard(self, record: KeyRecord, updated: KeyRecord, now: datetime) -> KeyRecord:
+        """Save `updated`; a change of its shard count seals the old layout's items and carries
+        their totals to the new one first (store/dynamodb_reshard.py): the limits stay exact."""
+        from .dynamodb_reshard import reshard
+
+        return reshard(self._call, self.client, self.usage_table, self.save_key, record, updated, now)
+
     def delete_key(self, key_id: str) -> bool:
         resp = self._call(
             self.client.delete_item,
@@ -147,16 +155,13 @@ class DynamoStore:
     def admit(
         self, key_id: str, limits: Limits, now: datetime, *, request_id: str | None = None, reserve: int = 0
     ) -> Admission:
-        """One conditional UpdateItem on the month item (or on one of the key's shard items:
-        store/dynamodb_shards.py), which carries the live minute window."""
-        if (limits.shards or 1) <= 1:
-            return self._admit_item(key_id, "", limits, now, reserve)
-        admission = admit_sharded(self._admit_item, key_id, limits, now, reserve)
-        if admission.admitted and request_id is not None:
-            self._shards.remember(request_id, admission.shard)
-        return admission
+        """One conditional UpdateItem on the month item (or on one of the key's shard items, of its
+        current layout: store/dynamodb_shards.py), which carries the live minute window."""
+        return self._layouts.admit(self._admit_item, key_id, limits, now, reserve, request_id)
 
-    def _admit_item(self, key_id: str, shard: str, limits: Limits, now: datetime, reserve: int) -> Admission:
+    def _admit_item(
+        self, key_id: str, shard: str, limits: Limits, now: datetime, reserve: int, must_exist: bool = False
+    ) -> Admission:
         """One conditional UpdateItem on `M#<month><shard>`, which carries the live minute window.
 
         Two shapes of update: `ADD wreq 1, wtok R` within the live window, or `SET win, wreq=1,
@@ -164,7 +169,9 @@ class DynamoStore:
         process remembers the live window per key, so the first try is almost always the right one;
         a wrong guess costs one more round trip (at most once a minute). The condition failure
         returns the old item, so a refusal needs no extra read; `limits.decide` names the limit
-        from it, as SQLite does. A reservation that can never fit is decided on one read."""
+        from it, as SQLite does. A reservation that can never fit is decided on one read. A sealed
+        item (a change of N) admits nothing: `ShardSealed` names the layout to admit on instead;
+        `must_exist` (on such a layout) admits only on an item the change has prepared."""
         rpm, tpm, budget = limits.requests_per_minute, limits.tokens_per_minute, limits.monthly_token_budget
         need = need_of(reserve)
         window = minute_window(now)
@@ -180,9 +187,10 @@ class DynamoStore:
             same_window = self._live_window.get(hint) == window
         for _ in range(4):
             try:
-                new = self._admit_once(key_id, month, shard, window, same_window, rpm, tpm, budget, reserve)
+                new = self._admit_once(key_id, month, shard, window, same_window, rpm, tpm, budget, reserve, must_exist)
             except _Refused as refused:
                 old = refused.item
+                check_layout(old, must_exist)
                 live = int_of(old, "win", -1)
                 if live > window:  # another container's clock is ahead: join its window
                     window, same_window = live, True
@@ -228,6 +236,7 @@ class DynamoStore:
         tpm: int | None,
         budget: int | None,
         reserve: int,
+        must_exist: bool = False,
     ) -> dict[str, Any]:
         need = need_of(reserve)
         values: dict[str, Any] = {":w": attr_n(window), ":one": attr_n(1), ":r": attr_n(reserve)}
@@ -244,6 +253,9 @@ class DynamoStore:
             update = "SET win = :w, wreq = :one, wtok = :r, key_id = :kid, period = :month ADD total_tokens :r"
             conditions = ["(attribute_not_exists(win) OR win < :w)"]
             values.update({":kid": attr_s(key_id), ":month": attr_s(month)})
+        conditions.append(f"attribute_not_exists({SEALED})")
+        if must_exist:
+            conditions.append("attribute_exists(pk)")
         if budget is not None:
             conditions.append("(attribute_not_exists(total_tokens) OR total_tokens <= :budget)")
             values[":budget"] = attr_n(budget - need)

@@ -29,7 +29,7 @@ from ..limits import day_of, minute_window, month_of
 from .base import UsageEvent
 from .dynamodb_call import Refused, Unsettled
 from .dynamodb_items import attr_n, attr_s, money, pk_of, to_item
-from .dynamodb_shards import suffix as shard_suffix
+from .dynamodb_shards import HOME, Placement
 
 PARTS = ("month", "day")
 MODEL_FIELDS = {
@@ -144,7 +144,9 @@ Call = Callable[..., Any]
 class Settler:
     """Runs one settlement with the store's `call(fn, ambiguous_ok=..., **params)`."""
 
-    def __init__(self, client: Any, table: str, ttl: timedelta, call: Call, shard_of: Callable[[str], int]) -> None:
+    def __init__(
+        self, client: Any, table: str, ttl: timedelta, call: Call, shard_of: Callable[[str], Placement]
+    ) -> None:
         self.client = client
         self.shard_of = shard_of
         self.table = table
@@ -165,8 +167,8 @@ class Settler:
         self._parts(event, PARTS, self.shard_of(event.request_id))
         return True
 
-    def _parts(self, event: UsageEvent, parts: tuple[str, ...], shard: int = 0) -> None:
-        """W2 and W3 at once, on the shard that admitted; `SettlementPending` with those that failed."""
+    def _parts(self, event: UsageEvent, parts: tuple[str, ...], shard: Placement = HOME) -> None:
+        """W2 and W3 at once, on the items that admitted; `SettlementPending` with those that failed."""
         futures: dict[str, Future[None]] = {}
         for part in parts[1:]:
             # in this call's context, so that tracing and metrics see the write as this request's
@@ -188,10 +190,10 @@ class Settler:
         if failed:
             raise SettlementPending(event, tuple(failed))
 
-    def _part(self, event: UsageEvent, part: str, shard: int) -> None:
-        tail = shard_suffix(shard)
+    def _part(self, event: UsageEvent, part: str, shard: Placement) -> None:
+        tail = shard.month
         if part == "day":
-            self.call(self.client.update_item, ambiguous_ok=False, **day_update(self.table, event, tail))
+            self.call(self.client.update_item, ambiguous_ok=False, **day_update(self.table, event, shard.day))
             return
         try:
             params = month_update(self.table, event, with_window=True, shard=tail)
