@@ -23,7 +23,7 @@ from datetime import datetime
 from ..keys import Limits
 from ..limits import Admission
 
-ORDER = ("requests", "tokens", "budget")
+ORDER = ("concurrent", "requests", "tokens", "budget")
 """A refusal's names, first the ones a client can retry soonest."""
 REMEMBERED = 100_000
 
@@ -44,6 +44,7 @@ def shard_limits(limits: Limits, shards: int, shard: int) -> Limits:
         requests_per_minute=share(limits.requests_per_minute, shards, shard),
         tokens_per_minute=share(limits.tokens_per_minute, shards, shard),
         monthly_token_budget=share(limits.monthly_token_budget, shards, shard),
+        max_concurrent=share(limits.max_concurrent, shards, shard),
         shards=None,
     )
 
@@ -69,6 +70,7 @@ def admit_sharded(admit_item: AdmitItem, key_id: str, limits: Limits, now: datet
         tokens_used=sum(a.tokens_used for a in refusals),
         month_tokens_used=sum(a.month_tokens_used for a in refusals),
         reserve=reserve,
+        in_flight=sum(a.in_flight for a in refusals),
     )
 
 
@@ -86,25 +88,34 @@ def _scaled(admission: Admission, limits: Limits, part: Limits, shards: int) -> 
         requests_used=used(limits.requests_per_minute, part.requests_per_minute, admission.requests_used),
         tokens_used=used(limits.tokens_per_minute, part.tokens_per_minute, admission.tokens_used),
         month_tokens_used=used(limits.monthly_token_budget, part.monthly_token_budget, admission.month_tokens_used),
+        in_flight=used(limits.max_concurrent, part.max_concurrent, admission.in_flight),
     )
 
 
+Slot = tuple[int, int]
+"""Where a request was admitted: (shard, in-flight generation); generation -1: not counted in flight."""
+NO_SLOT: Slot = (0, -1)
+
+
 class ShardMemory:
-    """The shard that admitted each request still running in this container, for its settlement."""
+    """The shard that admitted each request still running in this container, and the generation it
+    was counted in flight in, for its settlement (which releases it there). A settlement in another
+    process (`chatgw replay`) finds nothing: it settles on shard 0 and releases nothing (the lease
+    drops that count: docs/store.md, "Requests in flight")."""
 
     def __init__(self, size: int = REMEMBERED) -> None:
         self._size = size
-        self._shards: OrderedDict[str, int] = OrderedDict()
+        self._shards: OrderedDict[str, Slot] = OrderedDict()
         self._lock = threading.Lock()
 
-    def remember(self, request_id: str, shard: int) -> None:
-        if not shard:
+    def remember(self, request_id: str, shard: int, generation: int = -1) -> None:
+        if (shard, generation) == NO_SLOT:
             return
         with self._lock:
-            self._shards[request_id] = shard
+            self._shards[request_id] = (shard, generation)
             while len(self._shards) > self._size:
                 self._shards.popitem(last=False)
 
-    def take(self, request_id: str) -> int:
+    def take(self, request_id: str) -> Slot:
         with self._lock:
-            return self._shards.pop(request_id, 0)
+            return self._shards.pop(request_id, NO_SLOT)
