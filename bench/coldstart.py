@@ -1,5 +1,6 @@
 """Cold start: import time of the entry points against `import fastapi, mangum, boto3` (the floor), in the
-same run, interleaved, medians of N; and the time from process start to the first answered request."""
+same run, interleaved, medians of N, measured as bench.snapinit does (CPU and wall of the child up to the
+end of the import); and the time from process start to the first answered request."""
 
 from __future__ import annotations
 
@@ -32,16 +33,20 @@ STREAMING_IMPORTS = {
 }
 
 
-def _wall(code: str, env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    subprocess.run([PY, "-c", code], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, timeout=60)
-    return time.perf_counter() - started
+def _timed(code: str, env: dict[str, str]) -> tuple[float, float]:
+    """(wall, cpu) seconds of `python -c CODE` up to the end of CODE, as bench.snapinit measures an init:
+    the interpreter's teardown is not part of a Lambda init (the runtime asks for the next event)."""
+    from .snapinit import Share, timed_child
+
+    return timed_child(code, env, Share(None))
 
 
 def import_times(
     env: dict[str, str], repeats: int, streaming: bool, dynamodb_env: dict[str, str] | None
 ) -> dict[str, Any]:
-    """Median wall time of `python -c CODE` for each entry, interleaved so that drift hits all alike."""
+    """Median CPU and wall time of `python -c CODE` for each entry, interleaved so that drift hits all
+    alike. The ratio to the floor is of CPU seconds (user + system of the child): on a shared machine
+    wall time also counts the other processes' turns; the wall ratio is given beside it."""
     base_env = {**os.environ, **env}
     commands = {name: (code, base_env) for name, code in IMPORTS.items()}
     if streaming:
@@ -51,23 +56,30 @@ def import_times(
         commands[CLIENT_FLOOR_NAME] = (CLIENT_FLOOR, {**base_env, **dynamodb_env})
         commands[f"{DYNAMODB_ENTRY} (x the floor with the client)"] = (IMPORTS[BUFFERED], {**base_env, **dynamodb_env})
     for code, run_env in commands.values():  # warm the OS page cache and __pycache__
-        _wall(code, run_env)
-    samples: dict[str, list[float]] = {name: [] for name in commands}
+        _timed(code, run_env)
+    walls: dict[str, list[float]] = {name: [] for name in commands}
+    cpus: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(repeats):
         for name, (code, run_env) in commands.items():
-            samples[name].append(_wall(code, run_env))
-    medians = {name: statistics.median(v) for name, v in samples.items()}
+            wall, cpu = _timed(code, run_env)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+    wall_of = {name: statistics.median(v) for name, v in walls.items()}
+    cpu_of = {name: statistics.median(v) for name, v in cpus.items()}
 
-    def floor_of(name: str) -> float:
-        return medians[CLIENT_FLOOR_NAME] if name.startswith(DYNAMODB_ENTRY) else medians[FLOOR_NAME]
+    def floor_of(name: str) -> str:
+        return CLIENT_FLOOR_NAME if name.startswith(DYNAMODB_ENTRY) else FLOOR_NAME
 
     return {
         name: {
-            "median_s": round(m, 4),
-            "ratio_to_floor": round(m / floor_of(name), 3),
-            "samples_s": [round(s, 4) for s in v],
+            "median_s": round(wall_of[name], 4),
+            "cpu_s": round(cpu_of[name], 4),
+            "ratio_to_floor": round(cpu_of[name] / cpu_of[floor_of(name)], 3),
+            "wall_ratio_to_floor": round(wall_of[name] / wall_of[floor_of(name)], 3),
+            "samples_s": [round(s, 4) for s in walls[name]],
+            "cpu_samples_s": [round(s, 4) for s in cpus[name]],
         }
-        for (name, m), v in zip(medians.items(), samples.values(), strict=True)
+        for name in commands
     }
 
 

@@ -69,6 +69,8 @@ class Limits:
     """DynamoDB: counters spread over this many items, each with its share of the limits (hot keys)."""
     max_concurrent: int | None = None
     """Requests of the key in flight at once (streamed or buffered: each holds a Lambda environment)."""
+    shard_epoch: int | None = None
+    """DynamoDB: bumped by every change of `shards` (names the shard items: store/dynamodb_shards.py)."""
 
     @property
     def needs_admission(self) -> bool:
@@ -88,6 +90,7 @@ def _asdict(limits: Limits) -> dict[str, int | None]:
         "max_tokens_per_request": limits.max_tokens_per_request,
         "shards": limits.shards,
         "max_concurrent": limits.max_concurrent,
+        "shard_epoch": limits.shard_epoch,
     }
 
 

@@ -199,11 +199,11 @@ class SecretSource:
 
 
 def _secrets_client(secret_id: str) -> Any:
-    import boto3
+    from . import aws
 
     parts = secret_id.split(":")
     region = parts[3] if secret_id.startswith("arn:") and len(parts) > 4 and parts[3] else None
-    return boto3.client("secretsmanager", region_name=region)
+    return aws.client("secretsmanager", region)
 
 
 def _aws_problem(exc: Exception) -> str:

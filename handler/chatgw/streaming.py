@@ -133,15 +133,16 @@ class ChatStream:
                 continue
             out: list[bytes] = []
             while True:
-                if item == END:
+                if item == END:  # the last pieces, the usage chunk and [DONE]: one write
                     self._ended = True
-                    if out:
-                        yield b"".join(out)
                     if request.include_usage:
                         usage, _ = self.usage()
-                        yield frame(chunk_body(Piece(), completion_id=cid, created=created, model=model, usage=usage))
+                        out.append(
+                            frame(chunk_body(Piece(), completion_id=cid, created=created, model=model, usage=usage))
+                        )
                     self.status = "ok"
-                    yield DONE
+                    out.append(DONE)
+                    yield b"".join(out)
                     return
                 if isinstance(item, ChatgwError):
                     self._ended = True

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -77,16 +77,28 @@ class Sharded(DynamoStore):
 SHARDS = 3
 
 
-def one_item_counters(store: Store) -> None:
-    """The tests that call this read exact per-key counters from admission answers, or record
-    tokens that no admission reserved: that is the one-item layout. A sharded key's answers carry
-    estimates (one shard's counters, scaled) and unreserved tokens land on one shard; what holds
-    for shards is pinned in tests/contract/test_dynamodb_shards.py."""
-    if isinstance(store, Sharded):
-        pytest.skip("one-item counters; the sharded equivalents are in test_dynamodb_shards.py")
+ADAPTERS = ("sqlite", "dynamodb", "dynamodb-3-shards")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-@pytest.fixture(params=["sqlite", "dynamodb", "dynamodb-3-shards"])
+def one_item_counters(test: F) -> F:
+    """A test that reads exact per-key counters from admission answers, reserves more than a shard's
+    share, or records tokens that no admission reserved: that is the one-item layout, so it is not
+    generated for the sharded adapter (a sharded key's answers carry estimates, one shard's counters
+    scaled). What holds for shards is pinned in tests/contract/test_dynamodb_shards.py."""
+    test.one_item_counters = True  # type: ignore[attr-defined]
+    return test
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every contract test runs on every adapter, but a one-item test not on the sharded one."""
+    if "adapter" in metafunc.fixturenames:
+        one_item = getattr(metafunc.function, "one_item_counters", False)
+        kinds = [k for k in ADAPTERS if not (one_item and k == "dynamodb-3-shards")]
+        metafunc.parametrize("adapter", kinds, indirect=True)
+
+
+@pytest.fixture
 def adapter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Adapter]:
     if request.param == "sqlite":
         made = _sqlite_adapter(tmp_path)
@@ -181,8 +193,8 @@ def test_save_unknown_key_is_key_not_found(store: Store) -> None:
 # admission ------------------------------------------------------------------------------
 
 
+@one_item_counters
 def test_requests_per_minute_refuses_then_rolls_over(store: Store) -> None:
-    one_item_counters(store)
     _, record = make_key(store)
     limits = Limits(requests_per_minute=2)
     first = store.admit(record.key_id, limits, BASE)
@@ -214,8 +226,8 @@ def test_keys_have_separate_counters(store: Store) -> None:
     assert not store.admit(a.key_id, limits, BASE).admitted
 
 
+@one_item_counters
 def test_tokens_per_minute_counts_recorded_tokens(store: Store) -> None:
-    one_item_counters(store)
     _, record = make_key(store)
     limits = Limits(tokens_per_minute=100)
     assert store.admit(record.key_id, limits, BASE).admitted
@@ -226,8 +238,8 @@ def test_tokens_per_minute_counts_recorded_tokens(store: Store) -> None:
     assert (later.refused, later.tokens_used) == (None, 0)
 
 
+@one_item_counters
 def test_monthly_budget_refuses_until_next_month(store: Store) -> None:
-    one_item_counters(store)
     _, record = make_key(store)
     limits = Limits(requests_per_minute=100, monthly_token_budget=150)
     assert store.admit(record.key_id, limits, BASE).admitted
@@ -241,11 +253,11 @@ def test_monthly_budget_refuses_until_next_month(store: Store) -> None:
     assert (admitted.refused, admitted.month_tokens_used) == (None, 0)
 
 
+@one_item_counters
 def test_refusal_names_the_first_limit_reached(adapter: Adapter) -> None:
     """One order on every adapter (limits.decide): requests, then tokens, then budget. The
     expectations are written per adapter on purpose, so that a difference cannot hide."""
     store = adapter.store
-    one_item_counters(store)
     _, record = make_key(store)
     assert store.admit(record.key_id, Limits(requests_per_minute=5), BASE).admitted
     store.record_usage(event(record.key_id, "r1", prompt=500, completion=500))

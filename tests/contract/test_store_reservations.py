@@ -11,13 +11,22 @@ import pytest
 
 from chatgw.keys import Limits
 from chatgw.store import Store, UsageQuery
-from tests.contract.test_store_contract import BASE, Adapter, adapter, event, make_key, one_item_counters, store
+from tests.contract.test_store_contract import (
+    BASE,
+    Adapter,
+    adapter,
+    event,
+    make_key,
+    one_item_counters,
+    pytest_generate_tests,
+    store,
+)
 
-__all__ = ["adapter", "store"]  # the contract's fixtures, used here by name
+__all__ = ["adapter", "pytest_generate_tests", "store"]  # the contract's fixtures and parametrization, by name
 
 
+@one_item_counters  # reservations above a shard's share: see test_dynamodb_shards.py
 def test_a_request_is_refused_only_when_its_reservation_would_pass_the_limit(store: Store) -> None:
-    one_item_counters(store)  # reservations above a shard's share: see test_dynamodb_shards.py
     _, record = make_key(store)
     limits = Limits(monthly_token_budget=100)
     first = store.admit(record.key_id, limits, BASE, request_id="a", reserve=60)
@@ -28,8 +37,8 @@ def test_a_request_is_refused_only_when_its_reservation_would_pass_the_limit(sto
     assert store.admit(record.key_id, limits, BASE, request_id="d", reserve=1).refused == "budget"
 
 
+@one_item_counters  # reservations above a shard's share: see test_dynamodb_shards.py
 def test_settlement_replaces_the_reservation_by_the_actual_tokens(store: Store) -> None:
-    one_item_counters(store)  # reservations above a shard's share: see test_dynamodb_shards.py
     _, record = make_key(store)
     limits = Limits(tokens_per_minute=100, monthly_token_budget=1000)
     assert store.admit(record.key_id, limits, BASE, request_id="a", reserve=80).admitted
@@ -39,8 +48,8 @@ def test_settlement_replaces_the_reservation_by_the_actual_tokens(store: Store) 
     assert (after.refused, after.tokens_used, after.month_tokens_used) == (None, 45, 45)
 
 
+@one_item_counters  # reservations above a shard's share: see test_dynamodb_shards.py
 def test_a_replayed_settlement_counts_once(store: Store) -> None:
-    one_item_counters(store)  # reservations above a shard's share: see test_dynamodb_shards.py
     _, record = make_key(store)
     limits = Limits(monthly_token_budget=100)
     assert store.admit(record.key_id, limits, BASE, request_id="a", reserve=90).admitted
@@ -51,8 +60,8 @@ def test_a_replayed_settlement_counts_once(store: Store) -> None:
     assert (now.refused, now.month_tokens_used) == (None, 100)
 
 
+@one_item_counters  # reservations above a shard's share: see test_dynamodb_shards.py
 def test_failed_and_abandoned_requests_settle_too(store: Store) -> None:
-    one_item_counters(store)  # reservations above a shard's share: see test_dynamodb_shards.py
     _, record = make_key(store)
     limits = Limits(monthly_token_budget=100)
     assert store.admit(record.key_id, limits, BASE, request_id="err", reserve=100).admitted
@@ -64,10 +73,10 @@ def test_failed_and_abandoned_requests_settle_too(store: Store) -> None:
     assert store.admit(record.key_id, limits, BASE, request_id="next", reserve=90).month_tokens_used == 100
 
 
+@one_item_counters  # reservations above a shard's share: see test_dynamodb_shards.py
 def test_a_settlement_after_the_next_minute_opened_leaves_that_minute_alone(adapter: Adapter) -> None:
     """A long stream admitted in minute 0 settles after a request opened minute 1: minute 1 holds
     only its own reservation, on both adapters (issue 14.1), and the month gets the actual tokens."""
-    one_item_counters(adapter.store)  # reservations above a shard's share: see test_dynamodb_shards.py
     store = adapter.store
     _, record = make_key(store)
     limits = Limits(tokens_per_minute=100, monthly_token_budget=10_000)
@@ -120,10 +129,10 @@ def test_events_and_aggregates_keep_served_model_details_and_cost(store: Store) 
     assert store.usage(UsageQuery("day", "2000-01-01", key_id=record.key_id)) == []
 
 
+@one_item_counters  # reservations above a shard's share: see test_dynamodb_shards.py
 def test_a_reservation_never_settled_is_held_until_its_month_ends(store: Store) -> None:
     """A container that dies between admission and settlement: the error stays on the refusing side,
     for the month only."""
-    one_item_counters(store)
     _, record = make_key(store)
     limits = Limits(monthly_token_budget=100)
     assert store.admit(record.key_id, limits, BASE, request_id="lost", reserve=100).admitted

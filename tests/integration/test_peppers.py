@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import stat
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -244,3 +247,25 @@ def test_a_key_made_with_another_pepper_of_the_same_version_is_named(
     assert "different pepper v1" in line.fields["problem"]  # type: ignore[attr-defined]
     code, out, err = Cli(capsys, "--state-dir", str(state), "--pepper-secret", secret_arn)("pepper", "status")
     assert code == 1 and "1 made with another pepper" in out and "another pepper of the same version" in err
+
+
+def test_the_deployed_init_reads_the_secret_without_boto3(env: None, secret_arn: str, moto_server: MotoServer) -> None:
+    """What Lambda's init runs as the stack deploys it (DynamoDB store, pepper secret) makes its AWS
+    clients from one botocore session: `import boto3` and a second session cost ~80 ms of CPU per
+    cold start (docs/bench.md, "Init")."""
+    code = (
+        "import sys, chatgw.lambda_buffered as entry; "
+        "book = __import__('chatgw.compose').compose.container().service.peppers; "
+        "assert book.peppers.current == 'v1', book.peppers.current; "
+        "assert 'boto3' not in sys.modules, 'boto3 imported at init'"
+    )
+    run_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CHATGW_")},
+        "CHATGW_KEYS_TABLE": "init-keys",
+        "CHATGW_USAGE_TABLE": "init-usage",
+        "CHATGW_PEPPER_SECRET": secret_arn,
+        "CHATGW_LOG_LEVEL": "ERROR",
+        "AWS_ENDPOINT_URL_DYNAMODB": moto_server.endpoint,
+    }
+    done = subprocess.run([sys.executable, "-c", code], env=run_env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -191,7 +191,7 @@ def test_chatgw_invoke_stream_prints_the_prelude_timed_chunks_and_end(tmp_path: 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("prelude (+") and '"statusCode": 200' in lines[0]
-    assert any("ms  'data: [DONE]" in line for line in lines)
+    assert lines[-2].startswith("+") and lines[-2].endswith("data: [DONE]\\n\\n'")  # the last write ends the stream
     assert lines[-1].startswith("end: complete,")
 
 

@@ -17,10 +17,7 @@ from .common import CliError, key_id_arg, now, print_table
 from .peppers import peppers_for_new_keys
 
 CLEAR = "none"
-RESHARD_NOTE = (
-    "note: the new shard count applies within the key cache delay; a change mid-month is not exact for the "
-    "monthly budget (docs/store.md, Hot keys): change it at a month's start when the budget matters."
-)
+NO_SHARDS = "--shards: the SQLite store keeps one counter per key (shards are for DynamoDB hot keys); nothing changed"
 LIMIT_FLAGS = {
     "rpm": "requests_per_minute",
     "tpm": "tokens_per_minute",
@@ -98,12 +95,15 @@ def _limits_text(limits: Limits) -> str:
     short["max_tokens_per_request"] = "max"
     short["shards"] = "shards"
     short["max_concurrent"] = "concurrent"
+    short["shard_epoch"] = "epoch"
     return " ".join(f"{short[k]}={v}" for k, v in limits.to_dict().items()) or "-"
 
 
 def cmd_keys_create(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     now = datetime.now(UTC)
     limits = Limits(**{LIMIT_FLAGS[f]: getattr(args, f) for f in LIMIT_FLAGS if getattr(args, f) is not None})
+    if limits.shards is not None and not _has_shards(store):
+        raise CliError(NO_SHARDS, 2)
     pepper, stamp = peppers_for_new_keys(args, settings).for_new_key()
     key, record = new_key(
         args.name,
@@ -197,19 +197,40 @@ def cmd_keys_update(args: argparse.Namespace, store: Store, settings: Settings) 
         elif value is not None:
             limits[name] = value
     changes["limits"] = Limits(**limits)
+    if args.shards is not None and not _has_shards(store):
+        raise CliError(NO_SHARDS, 2)
     tags = {**record.tags, **_tags(args.tag or [])}
     for name in args.untag or []:
         tags.pop(name, None)
     changes["tags"] = tags
-    updated = record.with_changes(**changes)
-    _save(store, updated)
+    updated = _save_limits(store, record, record.with_changes(**changes))
     _print_record(updated, args.json)
     _warn_if_expired(updated, now())
     if not args.json:
         print(UPDATE_NOTE, file=sys.stderr)
-    if updated.limits.shards != record.limits.shards and updated.limits.monthly_token_budget is not None:
-        print(RESHARD_NOTE, file=sys.stderr)
     return 0
+
+
+def _has_shards(store: Store) -> bool:
+    return callable(getattr(store, "reshard", None))
+
+
+def _save_limits(store: Store, record: KeyRecord, updated: KeyRecord) -> KeyRecord:
+    """Save; on DynamoDB a change of the shard count moves the key's counters to the new layout first
+    (store/dynamodb_reshard.py), so that the limits stay exact through the change."""
+    reshard = getattr(store, "reshard", None)
+    if reshard is None or updated.limits.shards == record.limits.shards:
+        _save(store, updated)
+        return updated
+    from ..store.dynamodb_reshard import ReshardConflict
+
+    try:
+        saved: KeyRecord = reshard(record, updated, now())
+    except ReshardConflict as exc:
+        raise CliError(str(exc)) from None
+    except KeyNotFound:
+        raise CliError(f"no such key: {record.key_id}") from None
+    return saved
 
 
 UPDATE_NOTE = "Running gateways apply the change once their key cache expires (CHATGW_KEY_CACHE_SECONDS, default 30 s)."

@@ -112,10 +112,9 @@ class BackendDeps:
             if self._aws_client_factory is not None:
                 self._aws_clients[key] = self._aws_client_factory(service, region)
             else:
-                import boto3
+                from .. import aws
 
-                session: Any = boto3.session.Session()
-                self._aws_clients[key] = session.client(service, region_name=region)
+                self._aws_clients[key] = aws.client(service, region)
         return self._aws_clients[key]
 
     async def aclose(self) -> None:

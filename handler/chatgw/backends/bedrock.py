@@ -1,5 +1,5 @@
-"""The `bedrock` backend: AWS Bedrock Converse and ConverseStream through the container's boto3
-`bedrock-runtime` client. The blocking calls run on this backend's own threads, never on the event
+"""The `bedrock` backend: AWS Bedrock Converse and ConverseStream through the container's botocore
+`bedrock-runtime` client (chatgw/aws.py). The blocking calls run on this backend's own threads, never on the event
 loop; a stream is read by one thread that hands events to the loop through a queue."""
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
-
-import boto3  # noqa: F401  (imported at init where a Bedrock model is configured, not by its first request)
 
 from ..completion import Completion, Piece
 from ..errors import (

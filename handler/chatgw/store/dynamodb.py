@@ -33,7 +33,7 @@ from .dynamodb_call import Refused as _Refused
 from .dynamodb_call import RetryPolicy, call
 from .dynamodb_items import attr_n, attr_s, from_item, int_of, pk_of, to_item
 from .dynamodb_settle import Settler
-from .dynamodb_shards import ShardMemory, admit_sharded
+from .dynamodb_shards import SEALED, Layouts, check_layout
 from .dynamodb_usage import usage_rows
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ class DynamoStore:
         *,
         usage_ttl_days: int = 90,
         retry: RetryPolicy | None = None,
+        layouts: Layouts | None = None,
     ) -> None:
         self.client = client
         self.retry = retry or RetryPolicy()
@@ -64,8 +65,8 @@ class DynamoStore:
         # Likewise the in-flight generation (`fg`) it last saw per key (store/dynamodb_inflight.py).
         self._live_generation: dict[str, int] = {}
         self._hint_lock = threading.Lock()
-        self._shards = ShardMemory()
-        self._settler = Settler(client, usage_table, self.usage_ttl, self._call, self._shards.take)
+        self._layouts = layouts or Layouts()
+        self._settler = Settler(client, usage_table, self.usage_ttl, self._call, self._layouts.take)
 
     def drop_connections(self) -> None:
         """For a SnapStart snapshot and restore: clear botocore's connection pool (new ones on use)."""
@@ -120,6 +121,13 @@ class DynamoStore:
         except _Refused:
             raise KeyNotFound(record.key_id) from None
 
+    def reshard(self, record: KeyRecord, updated: KeyRecord, now: datetime) -> KeyRecord:
+        """Save `updated`; a change of its shard count seals the old layout's items and carries
+        their totals to the new one first (store/dynamodb_reshard.py): the limits stay exact."""
+        from .dynamodb_reshard import reshard
+
+        return reshard(self._call, self.client, self.usage_table, self.save_key, record, updated, now)
+
     def delete_key(self, key_id: str) -> bool:
         resp = self._call(
             self.client.delete_item,
@@ -150,17 +158,13 @@ class DynamoStore:
     def admit(
         self, key_id: str, limits: Limits, now: datetime, *, request_id: str | None = None, reserve: int = 0
     ) -> Admission:
-        """One conditional UpdateItem on the month item (or on one of the key's shard items:
-        store/dynamodb_shards.py), which carries the live minute window and the requests in flight."""
-        if (limits.shards or 1) <= 1:
-            admission = self._admit_item(key_id, "", limits, now, reserve)
-        else:
-            admission = admit_sharded(self._admit_item, key_id, limits, now, reserve)
-        if admission.admitted and request_id is not None:
-            self._shards.remember(request_id, admission.shard, admission.generation)
-        return admission
+        """One conditional UpdateItem on the month item (or on one of the key's shard items, of its
+        current layout: store/dynamodb_shards.py), which carries the live minute window."""
+        return self._layouts.admit(self._admit_item, key_id, limits, now, reserve, request_id)
 
-    def _admit_item(self, key_id: str, shard: str, limits: Limits, now: datetime, reserve: int) -> Admission:
+    def _admit_item(
+        self, key_id: str, shard: str, limits: Limits, now: datetime, reserve: int, must_exist: bool = False
+    ) -> Admission:
         """One conditional UpdateItem on `M#<month><shard>`, which carries the live minute window.
 
         Two shapes of update: `ADD wreq 1, wtok R` within the live window, or `SET win, wreq=1,
@@ -169,7 +173,9 @@ class DynamoStore:
         This process remembers the live window and generation per key, so the first try is almost
         always the right one; a wrong guess costs one more round trip (at most once a minute). The
         condition failure returns the old item, so a refusal needs no extra read; `limits.decide`
-        names the limit from it, as SQLite does. A reservation that can never fit is decided on one read."""
+        names the limit from it, as SQLite does. A reservation that can never fit is decided on one
+        read. A sealed item (a change of N) admits nothing: `ShardSealed` names the layout to admit
+        on instead; `must_exist` (on such a layout) admits only on an item the change has prepared."""
         rpm, tpm, budget = limits.requests_per_minute, limits.tokens_per_minute, limits.monthly_token_budget
         need = need_of(reserve)
         window = minute_window(now)
@@ -190,9 +196,12 @@ class DynamoStore:
             shape = inflight.shape_of(generation, self._live_generation.get(hint))
         for _ in range(4):
             try:
-                new = self._admit_once(key_id, month, shard, window, same_window, limits, reserve, generation, shape)
+                new = self._admit_once(
+                    key_id, month, shard, window, same_window, limits, reserve, (generation, shape), must_exist
+                )
             except _Refused as refused:
                 old = refused.item
+                check_layout(old, must_exist)
                 live = int_of(old, "win", -1)
                 if live > window:  # another container's clock is ahead: join its window
                     window, same_window = live, True
@@ -249,8 +258,8 @@ class DynamoStore:
         same_window: bool,
         limits: Limits,
         reserve: int,
-        generation: int,
-        shape: inflight.Shape,
+        in_flight: tuple[int, inflight.Shape],
+        must_exist: bool = False,
     ) -> dict[str, Any]:
         rpm, tpm, budget = limits.requests_per_minute, limits.tokens_per_minute, limits.monthly_token_budget
         need = need_of(reserve)
@@ -269,10 +278,14 @@ class DynamoStore:
             update.adds.append("total_tokens :r")
             update.conditions.append("(attribute_not_exists(win) OR win < :w)")
             update.values.update({":kid": attr_s(key_id), ":month": attr_s(month)})
+        update.conditions.append(f"attribute_not_exists({SEALED})")
+        if must_exist:
+            update.conditions.append("attribute_exists(pk)")
         if budget is not None:
             update.conditions.append("(attribute_not_exists(total_tokens) OR total_tokens <= :budget)")
             update.values[":budget"] = attr_n(budget - need)
         if limits.max_concurrent is not None:
+            generation, shape = in_flight
             inflight.admit(update, shape, generation, limits.max_concurrent)
         resp = self._call(
             self.client.update_item,

@@ -31,8 +31,7 @@ from . import dynamodb_inflight as inflight
 from .base import UsageEvent
 from .dynamodb_call import Refused, Unsettled
 from .dynamodb_items import attr_n, attr_s, int_of, money, pk_of, to_item
-from .dynamodb_shards import NO_SLOT, Slot
-from .dynamodb_shards import suffix as shard_suffix
+from .dynamodb_shards import HOME, Placement
 
 PARTS = ("month", "day")
 MODEL_FIELDS = {
@@ -163,9 +162,11 @@ Call = Callable[..., Any]
 class Settler:
     """Runs one settlement with the store's `call(fn, ambiguous_ok=..., **params)`."""
 
-    def __init__(self, client: Any, table: str, ttl: timedelta, call: Call, slot_of: Callable[[str], Slot]) -> None:
+    def __init__(
+        self, client: Any, table: str, ttl: timedelta, call: Call, shard_of: Callable[[str], Placement]
+    ) -> None:
         self.client = client
-        self.slot_of = slot_of
+        self.shard_of = shard_of
         self.table = table
         self.ttl = ttl
         self.call = call
@@ -181,20 +182,20 @@ class Settler:
             if refused.item.get("w") != {"S": nonce}:
                 return False  # recorded before: a replay, or a second settlement of the request
             # else: our own put landed and its answer was lost; the retry found it
-        self._parts(event, PARTS, self.slot_of(event.request_id))
+        self._parts(event, PARTS, self.shard_of(event.request_id))
         return True
 
-    def _parts(self, event: UsageEvent, parts: tuple[str, ...], slot: Slot = NO_SLOT) -> None:
-        """W2 and W3 at once, on the shard that admitted; `SettlementPending` with those that failed."""
+    def _parts(self, event: UsageEvent, parts: tuple[str, ...], shard: Placement = HOME) -> None:
+        """W2 and W3 at once, on the items that admitted; `SettlementPending` with those that failed."""
         futures: dict[str, Future[None]] = {}
         for part in parts[1:]:
             # in this call's context, so that tracing and metrics see the write as this request's
-            futures[part] = self._pool.submit(contextvars.copy_context().run, self._part, event, part, slot)
+            futures[part] = self._pool.submit(contextvars.copy_context().run, self._part, event, part, shard)
         failed: list[str] = []
         unsure: list[str] = []
         for part in parts[:1]:
             try:
-                self._part(event, part, slot)
+                self._part(event, part, shard)
             except StoreUnavailable as exc:
                 (unsure if isinstance(exc, Unsettled) else failed).append(part)
         for part, future in futures.items():
@@ -207,13 +208,12 @@ class Settler:
         if failed:
             raise SettlementPending(event, tuple(failed))
 
-    def _part(self, event: UsageEvent, part: str, slot: Slot) -> None:
-        shard, generation = slot
-        tail = shard_suffix(shard)
+    def _part(self, event: UsageEvent, part: str, shard: Placement) -> None:
+        tail = shard.month
         if part == "day":
-            self.call(self.client.update_item, ambiguous_ok=False, **day_update(self.table, event, tail))
+            self.call(self.client.update_item, ambiguous_ok=False, **day_update(self.table, event, shard.day))
             return
-        with_window = True
+        generation, with_window = shard.generation, True
         release: inflight.Release | None = "fc" if generation >= 0 else None
         for _ in range(3):
             params = month_update(

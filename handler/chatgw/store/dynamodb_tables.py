@@ -3,11 +3,11 @@ them (for `chatgw tables create`), and a stack's table names (for `--stack`)."""
 
 from __future__ import annotations
 
-from functools import cache
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .. import aws
 from ..errors import StoreUnavailable
 from .dynamodb_call import error_code as _error_code
 from .dynamodb_call import unavailable as _unavailable
@@ -48,20 +48,10 @@ def make_client(
         parameter_validation=False,
     )
     try:
-        client = _session().create_client("dynamodb", region_name=region, endpoint_url=endpoint_url, config=config)
+        client = aws.client("dynamodb", region, endpoint_url=endpoint_url, config=config)
     except BotoCoreError as exc:  # e.g. NoRegionError
         raise StoreUnavailable(f"Cannot open DynamoDB: {exc} (set AWS_REGION or --region)") from exc
     return cast("DynamoDBClient", client)
-
-
-@cache
-def _session() -> Any:
-    """One botocore session per process, as boto3's default one (its loader keeps the service model).
-    botocore, not boto3: the same credentials, region and endpoint settings, and `import boto3` would
-    cost about 15 ms more at init (it imports s3transfer; docs/bench.md)."""
-    import botocore.session
-
-    return botocore.session.get_session()
 
 
 def create_tables(client: DynamoDBClient, keys_table: str, usage_table: str) -> list[str]:

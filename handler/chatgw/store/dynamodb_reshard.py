@@ -1,0 +1,151 @@
+"""Changing a key's shard count N on DynamoDB, exactly (`chatgw keys update --shards N`; docs/store.md
+"Changing N"). Admin code: never on the request path.
+
+From layout (N, e) to (N2, e + 1), for the current month and the next one (a container still on the
+old key record admits in the next month too if the change falls within its key cache delay of the
+month's end):
+
+    (a) seal    UpdateItem every old month item  SET sealed = e + 1, next_shards = N2   ReturnValues ALL_NEW
+                (created if missing); from then on no admission succeeds on it (the admission's
+                condition has `attribute_not_exists(sealed)`), and its committed totals only go down
+                (settlements replace reservations by actual tokens).
+    (b) read    the ALL_NEW answers of (a): the month's committed tokens C (sum of total_tokens) and
+                the live minute window W with its requests and tokens (items whose `win` is the latest).
+    (c) carry   PutItem every new month item IF attribute_not_exists(pk): C, and W's counts, spread
+                over the new shares so that no new item starts above its share (dynamodb_shards.spread);
+                no `requests`/`prompt_tokens`/... on it, so reports do not count the carried tokens.
+    (d) save    the key record with N2 and e + 1.
+
+New items are admitted on only after (c): a container on the new record exists only after (d), and one
+that meets a sealed item re-admits on the new layout with `attribute_exists(pk)` (it waits for (c)).
+Every old item is sealed before any new one exists, so the month's admissions are those on the old
+items before their seal (counted in C) plus those on the new items (at most limit - C): never more than
+the limit. A change run again after a failure finishes the same change (the seals and puts are
+idempotent; carries only shrink between runs, so each part put later is at most the part put before).
+
+Write cost, once per change: N (seal) + N2 (carry) per month, two months, + 1 (key record): 2N + 2N2 + 1
+WRU (each item under 1 KB); then each container's first admission on a sealed item fails once (1 WRU)
+before it remembers the new layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..keys import KeyRecord, Limits
+from ..limits import month_of
+from .dynamodb_call import Refused
+from .dynamodb_items import attr_n, attr_s, int_of, pk_of
+from .dynamodb_shards import NEXT_SHARDS, SEALED, Layout, spread
+
+
+class ReshardConflict(Exception):
+    """Another change of the key's shard count is half done, to a different N."""
+
+
+Call = Callable[..., Any]
+
+
+def months_of_change(now: datetime) -> tuple[str, str]:
+    """The month of the change and the next one."""
+    now = now.astimezone(UTC)
+    first_of_next = (now.replace(day=28, hour=0, minute=0, second=0, microsecond=0) + timedelta(days=4)).replace(day=1)
+    return month_of(now), month_of(first_of_next)
+
+
+def reshard(
+    call: Call,
+    client: Any,
+    table: str,
+    save_key: Callable[[KeyRecord], None],
+    record: KeyRecord,
+    updated: KeyRecord,
+    now: datetime,
+) -> KeyRecord:
+    """Save `updated` (whose `limits.shards` may differ from `record`'s) with the layout change done
+    as (a)-(d) above; returns the record saved (with its `shard_epoch`)."""
+    old = Layout.of(record.limits)
+    new = Layout(max(1, updated.limits.shards or 1), old.epoch + 1)
+    if new.shards == old.shards:
+        saved = replace(updated, limits=replace(updated.limits, shard_epoch=record.limits.shard_epoch))
+        save_key(saved)
+        return saved
+    for month in months_of_change(now):
+        sealed = [_seal(call, client, table, record.key_id, month, old.month(s), new) for s in range(old.shards)]
+        _carry(call, client, table, record.key_id, month, new, updated.limits, sealed)
+    saved = replace(updated, limits=replace(updated.limits, shard_epoch=new.epoch))
+    save_key(saved)
+    return saved
+
+
+def _seal(call: Call, client: Any, table: str, key_id: str, month: str, tail: str, new: Layout) -> dict[str, Any]:
+    try:
+        resp = call(
+            client.update_item,
+            ambiguous_ok=True,
+            TableName=table,
+            Key={"pk": pk_of(key_id), "sk": attr_s(f"M#{month}{tail}")},
+            UpdateExpression=f"SET {SEALED} = :e, {NEXT_SHARDS} = :n",
+            ConditionExpression=f"attribute_not_exists({SEALED}) OR ({SEALED} = :e AND {NEXT_SHARDS} = :n)",
+            ExpressionAttributeValues={":e": attr_n(new.epoch), ":n": attr_n(new.shards)},
+            ReturnValues="ALL_NEW",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+    except Refused as refused:
+        pending = int_of(refused.item, NEXT_SHARDS)
+        raise ReshardConflict(
+            f"a change of this key to {pending} shards is half done: run `keys update --shards {pending}` to finish it"
+        ) from None
+    return dict(resp.get("Attributes", {}))
+
+
+def carried(sealed: Sequence[Mapping[str, Any]]) -> tuple[int, int | None, int, int]:
+    """The sealed items' committed tokens, and their live window with its requests and tokens."""
+    committed = sum(int_of(item, "total_tokens") for item in sealed)
+    windows = [int_of(item, "win", -1) for item in sealed]
+    live = max(windows, default=-1)
+    if live < 0:
+        return committed, None, 0, 0
+    requests = sum(int_of(i, "wreq") for i, w in zip(sealed, windows, strict=True) if w == live)
+    tokens = sum(int_of(i, "wtok") for i, w in zip(sealed, windows, strict=True) if w == live)
+    return committed, live, requests, tokens
+
+
+def _carry(
+    call: Call,
+    client: Any,
+    table: str,
+    key_id: str,
+    month: str,
+    new: Layout,
+    limits: Limits,
+    sealed: Sequence[Mapping[str, Any]],
+) -> None:
+    committed, window, requests, tokens = carried(sealed)
+    months = spread(committed, limits.monthly_token_budget, new.shards)
+    wreqs = spread(requests, limits.requests_per_minute, new.shards)
+    wtoks = spread(tokens, limits.tokens_per_minute, new.shards)
+    for shard in range(new.shards):
+        item: dict[str, Any] = {
+            "pk": pk_of(key_id),
+            "sk": attr_s(f"M#{month}{new.month(shard)}"),
+            "key_id": attr_s(key_id),
+            "period": attr_s(month),
+            "total_tokens": attr_n(months[shard]),
+            "carried_epoch": attr_n(new.epoch - 1),
+        }
+        if window is not None:
+            item.update({"win": attr_n(window), "wreq": attr_n(wreqs[shard]), "wtok": attr_n(wtoks[shard])})
+        try:
+            call(
+                client.put_item,
+                ambiguous_ok=True,
+                TableName=table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except Refused:
+            continue  # put by an earlier run of this change: its carry is at least this one's
