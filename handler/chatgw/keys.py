@@ -67,13 +67,16 @@ class Limits:
     max_tokens_per_request: int | None = None
     shards: int | None = None
     """DynamoDB: counters spread over this many items, each with its share of the limits (hot keys)."""
+    max_concurrent: int | None = None
+    """Requests of the key in flight at once (streamed or buffered: each holds a Lambda environment)."""
     shard_epoch: int | None = None
     """DynamoDB: bumped by every change of `shards` (names the shard items: store/dynamodb_shards.py)."""
 
     @property
     def needs_admission(self) -> bool:
         """Whether a request must pass through the store's counters before the backend."""
-        return any(v is not None for v in (self.requests_per_minute, self.tokens_per_minute, self.monthly_token_budget))
+        counted = (self.requests_per_minute, self.tokens_per_minute, self.monthly_token_budget, self.max_concurrent)
+        return any(v is not None for v in counted)
 
     def to_dict(self) -> dict[str, int]:
         return {k: v for k, v in _asdict(self).items() if v is not None}
@@ -86,6 +89,7 @@ def _asdict(limits: Limits) -> dict[str, int | None]:
         "monthly_token_budget": limits.monthly_token_budget,
         "max_tokens_per_request": limits.max_tokens_per_request,
         "shards": limits.shards,
+        "max_concurrent": limits.max_concurrent,
         "shard_epoch": limits.shard_epoch,
     }
 

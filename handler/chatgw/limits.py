@@ -9,6 +9,19 @@ from datetime import UTC, datetime
 from .errors import RateLimited
 from .keys import Limits
 
+LEASE_SECONDS = 960
+"""L, the length of one in-flight generation (docs/store.md, "Requests in flight"): at least the longest
+a request can live between admission and settlement (Lambda's 900 s cap, plus a minute for clock
+skew and the settlement's retries). A count that is never released (a container killed mid-request)
+is dropped once its generation is two behind: at most 2 L after the request was admitted."""
+RETRY_CONCURRENT_S = 1
+"""Retry-After of a request refused for too many in flight: slots free as requests end."""
+
+
+def generation_of(now: datetime) -> int:
+    """The in-flight generation `now` falls in: floor(epoch seconds / L)."""
+    return int(now.timestamp()) // LEASE_SECONDS
+
 
 def minute_window(now: datetime) -> int:
     """The start of the current one-minute window, in epoch seconds."""
@@ -38,7 +51,8 @@ def seconds_to_next_month(now: datetime) -> int:
 class Admission:
     """What a store's admission step saw: the counters after this request was (or was not) counted.
 
-    `refused` names the limit that refused it: "requests", "tokens" or "budget"; None if admitted.
+    `refused` names the limit that refused it: "requests", "tokens", "budget" or "concurrent"; None
+    if admitted.
     """
 
     refused: str | None
@@ -52,6 +66,11 @@ class Admission:
     """The minute window (epoch s) the request was counted in (-1: not known, e.g. a local refusal)."""
     shard: int = 0
     """DynamoDB: the shard item that admitted the request (0 for a key of one shard)."""
+    in_flight: int = 0
+    """Requests of the key in flight (admitted, not settled, lease not expired), this one included."""
+    generation: int = -1
+    """The in-flight generation the request was counted in (-1: not counted; the key has no
+    `max_concurrent`, or it was refused); its settlement releases it there."""
 
     @property
     def admitted(self) -> bool:
@@ -63,9 +82,13 @@ def need_of(reserve: int) -> int:
     return max(1, reserve)
 
 
-def decide(limits: Limits, *, requests: int, window_tokens: int, month_tokens: int, reserve: int) -> str | None:
-    """The one admission rule of both stores, in this order: requests, then tokens, then budget.
-    `window_tokens` and `month_tokens` are committed tokens (settled + reserved by others)."""
+def decide(
+    limits: Limits, *, requests: int, window_tokens: int, month_tokens: int, reserve: int, in_flight: int = 0
+) -> str | None:
+    """The one admission rule of both stores, in this order: requests, then tokens, then budget, then
+    concurrent (the limit that frees soonest is named last: a client told to wait a second should
+    not then find the minute's or the month's limit). `window_tokens` and `month_tokens` are
+    committed tokens (settled + reserved by others); `in_flight` the key's requests in flight."""
     need = need_of(reserve)
     if limits.requests_per_minute is not None and requests >= limits.requests_per_minute:
         return "requests"
@@ -73,10 +96,14 @@ def decide(limits: Limits, *, requests: int, window_tokens: int, month_tokens: i
         return "tokens"
     if limits.monthly_token_budget is not None and month_tokens + need > limits.monthly_token_budget:
         return "budget"
+    if limits.max_concurrent is not None and in_flight >= limits.max_concurrent:
+        return "concurrent"
     return None
 
 
-def raise_if_refused(admission: Admission, *, rpm: int | None, tpm: int | None, now: datetime) -> None:
+def raise_if_refused(
+    admission: Admission, *, rpm: int | None, tpm: int | None, now: datetime, concurrent: int | None = None
+) -> None:
     headers = rate_headers(admission, rpm=rpm, tpm=tpm, now=now)
     if admission.refused == "requests":
         raise RateLimited(
@@ -101,6 +128,13 @@ def raise_if_refused(admission: Admission, *, rpm: int | None, tpm: int | None, 
             code="insufficient_quota",
             headers=headers,
             cause="budget",
+        )
+    if admission.refused == "concurrent":
+        raise RateLimited(
+            f"Too many requests in flight for this key: {concurrent} at once. Retry when one of them has finished.",
+            retry_after=RETRY_CONCURRENT_S,
+            headers=headers,
+            cause="concurrent",
         )
 
 

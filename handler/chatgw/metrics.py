@@ -46,7 +46,7 @@ REFUSALS = Metric(
     "chatgw.refusals",
     "Count",
     ((), ("reason",)),
-    "requests refused: auth, permission, rate, tokens, budget, invalid",
+    "requests refused: auth, permission, rate, tokens, budget, concurrent, invalid",
 )
 UPSTREAM_ERRORS = Metric(
     "chatgw.upstream.errors", "Count", ((), ("backend", "cause")), "failed backend calls (after retries)"

@@ -54,7 +54,7 @@ STATUS_OUTCOMES = {
     504: "upstream_timeout",
 }
 SERVER_OUTCOMES = frozenset({"upstream_error", "upstream_timeout", "store_unavailable", "internal_error"})
-LIMIT_REASONS = {"requests": "rate", "tokens": "tokens", "budget": "budget"}
+LIMIT_REASONS = {"requests": "rate", "tokens": "tokens", "budget": "budget", "concurrent": "concurrent"}
 
 
 @dataclass(slots=True)
@@ -136,7 +136,7 @@ class Report:
 
 
 def refusal_reason(error: ChatgwError) -> str | None:
-    """auth, permission, rate, tokens, budget or invalid; None when it is not the gateway refusing."""
+    """auth, permission, rate, tokens, budget, concurrent or invalid; None when it is not the gateway refusing."""
     if isinstance(error, UpstreamRejected | UpstreamRateLimited):
         return None
     if error.status == 401:

@@ -276,7 +276,7 @@ class Service:
                 )
             self._refusals.remember(record.key_id, limits, admission, call.now, need)
         rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
-        raise_if_refused(admission, rpm=rpm, tpm=tpm, now=call.now)
+        raise_if_refused(admission, rpm=rpm, tpm=tpm, now=call.now, concurrent=limits.max_concurrent)
         return rate_headers(admission, rpm=rpm, tpm=tpm, now=call.now)
 
     # the call ------------------------------------------------------------------------

@@ -27,7 +27,11 @@ from tests.wru import WriteMeter, item_size, number_size, units
 
 BASE = datetime.now(UTC).replace(day=10, hour=12, minute=0, second=0, microsecond=0)
 EVERY_LIMIT = Limits(
-    requests_per_minute=10_000, tokens_per_minute=1_000_000, monthly_token_budget=10**9, max_tokens_per_request=512
+    requests_per_minute=10_000,
+    tokens_per_minute=1_000_000,
+    monthly_token_budget=10**9,
+    max_tokens_per_request=512,
+    max_concurrent=100,
 )
 MAX_WRU = 4
 """Issue 13: at most 4 write request units per request. Before it: 11 (admission 1 + a
@@ -70,8 +74,10 @@ def test_write_units_per_request_for_a_key_with_every_limit(metered: Metered) ->
     per_request = []
     for i in range(5):  # the first request of the month and of the minute, then steady state
         at = BASE + timedelta(seconds=7 * i)
-        assert metered.store.admit(record.key_id, EVERY_LIMIT, at).admitted
-        assert metered.store.record_usage(_event(record.key_id, at))
+        event = _event(record.key_id, at)
+        admission = metered.store.admit(record.key_id, EVERY_LIMIT, at, request_id=event.request_id)
+        assert admission.admitted and admission.in_flight == 1  # counted in flight, and released below
+        assert metered.store.record_usage(event)
         per_request.append(metered.meter.take())
     for billed in per_request:
         # admission; the event's put; the month and the day item (in either order: sent at once)
@@ -84,6 +90,11 @@ def test_write_units_per_request_for_a_key_with_every_limit(metered: Metered) ->
     day_item = (f"KEY#{record.key_id}", f"D#{BASE:%Y-%m-%d}")
     assert metered.meter.per_item[month_item] == 2 * len(per_request)
     assert metered.meter.per_item[day_item] == len(per_request)
+    item = metered.store.client.get_item(
+        TableName=metered.store.usage_table, Key={"pk": {"S": month_item[0]}, "sk": {"S": month_item[1]}}
+    )["Item"]
+    assert (item["fl"], item["fc"]) == ({"N": "0"}, {"N": "0"})  # every request released at its settlement
+    assert item_size(item) < 1024
 
 
 def test_a_refusal_is_billed_too(metered: Metered) -> None:

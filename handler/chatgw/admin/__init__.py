@@ -220,6 +220,12 @@ def _limit_options(parser: argparse.ArgumentParser, kind: Callable[[str], Any]) 
     parser.add_argument(
         "--shards", type=kind, default=None, help="DynamoDB: spread the key's counters over N items (hot keys)"
     )
+    parser.add_argument(
+        "--max-concurrent",
+        type=kind,
+        default=None,
+        help="requests in flight at once (streamed or buffered); a leaked slot expires within 32 min",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -24,6 +24,7 @@ LIMIT_FLAGS = {
     "monthly_tokens": "monthly_token_budget",
     "max_tokens": "max_tokens_per_request",
     "shards": "shards",
+    "max_concurrent": "max_concurrent",
 }
 
 # argument types -------------------------------------------------------------------------
@@ -93,6 +94,7 @@ def _limits_text(limits: Limits) -> str:
     short = {"requests_per_minute": "rpm", "tokens_per_minute": "tpm", "monthly_token_budget": "month"}
     short["max_tokens_per_request"] = "max"
     short["shards"] = "shards"
+    short["max_concurrent"] = "concurrent"
     short["shard_epoch"] = "epoch"
     return " ".join(f"{short[k]}={v}" for k, v in limits.to_dict().items()) or "-"
 

@@ -5,7 +5,8 @@ Both tables have a string partition key `pk` and a string sort key `sk` (docs/st
     keys table    pk=KEY#<key_id>  sk=KEY                     the key record (hash of the secret only)
     usage table   pk=KEY#<key_id>  sk=EV#<request_id>         one usage event, `expires_at` TTL
                   pk=KEY#<key_id>  sk=M#<YYYY-MM>             month totals + the live minute window
-                                                              (win, wreq, wtok): admission's one item
+                                                              (win, wreq, wtok) and the requests in
+                                                              flight (fg, fc, fp, fl): admission's one item
                   pk=KEY#<key_id>  sk=M#<YYYY-MM>#<model>     month totals of one model
                   pk=KEY#<key_id>  sk=D#<YYYY-MM-DD>[#<model>] day totals (and per model)
 
@@ -24,7 +25,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import StoreUnavailable
 from ..keys import KeyRecord, Limits
-from ..limits import Admission, decide, minute_window, month_of, need_of
+from ..limits import Admission, decide, generation_of, minute_window, month_of, need_of
+from . import dynamodb_inflight as inflight
 from .base import KeyExists, KeyNotFound, UsageEvent, UsageQuery, UsageRow
 from .codec import event_from_dict, key_from_dict, key_to_dict
 from .dynamodb_call import Refused as _Refused
@@ -61,6 +63,8 @@ class DynamoStore:
         self.usage_ttl = timedelta(days=usage_ttl_days)
         # The minute window this process last saw live per key: picks the right update first.
         self._live_window: dict[str, int] = {}
+        # Likewise the in-flight generation (`fg`) it last saw per key (store/dynamodb_inflight.py).
+        self._live_generation: dict[str, int] = {}
         self._hint_lock = threading.Lock()
         self._layouts = layouts or Layouts()
         self._settler = Settler(client, usage_table, self.usage_ttl, self._call, self._layouts.take)
@@ -165,29 +169,37 @@ class DynamoStore:
         """One conditional UpdateItem on `M#<month><shard>`, which carries the live minute window.
 
         Two shapes of update: `ADD wreq 1, wtok R` within the live window, or `SET win, wreq=1,
-        wtok=R` to open a new one (both `ADD total_tokens R`: the month's committed tokens). This
-        process remembers the live window per key, so the first try is almost always the right one;
-        a wrong guess costs one more round trip (at most once a minute). The condition failure
-        returns the old item, so a refusal needs no extra read; `limits.decide` names the limit
-        from it, as SQLite does. A reservation that can never fit is decided on one read. A sealed
-        item (a change of N) admits nothing: `ShardSealed` names the layout to admit on instead;
-        `must_exist` (on such a layout) admits only on an item the change has prepared."""
+        wtok=R` to open a new one (both `ADD total_tokens R`: the month's committed tokens); for a
+        key with `max_concurrent`, one of three in-flight shapes too (store/dynamodb_inflight.py).
+        This process remembers the live window and generation per key, so the first try is almost
+        always the right one; a wrong guess costs one more round trip (at most once a minute). The
+        condition failure returns the old item, so a refusal needs no extra read; `limits.decide`
+        names the limit from it, as SQLite does. A reservation that can never fit is decided on one
+        read. A sealed item (a change of N) admits nothing: `ShardSealed` names the layout to admit
+        on instead; `must_exist` (on such a layout) admits only on an item the change has prepared."""
         rpm, tpm, budget = limits.requests_per_minute, limits.tokens_per_minute, limits.monthly_token_budget
         need = need_of(reserve)
         window = minute_window(now)
         month = month_of(now)
+        counted = limits.max_concurrent is not None
+        generation = generation_of(now) if counted else -1
         if rpm is not None and rpm <= 0:  # first in the order: refused whatever the store holds
             return Admission("requests", reserve=reserve, window=window)
         if rpm is None and tpm is not None and tpm <= 0:  # likewise, with no request limit before it
             return Admission("tokens", reserve=reserve, window=window)
+        if limits.max_concurrent is not None and limits.max_concurrent <= 0:  # a shard whose share is 0
+            return Admission("concurrent", reserve=reserve, window=window)
         if (tpm is not None and need > tpm) or (budget is not None and need > budget):
-            return self._never_fits(key_id, month + shard, window, limits, reserve)
+            return self._never_fits(key_id, month + shard, window, limits, reserve, generation)
         hint = key_id + shard
         with self._hint_lock:
             same_window = self._live_window.get(hint) == window
+            shape = inflight.shape_of(generation, self._live_generation.get(hint))
         for _ in range(4):
             try:
-                new = self._admit_once(key_id, month, shard, window, same_window, rpm, tpm, budget, reserve, must_exist)
+                new = self._admit_once(
+                    key_id, month, shard, window, same_window, limits, reserve, (generation, shape), must_exist
+                )
             except _Refused as refused:
                 old = refused.item
                 check_layout(old, must_exist)
@@ -195,12 +207,19 @@ class DynamoStore:
                 if live > window:  # another container's clock is ahead: join its window
                     window, same_window = live, True
                     continue
-                if same_window != (live == window):  # guessed the wrong shape of update
-                    same_window = live == window
+                wrong = same_window != (live == window)  # guessed the wrong shape of update
+                same_window = live == window
+                live_generation = inflight.generation_in(old)
+                if counted:
+                    if live_generation is not None and live_generation > generation:  # likewise: join
+                        generation = live_generation
+                    wrong = wrong or shape != inflight.shape_of(generation, live_generation)
+                    shape = inflight.shape_of(generation, live_generation)
+                if wrong:
                     continue
-                self._remember(hint, live)
-                return self._refusal(old, window, limits, reserve)
-            self._remember(hint, window)
+                self._remember(hint, live, live_generation)
+                return self._refusal(old, window, limits, reserve, generation)
+            self._remember(hint, window, generation if counted else None)
             return Admission(
                 None,
                 requests_used=int_of(new, "wreq"),
@@ -208,22 +227,28 @@ class DynamoStore:
                 month_tokens_used=int_of(new, "total_tokens"),
                 reserve=reserve,
                 window=window,
+                in_flight=int_of(new, "fl") if counted else 0,
+                generation=generation,
             )
         raise StoreUnavailable("The key store is unavailable (admission did not settle).")
 
-    def _never_fits(self, key_id: str, month: str, window: int, limits: Limits, reserve: int) -> Admission:
+    def _never_fits(
+        self, key_id: str, month: str, window: int, limits: Limits, reserve: int, generation: int
+    ) -> Admission:
         resp = self._call(
             self.client.get_item,
             TableName=self.usage_table,
             Key={"pk": pk_of(key_id), "sk": attr_s(f"M#{month}")},
             ConsistentRead=True,
         )
-        return self._refusal(resp.get("Item") or {}, window, limits, reserve)
+        return self._refusal(resp.get("Item") or {}, window, limits, reserve, generation)
 
-    def _remember(self, key_id: str, window: int) -> None:
+    def _remember(self, key_id: str, window: int, generation: int | None) -> None:
         with self._hint_lock:
             if window >= 0:
                 self._live_window[key_id] = window
+            if generation is not None:
+                self._live_generation[key_id] = generation
 
     def _admit_once(
         self,
@@ -232,52 +257,64 @@ class DynamoStore:
         shard: str,
         window: int,
         same_window: bool,
-        rpm: int | None,
-        tpm: int | None,
-        budget: int | None,
+        limits: Limits,
         reserve: int,
+        in_flight: tuple[int, inflight.Shape],
         must_exist: bool = False,
     ) -> dict[str, Any]:
+        rpm, tpm, budget = limits.requests_per_minute, limits.tokens_per_minute, limits.monthly_token_budget
         need = need_of(reserve)
-        values: dict[str, Any] = {":w": attr_n(window), ":one": attr_n(1), ":r": attr_n(reserve)}
+        update = inflight.Update(values={":w": attr_n(window), ":one": attr_n(1), ":r": attr_n(reserve)})
         if same_window:
-            update = "ADD wreq :one, wtok :r, total_tokens :r"
-            conditions = ["win = :w"]
+            update.adds += ["wreq :one", "wtok :r", "total_tokens :r"]
+            update.conditions.append("win = :w")
             if rpm is not None:
-                conditions.append("wreq < :rpm")
-                values[":rpm"] = attr_n(rpm)
+                update.conditions.append("wreq < :rpm")
+                update.values[":rpm"] = attr_n(rpm)
             if tpm is not None:
-                conditions.append("wtok <= :tpm")
-                values[":tpm"] = attr_n(tpm - need)
+                update.conditions.append("wtok <= :tpm")
+                update.values[":tpm"] = attr_n(tpm - need)
         else:
-            update = "SET win = :w, wreq = :one, wtok = :r, key_id = :kid, period = :month ADD total_tokens :r"
-            conditions = ["(attribute_not_exists(win) OR win < :w)"]
-            values.update({":kid": attr_s(key_id), ":month": attr_s(month)})
-        conditions.append(f"attribute_not_exists({SEALED})")
+            update.sets += ["win = :w", "wreq = :one", "wtok = :r", "key_id = :kid", "period = :month"]
+            update.adds.append("total_tokens :r")
+            update.conditions.append("(attribute_not_exists(win) OR win < :w)")
+            update.values.update({":kid": attr_s(key_id), ":month": attr_s(month)})
+        update.conditions.append(f"attribute_not_exists({SEALED})")
         if must_exist:
-            conditions.append("attribute_exists(pk)")
+            update.conditions.append("attribute_exists(pk)")
         if budget is not None:
-            conditions.append("(attribute_not_exists(total_tokens) OR total_tokens <= :budget)")
-            values[":budget"] = attr_n(budget - need)
+            update.conditions.append("(attribute_not_exists(total_tokens) OR total_tokens <= :budget)")
+            update.values[":budget"] = attr_n(budget - need)
+        if limits.max_concurrent is not None:
+            generation, shape = in_flight
+            inflight.admit(update, shape, generation, limits.max_concurrent)
         resp = self._call(
             self.client.update_item,
             TableName=self.usage_table,
             Key={"pk": pk_of(key_id), "sk": attr_s(f"M#{month}{shard}")},
-            UpdateExpression=update,
-            ConditionExpression=" AND ".join(conditions),
-            ExpressionAttributeValues=values,
+            UpdateExpression=update.expression(),
+            ConditionExpression=update.condition(),
+            ExpressionAttributeValues=update.values,
             ReturnValues="ALL_NEW",
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
         return dict(resp.get("Attributes", {}))
 
     @staticmethod
-    def _refusal(old: Mapping[str, Any], window: int, limits: Limits, reserve: int) -> Admission:
+    def _refusal(old: Mapping[str, Any], window: int, limits: Limits, reserve: int, generation: int) -> Admission:
         live = int_of(old, "win", -1) == window
         requests = int_of(old, "wreq") if live else 0
         tokens = int_of(old, "wtok") if live else 0
         month_tokens = int_of(old, "total_tokens")
-        refused = decide(limits, requests=requests, window_tokens=tokens, month_tokens=month_tokens, reserve=reserve)
+        flying = inflight.in_flight(old, generation) if limits.max_concurrent is not None else 0
+        refused = decide(
+            limits,
+            requests=requests,
+            window_tokens=tokens,
+            month_tokens=month_tokens,
+            reserve=reserve,
+            in_flight=flying,
+        )
         if refused is None:
             raise StoreUnavailable("The key store is unavailable (admission refused for no known limit).")
         return Admission(
@@ -287,6 +324,7 @@ class DynamoStore:
             month_tokens_used=month_tokens,
             reserve=reserve,
             window=window,
+            in_flight=flying,
         )
 
     # usage ledger -------------------------------------------------------------------

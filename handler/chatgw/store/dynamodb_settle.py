@@ -3,7 +3,8 @@
     W1  PutItem     EV#<request_id>  IF attribute_not_exists(pk)        the event: the exactly-once gate
     then, only if W1 wrote a new event, at once (two threads):
     W2  UpdateItem  M#<month>        settle the reservation (total_tokens, and wtok while the admission's
-                                     minute is live) + the month totals (all models)
+                                     minute is live) + the month totals (all models) + release the request
+                                     in flight (store/dynamodb_inflight.py) if it was counted
     W3  UpdateItem  D#<day>          the day totals (all models) + per served model, as attributes
                                      `<model>#n|p|c|cr|cw|r|$` of the same item
 
@@ -26,9 +27,10 @@ from typing import Any
 
 from ..errors import StoreUnavailable
 from ..limits import day_of, minute_window, month_of
+from . import dynamodb_inflight as inflight
 from .base import UsageEvent
 from .dynamodb_call import Refused, Unsettled
-from .dynamodb_items import attr_n, attr_s, money, pk_of, to_item
+from .dynamodb_items import attr_n, attr_s, int_of, money, pk_of, to_item
 from .dynamodb_shards import HOME, Placement
 
 PARTS = ("month", "day")
@@ -99,21 +101,37 @@ def _totals(event: UsageEvent, values: dict[str, Any]) -> str:
     return adds
 
 
-def month_update(table: str, event: UsageEvent, *, with_window: bool, shard: str = "") -> dict[str, Any]:
+def month_update(
+    table: str,
+    event: UsageEvent,
+    *,
+    with_window: bool,
+    shard: str = "",
+    release: inflight.Release | None = None,
+    generation: int = -1,
+) -> dict[str, Any]:
     month = month_of(event.at)
-    values: dict[str, Any] = {
-        ":kid": attr_s(event.key_id),
-        ":period": attr_s(month),
-        ":t": attr_n(event.total_tokens - event.reserved_tokens),
-    }
-    update = f"SET key_id = :kid, period = :period ADD {_totals(event, values)}, total_tokens :t"
+    update = inflight.Update(
+        values={
+            ":kid": attr_s(event.key_id),
+            ":period": attr_s(month),
+            ":t": attr_n(event.total_tokens - event.reserved_tokens),
+        }
+    )
+    update.sets += ["key_id = :kid", "period = :period"]
+    update.adds += [_totals(event, update.values), "total_tokens :t"]
     key = {"pk": pk_of(event.key_id), "sk": attr_s(f"M#{month}{shard}")}
     params: dict[str, Any] = {"TableName": table, "Key": key}
     if with_window:
-        update += ", wtok :t"
-        params["ConditionExpression"] = "attribute_not_exists(win) OR win = :w"
-        values[":w"] = attr_n(minute_window(event.at))
-    return {**params, "UpdateExpression": update, "ExpressionAttributeValues": values}
+        update.adds.append("wtok :t")
+        update.conditions.append("(attribute_not_exists(win) OR win = :w)")
+        update.values[":w"] = attr_n(minute_window(event.at))
+    if release is not None:
+        inflight.release(update, release, generation)
+    if update.conditions:
+        params["ConditionExpression"] = update.condition()
+        params["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+    return {**params, "UpdateExpression": update.expression(), "ExpressionAttributeValues": update.values}
 
 
 def day_update(table: str, event: UsageEvent, shard: str = "") -> dict[str, Any]:
@@ -195,12 +213,25 @@ class Settler:
         if part == "day":
             self.call(self.client.update_item, ambiguous_ok=False, **day_update(self.table, event, shard.day))
             return
-        try:
-            params = month_update(self.table, event, with_window=True, shard=tail)
-            self.call(self.client.update_item, ambiguous_ok=False, **params)
-        except Refused:  # the admission's minute is no longer live: settle the month alone
-            params = month_update(self.table, event, with_window=False, shard=tail)
-            self.call(self.client.update_item, ambiguous_ok=False, **params)
+        generation, with_window = shard.generation, True
+        release: inflight.Release | None = "fc" if generation >= 0 else None
+        for _ in range(3):
+            params = month_update(
+                self.table, event, with_window=with_window, shard=tail, release=release, generation=generation
+            )
+            try:
+                self.call(self.client.update_item, ambiguous_ok=False, **params)
+                return
+            except Refused as refused:
+                # The admission's minute is no longer live (settle the month alone), or the in-flight
+                # generation moved on (release from `fp`, or not at all): the old item says which.
+                old = refused.item
+                with_window = "win" not in old or int_of(old, "win") == minute_window(event.at)
+                release = inflight.release_of(old, generation) if generation >= 0 else None
+        # still refused (the item changes under us): the month alone, with no condition; an
+        # unreleased count is dropped by the lease
+        params = month_update(self.table, event, with_window=False, shard=tail)
+        self.call(self.client.update_item, ambiguous_ok=False, **params)
 
     def _replay(self, event: UsageEvent) -> bool:
         """Apply the parts a `usage_event` line names as pending, each once: a mark on the event

@@ -36,7 +36,7 @@ from ..keys import Limits
 from ..limits import Admission, month_of
 from .dynamodb_items import int_of
 
-ORDER = ("requests", "tokens", "budget")
+ORDER = ("concurrent", "requests", "tokens", "budget")
 """A refusal's names, first the ones a client can retry soonest."""
 REMEMBERED = 100_000
 SEALED, NEXT_SHARDS = "sealed", "next_shards"
@@ -73,10 +73,14 @@ class Layout:
 
 @dataclass(frozen=True, slots=True)
 class Placement:
-    """Where a request was admitted: the suffixes of its month item and of its day item."""
+    """Where a request was admitted: the suffixes of its month item and of its day item, and the
+    in-flight generation it was counted in there (-1: not counted; store/dynamodb_inflight.py). A
+    settlement in another process (`chatgw replay`) finds HOME: it settles on `M#<month>` and
+    releases nothing (the lease drops that count: docs/store.md, "Requests in flight")."""
 
     month: str = ""
     day: str = ""
+    generation: int = -1
 
 
 HOME = Placement()
@@ -107,6 +111,7 @@ def shard_limits(limits: Limits, shards: int, shard: int) -> Limits:
         requests_per_minute=share(limits.requests_per_minute, shards, shard),
         tokens_per_minute=share(limits.tokens_per_minute, shards, shard),
         monthly_token_budget=share(limits.monthly_token_budget, shards, shard),
+        max_concurrent=share(limits.max_concurrent, shards, shard),
         shards=None,
         shard_epoch=None,
     )
@@ -215,7 +220,7 @@ def _admit_over(
     shards = layout.shards
     if shards == 1:
         admission = admit_item(key_id, layout.month(0), limits, now, reserve, must_exist)
-        return admission, Placement(layout.month(0), "")
+        return admission, Placement(layout.month(0), "", admission.generation)
     order = list(range(shards))
     random.shuffle(order)
     refusals: list[Admission] = []
@@ -224,7 +229,7 @@ def _admit_over(
         admission = admit_item(key_id, layout.month(shard), part, now, reserve, must_exist)
         if admission.admitted:
             scaled = replace(_scaled(admission, limits, part, shards), shard=shard)
-            return scaled, Placement(layout.month(shard), suffix(shard))
+            return scaled, Placement(layout.month(shard), suffix(shard), admission.generation)
         refusals.append(admission)
     refused = min((a.refused or "budget" for a in refusals), key=ORDER.index)
     answer = Admission(
@@ -233,6 +238,7 @@ def _admit_over(
         tokens_used=sum(a.tokens_used for a in refusals),
         month_tokens_used=sum(a.month_tokens_used for a in refusals),
         reserve=reserve,
+        in_flight=sum(a.in_flight for a in refusals),
     )
     return answer, HOME
 
@@ -251,4 +257,5 @@ def _scaled(admission: Admission, limits: Limits, part: Limits, shards: int) -> 
         requests_used=used(limits.requests_per_minute, part.requests_per_minute, admission.requests_used),
         tokens_used=used(limits.tokens_per_minute, part.tokens_per_minute, admission.tokens_used),
         month_tokens_used=used(limits.monthly_token_budget, part.monthly_token_budget, admission.month_tokens_used),
+        in_flight=used(limits.max_concurrent, part.max_concurrent, admission.in_flight),
     )

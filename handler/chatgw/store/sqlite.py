@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from ..errors import StoreUnavailable
 from ..keys import KeyRecord, Limits
-from ..limits import Admission, day_of, decide, minute_window, month_of
+from ..limits import Admission, day_of, decide, generation_of, minute_window, month_of
 from .base import KeyExists, KeyNotFound, UsageEvent, UsageQuery, UsageRow
 from .codec import event_from_dict, key_from_dict, key_to_dict
 
@@ -35,6 +36,9 @@ CREATE TABLE IF NOT EXISTS reservations (
     request_id TEXT PRIMARY KEY, key_id TEXT NOT NULL, window INTEGER NOT NULL, month TEXT NOT NULL,
     tokens INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS reservations_by_key ON reservations (key_id, month);
+CREATE TABLE IF NOT EXISTS inflight (
+    request_id TEXT PRIMARY KEY, key_id TEXT NOT NULL, generation INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS inflight_by_key ON inflight (key_id, generation);
 """
 # Columns added after the first release: added in place to a state file written before them.
 AGGREGATE_COLUMNS = {
@@ -136,14 +140,25 @@ class SqliteStore:
         self, key_id: str, limits: Limits, now: datetime, *, request_id: str | None = None, reserve: int = 0
     ) -> Admission:
         window, month = minute_window(now), month_of(now)
+        generation, counted = generation_of(now), limits.max_concurrent is not None
+        request_id = request_id or f"anonymous-{uuid.uuid4().hex}"
         with self._tx() as db:
             requests = self._window(db, key_id, "requests", window)
             tokens = self._window(db, key_id, "tokens", window) + self._reserved(db, key_id, "window", window)
             month_tokens = self._month_tokens(db, key_id, month) + self._reserved(db, key_id, "month", month)
+            in_flight = self._in_flight(db, key_id, generation) if counted else 0
             refused = decide(
-                limits, requests=requests, window_tokens=tokens, month_tokens=month_tokens, reserve=reserve
+                limits,
+                requests=requests,
+                window_tokens=tokens,
+                month_tokens=month_tokens,
+                reserve=reserve,
+                in_flight=in_flight,
             )
             if refused is None:
+                if counted:
+                    in_flight += 1
+                    db.execute("INSERT OR REPLACE INTO inflight VALUES (?, ?, ?)", (request_id, key_id, generation))
                 requests += 1
                 self._add_window(db, key_id, "requests", window, 1)
                 db.execute("DELETE FROM windows WHERE key_id = ? AND window < ?", (key_id, window - 60))
@@ -153,7 +168,7 @@ class SqliteStore:
                     tokens, month_tokens = tokens + reserve, month_tokens + reserve
                     db.execute(
                         "INSERT OR REPLACE INTO reservations VALUES (?, ?, ?, ?, ?)",
-                        (request_id or f"anonymous-{key_id}-{now.timestamp()}", key_id, window, month, reserve),
+                        (request_id, key_id, window, month, reserve),
                     )
         return Admission(
             refused,
@@ -162,7 +177,17 @@ class SqliteStore:
             month_tokens_used=month_tokens,
             reserve=reserve,
             window=window,
+            in_flight=in_flight,
+            generation=generation if counted and refused is None else -1,
         )
+
+    @staticmethod
+    def _in_flight(db: sqlite3.Connection, key_id: str, generation: int) -> int:
+        """The key's requests in flight: admitted in this generation or the one before and not settled
+        (the lease of docs/store.md; older rows are requests whose container died: dropped)."""
+        db.execute("DELETE FROM inflight WHERE key_id = ? AND generation < ?", (key_id, generation - 1))
+        row = db.execute("SELECT COUNT(*) FROM inflight WHERE key_id = ?", (key_id,)).fetchone()
+        return int(row[0])
 
     @staticmethod
     def _reserved(db: sqlite3.Connection, key_id: str, column: str, value: int | str) -> int:
@@ -232,6 +257,7 @@ class SqliteStore:
                         ),
                     )
             db.execute("DELETE FROM reservations WHERE request_id = ?", (event.request_id,))
+            db.execute("DELETE FROM inflight WHERE request_id = ?", (event.request_id,))
             self._add_window(db, event.key_id, "tokens", minute_window(event.at), event.total_tokens)
             db.execute("DELETE FROM events WHERE expires_at < ?", (int(datetime.now(UTC).timestamp()),))
         return True

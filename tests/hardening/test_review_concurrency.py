@@ -1,0 +1,118 @@
+"""Issue 16, finding 9: one key held many long streams at once (each holds a Lambda environment up to
+15 minutes) and could exhaust the account's concurrency. A key with `--max-concurrent 2` now gets a
+429 for a third request while two streams are open, and a new request is admitted once one of them
+has ended. `chatgw serve` in a subprocess (keys made with the real CLI), over HTTP, on SQLite and on
+DynamoDB (a moto server on loopback); the upstream is the fake OpenAI server, whose streams wait on
+a gate the test opens."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import eventually
+from tests.fakes.fake_openai import FakeOpenAI, Script
+from tests.integration.test_limits_e2e import PEPPER, Served, _serve
+
+PROMPT = "please answer with a handful of words so that the stream has several chunks"
+MESSAGE = "Too many requests in flight for this key: 2 at once."
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def served(request: pytest.FixtureRequest, tmp_path: Path, fake_openai: FakeOpenAI) -> Iterator[Served]:
+    env = {**os.environ, "CHATGW_KEY_PEPPER": PEPPER, "CHATGW_LOG_LEVEL": "INFO", "FAKE_UPSTREAM_KEY": "sk-fake"}
+    env["CHATGW_MODELS"] = json.dumps({"m": fake_openai.catalog_entry("m")})
+    for name in ("CHATGW_KEYS_TABLE", "CHATGW_USAGE_TABLE"):
+        env.pop(name, None)
+    if request.param == "sqlite":
+        store_args = ["--state-dir", str(tmp_path / "state")]
+    else:
+        tables = request.getfixturevalue("dynamo_tables")
+        env["AWS_ENDPOINT_URL_DYNAMODB"] = tables.endpoint
+        store_args = ["--keys-table", tables.keys, "--usage-table", tables.usage]
+    with _serve(store_args, env, tmp_path) as served_:
+        yield served_
+
+
+class Stream:
+    """One streamed request held open: admitted once its first chunk has arrived."""
+
+    def __init__(self, client: httpx.Client, stack: contextlib.ExitStack) -> None:
+        body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
+        self.response = stack.enter_context(client.stream("POST", "/v1/chat/completions", json=body))
+        self.lines = self.response.iter_lines()
+        if self.response.status_code == 200:
+            self.first = next(line for line in self.lines if line.startswith("data: "))
+
+    def rest(self) -> list[str]:
+        return [line for line in self.lines if line.startswith("data: ")]
+
+
+def _refused(client: httpx.Client, stream: bool) -> httpx.Response:
+    body = {"model": "m", "stream": stream, "messages": [{"role": "user", "content": PROMPT}]}
+    return client.post("/v1/chat/completions", json=body)
+
+
+def test_a_third_stream_is_refused_until_one_ends(served: Served, fake_openai: FakeOpenAI) -> None:
+    created = served.cli("keys", "create", "--name", "streams", "--models", "m", "--max-concurrent", "2")
+    assert created["limits"] == {"max_concurrent": 2}
+    listed = served.cli("keys", "show", created["key_id"])
+    assert listed["limits"]["max_concurrent"] == 2
+    gates = [threading.Event() for _ in range(3)]
+    # 60 s bounds a bug (the test opens each gate); the streams must outlive the refusals below
+    fake_openai.then(*(Script(gate=gate, gate_wait_s=60) for gate in gates))
+    headers = {"authorization": f"Bearer {created['key']}"}
+    with (
+        httpx.Client(base_url=served.base_url, headers=headers, timeout=60) as client,
+        contextlib.ExitStack() as stack,
+    ):
+        first, second = Stream(client, stack), Stream(client, stack)
+        assert (first.response.status_code, second.response.status_code) == (200, 200)
+
+        for stream in (False, True):  # the attack: a third request, buffered or streamed
+            refused = _refused(client, stream)
+            assert refused.status_code == 429
+            assert refused.headers["retry-after"] == "1"
+            error = refused.json()["error"]
+            assert (error["type"], error["code"]) == ("rate_limit_error", "rate_limit_exceeded")
+            assert error["message"].startswith(MESSAGE)
+            assert refused.json()["request_id"] == refused.headers["x-request-id"]
+        assert len(fake_openai.requests) == 2  # the refused requests never reached the upstream
+
+        gates[0].set()  # the first stream ends
+        assert first.rest()[-1] == "data: [DONE]"
+
+        def admitted() -> Stream | None:
+            attempt = Stream(client, stack)
+            if attempt.response.status_code == 200:
+                return attempt
+            assert attempt.response.status_code == 429  # until its settlement released the slot
+            attempt.response.close()
+            time.sleep(0.1)
+            return None
+
+        third = eventually(admitted)
+        assert third is not None and third.response.status_code == 200
+        assert _refused(client, False).status_code == 429  # two in flight again
+
+        gates[1].set()
+        gates[2].set()
+        assert second.rest()[-1] == "data: [DONE]" and third.rest()[-1] == "data: [DONE]"
+    assert len(fake_openai.requests) == 3
+
+    def logged_refusals() -> list[dict[str, Any]]:
+        lines = [json.loads(x) for x in served.log.read_text().splitlines() if x.startswith("{")]
+        return [x for x in lines if x.get("msg") == "refused" and x.get("reason") == "concurrent"]
+
+    assert eventually(lambda: len(logged_refusals()) >= 3)
+    rows = eventually(lambda: [r for r in served.cli("usage", "--key", created["key_id"]) if r["requests"] == 3])
+    assert len(rows) == 1  # every admitted stream was settled (and so released)
