@@ -40,7 +40,10 @@ OPTIONS = {
     "timeout_s",
     "max_retries",
     "unsupported_params",
+    "token_param",
 }
+TOKEN_PARAMS = ("max_tokens", "max_completion_tokens")
+"""How the upstream names the output cap: o-series / reasoning models refuse `max_tokens`."""
 KEY_OPTIONS = {"api_key_env": "env", "api_key_secret": "secret", "api_key_parameter": "parameter"}
 GATEWAY_OWNED = {"id", "object", "created", "model", "choices", "usage"}
 MESSAGE_FIELDS = {"role", "content", "tool_calls", "refusal"}
@@ -61,6 +64,9 @@ def from_options(name: str, options: Mapping[str, Any], deps: BackendDeps) -> Op
     key_fields = [f for f in KEY_OPTIONS if opts.has(f)]
     if len(key_fields) > 1:
         raise opts.error(key_fields[1], f"cannot be given together with '{key_fields[0]}'")
+    cap_name = opts.string("token_param", TOKEN_PARAMS[0])
+    if cap_name not in TOKEN_PARAMS:
+        raise opts.error("token_param", f"must be one of {', '.join(TOKEN_PARAMS)}")
     key = None
     if key_fields:
         field = key_fields[0]
@@ -75,6 +81,7 @@ def from_options(name: str, options: Mapping[str, Any], deps: BackendDeps) -> Op
         max_retries=opts.integer("max_retries", 2, minimum=0, maximum=2),
         unsupported=frozenset(opts.string_list("unsupported_params")),
         deps=deps,
+        cap_as_completion_tokens=cap_name == TOKEN_PARAMS[1],
     )
 
 
@@ -93,6 +100,7 @@ class OpenAIBackend:
         max_retries: int,
         unsupported: frozenset[str],
         deps: BackendDeps,
+        cap_as_completion_tokens: bool = False,
     ) -> None:
         self.name = name
         self.url = url
@@ -103,6 +111,8 @@ class OpenAIBackend:
         self._headers = headers
         self._unsupported = unsupported
         self._deps = deps
+        self.cap_as_completion_tokens = cap_as_completion_tokens
+        """The catalog's `token_param` is max_completion_tokens: the cap is sent under that name."""
 
     def check(self, request: ChatRequest) -> None:
         """Everything passes through (the upstream refuses what it does not know, and that 4xx
@@ -191,6 +201,8 @@ class OpenAIBackend:
     def _body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
         body = request.model_dump(mode="json", exclude_unset=True, by_alias=True)
         body["model"] = self.upstream_model
+        if self.cap_as_completion_tokens and "max_tokens" in body:  # the gateway's cap, or the client's
+            body.setdefault("max_completion_tokens", body.pop("max_tokens"))
         if stream:
             body["stream"] = True
             body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
