@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 
 from chatgw.errors import StoreUnavailable
 from chatgw.keys import Limits, new_key
-from chatgw.limits import month_of
+from chatgw.limits import minute_window, month_of
 from chatgw.settings import Settings
 from chatgw.store import deadline
 from chatgw.store.base import UsageQuery
@@ -32,7 +32,15 @@ from chatgw.store.dynamodb_tables import make_client
 from tests.dynamo_fixtures import Tables
 from tests.fakes.backends import ScriptedBackend
 from tests.hardening.asgi import assert_envelope, captured_logs
-from tests.hardening.faulty_proxy import REFUSALS, THROTTLED, Fault, faulty_proxy, in_bursts, operation
+from tests.hardening.faulty_proxy import (
+    REFUSALS,
+    THROTTLED,
+    Fault,
+    condition_failed,
+    faulty_proxy,
+    in_bursts,
+    operation,
+)
 from tests.hardening.test_faults_dynamodb import DynGateway, gateway_on
 
 LIMITED = Limits(requests_per_minute=10_000, tokens_per_minute=10**8, monthly_token_budget=10**12)
@@ -160,6 +168,27 @@ def test_a_whole_admission_gives_up_at_the_deadline(proxied: tuple[Any, Tables, 
     assert 1 <= len(clock.attempts) < store.retry.attempts
     assert proxy.seen.count("UpdateItem") == len(clock.attempts)
     assert all(started + store.retry.min_attempt_s <= at for started in clock.attempts)
+    store.close()
+
+
+def test_window_guess_retries_stop_at_the_deadline(proxied: tuple[Any, Tables, Any]) -> None:
+    """Another container's minute always ahead (a failed condition returning a later window each
+    time): admission joins it and tries again, at most 4 times; with 40 ms per try and a deadline
+    of 100 ms, the third try finds no time left and the admission ends with the deadline's 503."""
+    proxy, tables, client = proxied
+    clock = Clock()
+    store = DynamoStore(client, tables.keys, tables.usage, retry=policy(clock))
+    now = datetime.now(UTC)
+
+    def ahead(hit: int) -> tuple[int, dict[str, Any]]:
+        clock.attempts.append(clock.now)
+        clock.now += 0.04
+        return condition_failed({"win": {"N": str(minute_window(now) + 1 + hit)}})
+
+    ahead_fault = Fault(operation("UpdateItem"), answer=ahead)
+    with proxy.injecting(ahead_fault), deadline.until(0.1), pytest.raises(StoreUnavailable, match="deadline"):
+        store.admit("k1", LIMITED, now, request_id="r1", reserve=10)
+    assert clock.attempts == [0.0, 0.04]  # the policy alone would have made 4 (then "did not settle")
     store.close()
 
 
