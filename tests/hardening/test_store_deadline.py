@@ -306,3 +306,35 @@ def test_the_key_lookup_is_bounded_by_the_request_deadline(dynamo_tables: Tables
         assert reply.status == 503 and reply.json()["error"]["code"] == "store_unavailable"
         assert 1 <= proxy.seen.count("GetItem") < retry.attempts
         gw.store.close()
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["put-landed", "put-lost"])
+def test_an_event_put_whose_last_answer_is_lost_is_replayed_exactly_once(
+    dynamo_tables: Tables, settings: Settings, landed: bool
+) -> None:
+    """The event's put throttled on every try but the last, whose answer is lost (the connection
+    drops after the put reached the store, or before): nobody knows whether the event is stored.
+    The line names every part pending; replay puts the event if it is missing, then applies each
+    part behind its one-time mark: the request is counted once either way, and a second replay
+    counts nothing. (A cut read timeout near the deadline is one way to lose that last answer.)"""
+    clock = Clock()
+    retry = policy(clock)
+    with faulty_proxy(dynamo_tables.endpoint) as proxy:
+        gw = gateway(dynamo_tables, proxy, settings, retry)
+        key = gw.key(limits=LIMITED)
+        kid = key.split("_")[1]
+        throttled = Fault(operation("PutItem"), answer=REFUSALS["throttling"], times=retry.attempts - 1)
+        lost = Fault(operation("PutItem"), drop_after_forward=landed, drop=not landed, times=1)
+        with captured_logs() as logs, proxy.injecting(throttled, lost):
+            reply = gw.chat(key)
+        assert reply.status == 200 and lost.times == 0
+        (line,) = logs.named("usage_event")
+        event = event_from_dict(line["usage_event"])
+        assert event.pending == ("month", "day")
+        assert [e.request_id for e in gw.store.usage_events(kid)] == ([reply.request_id] if landed else [])
+        assert gw.store.record_usage(event) is True
+        assert gw.store.record_usage(event) is False
+        (stored,) = gw.store.usage_events(kid)
+        (row,) = gw.store.usage(UsageQuery("month", month_of(stored.at), key_id=kid))
+        assert row.requests == 1 and row.total_tokens == stored.total_tokens
+        gw.store.close()

@@ -103,6 +103,17 @@ class RetryPolicy:
         return left is None or wait + self.min_attempt_s <= left
 
 
+def maybe_applied(exc: BaseException) -> bool:
+    """Did the write that failed with `exc` perhaps reach the store (a timeout or a connection lost
+    after sending, a 5xx)? Throttling, conflicts, connections never opened: surely not applied."""
+    cause = exc.__cause__
+    if isinstance(cause, EndpointConnectionError | ConnectTimeoutError):
+        return False
+    if isinstance(cause, ClientError):
+        return int(cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0) >= 500
+    return isinstance(cause, BotoCoreError)
+
+
 def past_deadline(failure: BaseException | None) -> StoreUnavailable:
     cause = f" ({type(failure).__name__})" if failure is not None else ""
     return StoreUnavailable(f"The key store did not answer within the request's deadline{cause}.")

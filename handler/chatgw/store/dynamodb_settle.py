@@ -17,6 +17,7 @@ each behind a one-time mark on the event item: never counted twice.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import secrets
 from collections.abc import Callable, Mapping
@@ -29,7 +30,7 @@ from ..errors import StoreUnavailable
 from ..limits import day_of, minute_window, month_of
 from . import dynamodb_inflight as inflight
 from .base import UsageEvent
-from .dynamodb_call import Refused, Unsettled
+from .dynamodb_call import Refused, Unsettled, maybe_applied
 from .dynamodb_items import attr_n, attr_s, int_of, money, pk_of, to_item
 from .dynamodb_shards import HOME, Placement
 
@@ -182,6 +183,10 @@ class Settler:
             if refused.item.get("w") != {"S": nonce}:
                 return False  # recorded before: a replay, or a second settlement of the request
             # else: our own put landed and its answer was lost; the retry found it
+        except StoreUnavailable as exc:  # the last try's answer lost: replay must not take it as done
+            if maybe_applied(exc):
+                raise SettlementPending(event, PARTS) from exc
+            raise
         self._parts(event, PARTS, self.shard_of(event.request_id))
         return True
 
@@ -235,7 +240,10 @@ class Settler:
 
     def _replay(self, event: UsageEvent) -> bool:
         """Apply the parts a `usage_event` line names as pending, each once: a mark on the event
-        item first (a second replay finds it and skips), then the write."""
+        item first (a second replay finds it and skips), then the write. The event is put first if
+        it is missing (a line whose event put may not have landed names every part pending)."""
+        with contextlib.suppress(Refused):  # stored, as usual
+            self.call(self.client.put_item, ambiguous_ok=True, **event_put(self.table, event, self.ttl, "replay"))
         done = False
         for part in event.pending:
             if part not in PARTS:
