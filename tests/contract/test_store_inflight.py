@@ -15,10 +15,18 @@ from chatgw.limits import LEASE_SECONDS, generation_of
 from chatgw.store import Store
 from chatgw.store.dynamodb import DynamoStore
 from chatgw.store.dynamodb_tables import make_client
-from tests.contract.test_store_contract import BASE, Adapter, adapter, event, make_key, store
+from tests.contract.test_store_contract import (
+    BASE,
+    Adapter,
+    adapter,
+    event,
+    make_key,
+    pytest_generate_tests,
+    store,
+)
 from tests.dynamo_fixtures import Tables
 
-__all__ = ["adapter", "store"]  # the contract's fixtures, used here by name
+__all__ = ["adapter", "pytest_generate_tests", "store"]  # the contract's fixtures and parametrization, by name
 
 L = timedelta(seconds=LEASE_SECONDS)
 # 100 s into a generation (and BASE's month: the lease tests stay inside it)
