@@ -180,6 +180,7 @@ def load_event(path: str, key: str) -> dict[str, Any]:
 
 def cmd_invoke(args: argparse.Namespace) -> int:
     load_event(args.event, PLACEHOLDER)  # a bad event is the one message, before anything is built
+    admin.existing_state_dir(args)  # a typo in --state-dir creates no store (serve is the one that does)
     settings, container = _build(args, metrics="emf")  # the EMF lines the function writes in Lambda
     store = container.store
     key, _ = _dev_key(args, settings, container)

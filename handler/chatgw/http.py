@@ -179,10 +179,10 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
     )
     app.router.redirect_slashes = False  # a redirect would drop API Gateway's stage prefix and a POST body
 
-    async def authenticate(request: Request) -> KeyRecord:
+    async def authenticate(request: Request, deadline: Deadline | None = None) -> KeyRecord:
         presented = presented_key(request)
         report_of(request.scope).claimed(presented)  # the public key id, for the logs of a refusal
-        return await service.authenticate(presented)
+        return await service.authenticate(presented, deadline=deadline or deadline_for(request.scope, settings))
 
     @app.get("/health", include_in_schema=True, response_model=None)
     async def health() -> dict[str, str]:
@@ -190,13 +190,14 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
 
     async def chat(request: Request) -> Response:
         started = time.monotonic()
+        deadline = deadline_for(request.scope, settings)  # counted from the request's arrival
         report = report_of(request.scope)
-        record = await authenticate(request)
+        record = await authenticate(request, deadline)
         report.key_id = record.key_id
         body = await read_body(request, settings.max_body_bytes)
         chat_request = parse_chat_request(body)
         report.asked(chat_request.model, bool(chat_request.stream))
-        call = Call(report.request_id, deadline_for(request.scope, settings), report=report, now=service.wall_clock())
+        call = Call(report.request_id, deadline, report=report, now=service.wall_clock())
         if settings.log_prompts:
             logs.event(
                 "prompt",
@@ -219,7 +220,8 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
             await stream.start(first_byte_wait=settings.keepalive_s)
             return SSEResponse(stream, settings.keepalive_s, prepared.headers)
         answer, event = await service.complete(prepared, call)
-        return JSONResponse(answer, headers=prepared.headers, background=BackgroundTask(service.record, event))
+        settle = BackgroundTask(service.record, event, call.deadline)
+        return JSONResponse(answer, headers=prepared.headers, background=settle)
 
     chat_openapi = {
         "requestBody": {

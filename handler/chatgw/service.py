@@ -34,6 +34,7 @@ from .peppers import LEGACY, PepperBook
 from .refusals import RefusalCache
 from .settings import Settings
 from .store.base import Store, UsageEvent, UsageStatus
+from .store.deadline import settlement_deadline, until
 from .tokens import count_tokens, estimate_prompt_tokens
 from .wire import ChatRequest
 
@@ -131,21 +132,25 @@ class Service:
 
     # who is calling ------------------------------------------------------------------
 
-    async def authenticate(self, presented: str | None, now: datetime | None = None) -> KeyRecord:
+    async def authenticate(
+        self, presented: str | None, now: datetime | None = None, deadline: Deadline | None = None
+    ) -> KeyRecord:
         """The key's record, for every route: a 401 unless the key is known and its secret right,
-        a 403 unless it is enabled and not expired (the one check of key usability)."""
+        a 403 unless it is enabled and not expired (the one check of key usability). Its store
+        reads end by the request's `deadline` (store/deadline.py)."""
         if not presented:
             raise AuthenticationFailed(
                 "Missing API key: send it as `Authorization: Bearer KEY` or `x-api-key: KEY`.",
                 code="missing_api_key",
             )
         key_id, secret = parse_key(presented)
-        record = await self._key(key_id)
-        pepper = await self._pepper(record) if record is not None else b""
-        wrong = record is not None and not secret_matches(secret, record.secret_hash, pepper)
-        if wrong and self._cached_for(key_id) >= SECRET_RECHECK_SECONDS:  # rotated since it was cached?
-            record = await self._key(key_id, fresh=True)
+        with until(deadline.at if deadline is not None else None):
+            record = await self._key(key_id)
             pepper = await self._pepper(record) if record is not None else b""
+            wrong = record is not None and not secret_matches(secret, record.secret_hash, pepper)
+            if wrong and self._cached_for(key_id) >= SECRET_RECHECK_SECONDS:  # rotated since it was cached?
+                record = await self._key(key_id, fresh=True)
+                pepper = await self._pepper(record) if record is not None else b""
         if record is None or not secret_matches(secret, record.secret_hash, pepper):
             raise AuthenticationFailed("Invalid API key.")
         check_usable(record, now or self.wall_clock())
@@ -263,7 +268,7 @@ class Service:
         need = need_of(reserve)
         admission = self._refusals.get(record.key_id, limits, call.now, need)
         if admission is None:  # not refused earlier in this minute: ask the store
-            with self.observer.store_call("admit", call.request_id):
+            with self.observer.store_call("admit", call.request_id), until(call.deadline.at):
                 admission = await asyncio.to_thread(
                     lambda: self.store.admit(
                         record.key_id, limits, call.now, request_id=call.request_id, reserve=reserve
@@ -293,13 +298,13 @@ class Service:
                 chain.failed(entry, exc)
                 chain.flush()
                 self.upstream_failed(call, entry, exc, falling_back=False)
-                await self.record(self.event(prepared, call, entry, status="error"))
+                await self.record(self.event(prepared, call, entry, status="error"), call.deadline)
                 raise exc
             except Exception as exc:  # a backend bug: a 502 and a usage event, as when streaming
                 logs.event("backend_failed", logging.ERROR, request_id=call.request_id, error_type=type(exc).__name__)
                 chain.flush()
                 self.upstream_failed(call, entry, exc, falling_back=False)
-                await self.record(self.event(prepared, call, entry, status="error"))
+                await self.record(self.event(prepared, call, entry, status="error"), call.deadline)
                 raise UpstreamError("The model backend failed.") from None
             else:
                 chain.served(entry)
@@ -319,7 +324,7 @@ class Service:
             self.upstream_failed(call, entry, last_error, falling_back=entry is not prepared.chain[-1])
         assert last_error is not None
         chain.flush()
-        await self.record(self.event(prepared, call, prepared.chain[-1], status="error"))
+        await self.record(self.event(prepared, call, prepared.chain[-1], status="error"), call.deadline)
         raise chain.whole_chain_failed(last_error)
 
     @staticmethod
@@ -378,10 +383,12 @@ class Service:
     def upstream_failed(self, call: Call, entry: ModelEntry, error: BaseException, *, falling_back: bool) -> None:
         self.observer.upstream_failed(call.seen, entry.name, entry.backend.kind, error, falling_back=falling_back)
 
-    async def record(self, event: UsageEvent) -> None:
-        """Write the usage event; if the store fails, log it whole so that it can be replayed."""
+    async def record(self, event: UsageEvent, deadline: Deadline | None = None) -> None:
+        """Write the usage event; if the store fails, log it whole so that it can be replayed.
+        Bounded by a settlement budget, not by the request's `deadline` (store/deadline.py)."""
         try:
-            with self.observer.store_call("record_usage", event.request_id):
+            settle_by = settlement_deadline(deadline.at if deadline is not None else None)
+            with self.observer.store_call("record_usage", event.request_id), until(settle_by):
                 await asyncio.to_thread(self.store.record_usage, event)
         except Exception as exc:
             logged = getattr(exc, "event", event)  # the store may say which writes are still pending

@@ -237,4 +237,4 @@ class ChatStream:
             estimated=estimated,
             ttft_ms=self._ttft_ms,
         )
-        await self.service.record(event)
+        await self.service.record(event, self.call.deadline)

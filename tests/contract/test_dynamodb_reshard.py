@@ -18,6 +18,7 @@ import pytest
 
 from chatgw.errors import StoreUnavailable
 from chatgw.keys import KeyRecord, Limits, new_key
+from chatgw.limits import LEASE_SECONDS, generation_of, month_of
 from chatgw.store import UsageEvent, UsageQuery
 from chatgw.store.dynamodb import DynamoStore
 from chatgw.store.dynamodb_reshard import ReshardConflict, months_of_change, reshard
@@ -344,3 +345,42 @@ def test_the_write_cost_of_a_change(world: World, dynamo_tables: Tables) -> None
     _change(world, record, 4, BASE + timedelta(seconds=3))
     assert meter.total() == 2 * 1 + 2 * 4 + 1
     reader.close()
+
+
+# requests in flight (max_concurrent) across a change ----------------------------------------------
+
+GEN_START = datetime.fromtimestamp(generation_of(BASE) * LEASE_SECONDS + 100, UTC)
+
+
+def _flying(world: World, store: DynamoStore, key: KeyRecord, limits: Limits, at: datetime, tries: int) -> list[str]:
+    got = []
+    for _ in range(tries):
+        rid = uuid.uuid4().hex
+        admission = store.admit(key.key_id, limits, at, request_id=rid)
+        if admission.admitted:
+            got.append(rid)
+        else:
+            assert admission.refused == "concurrent"
+    return got
+
+
+@pytest.mark.parametrize(("old", "new"), [(1, 2), (3, 2)])
+def test_requests_in_flight_are_carried_and_released_through_a_change(world: World, old: int, new: int) -> None:
+    """max_concurrent 4, 3 in flight at the change: 1 more, from the old record or the new; each of
+    the 3 settling on its old item releases its carried count too, so exactly 3 more fit then."""
+    record = _key(world, max_concurrent=4, shards=old)
+    a, b = world.container(), world.container()
+    at = GEN_START if month_of(GEN_START) == MONTH else BASE
+    running = _flying(world, a, record, record.limits, at, 3)
+    assert len(running) == 3
+    saved = _change(world, record, new, at + timedelta(seconds=1))
+    more = _flying(world, a, record, record.limits, at + timedelta(seconds=2), 3)
+    more += _flying(world, b, saved, saved.limits, at + timedelta(seconds=2), 3)
+    assert len(more) == 1
+    for rid in running:
+        assert a.record_usage(_event(record.key_id, rid, 5, 0, at + timedelta(seconds=3)))
+        assert a.record_usage(_event(record.key_id, rid, 5, 0, at + timedelta(seconds=3))) is False  # once
+    after = _flying(world, b, saved, saved.limits, at + timedelta(seconds=4), 5)
+    assert len(after) == 3  # 4 in flight again: the one admitted after the change and these 3
+    new_items = [i for sk, i in world.month_items(record.key_id, f"{at:%Y-%m}").items() if "~" in sk]
+    assert sum(int(i["fl"]["N"]) for i in new_items) == 4

@@ -98,12 +98,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("adapter", kinds, indirect=True)
 
 
-@pytest.fixture
+@pytest.fixture  # parametrized by pytest_generate_tests: import it with the fixture
 def adapter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Adapter]:
-    if request.param == "sqlite":
+    kind = getattr(request, "param", None)
+    if kind is None:
+        pytest.fail("a module using the contract's `adapter` imports `pytest_generate_tests` with it")
+    if kind == "sqlite":
         made = _sqlite_adapter(tmp_path)
     else:
-        made = _dynamo_adapter(request.getfixturevalue("dynamo_tables"), sharded=request.param != "dynamodb")
+        made = _dynamo_adapter(request.getfixturevalue("dynamo_tables"), sharded=kind != "dynamodb")
     yield made
     made.store.close()
 

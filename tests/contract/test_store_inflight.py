@@ -15,15 +15,7 @@ from chatgw.limits import LEASE_SECONDS, generation_of
 from chatgw.store import Store
 from chatgw.store.dynamodb import DynamoStore
 from chatgw.store.dynamodb_tables import make_client
-from tests.contract.test_store_contract import (
-    BASE,
-    Adapter,
-    adapter,
-    event,
-    make_key,
-    pytest_generate_tests,
-    store,
-)
+from tests.contract.test_store_contract import BASE, Adapter, adapter, event, make_key, pytest_generate_tests, store
 from tests.dynamo_fixtures import Tables
 
 __all__ = ["adapter", "pytest_generate_tests", "store"]  # the contract's fixtures and parametrization, by name

@@ -60,6 +60,7 @@ def test_invoke_on_dynamodb_writes_no_key_unless_asked(
 
 def test_the_sqlite_store_still_makes_its_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     state = tmp_path / "state"
+    state.mkdir()  # invoke refuses a --state-dir that is no folder (a typo); serve would make it
     assert cli.main(["invoke", str(ROOT / "events" / "rest-v1-chat.json"), "--state-dir", str(state)]) == 0
     assert '"statusCode": 200' in capsys.readouterr().out
     assert (state / "dev-key").read_text().startswith("cgw_")

@@ -90,6 +90,18 @@ def test_smoke_passes_against_chatgw_serve(gateway: Gateway, capsys: pytest.Capt
     assert checks["streamed completion"]["detail"].startswith("spread out: TTFB")
 
 
+def test_against_the_default_unpaced_echo_the_streaming_check_is_skipped_not_failed(
+    start_gateway: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gw: Gateway = start_gateway()  # the default catalog: `echo` without delay_ms
+    code, checks = smoke(capsys, "--url", gw.openai_base, "--key", gw.key)
+    assert code == 0
+    streamed = checks["streamed completion"]
+    assert streamed["skipped"] and streamed["ok"]
+    assert "cannot show streaming pacing" in streamed["detail"]
+    assert [name for name, c in checks.items() if c["skipped"]] == ["streamed completion"]
+
+
 def test_smoke_fails_the_streaming_check_behind_a_buffering_proxy(
     gateway: Gateway, capsys: pytest.CaptureFixture[str]
 ) -> None:

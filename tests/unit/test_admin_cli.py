@@ -53,6 +53,7 @@ def cli(
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CHATGW_KEY_PEPPER", PEPPER)
     if request.param == "sqlite":
+        (tmp_path / "state").mkdir()  # a reader refuses a --state-dir that is no folder (a typo)
         return Cli(["--state-dir", str(tmp_path / "state")], capsys)
     tables = request.getfixturevalue("dynamo_tables")
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", tables.endpoint)

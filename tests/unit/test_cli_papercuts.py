@@ -61,10 +61,29 @@ def test_replay_a_missing_log(tmp_path: Path) -> None:
 def test_read_only_commands_create_no_state_dir(tmp_path: Path, command: list[str]) -> None:
     missing = tmp_path / "nonexistent" / "dir"
     out = chatgw(*command, "--state-dir", str(missing))
-    assert out.stderr.startswith(f"chatgw: no chatgw store in {missing} yet (nothing created)\n")
+    one_line_error(out, 2, f"--state-dir {missing}: no such folder (nothing created")
+    assert not missing.exists() and not missing.parent.exists()
+
+
+@pytest.mark.parametrize(
+    "command", [["keys", "list"], ["keys", "show", "abcdefgh1234"], ["usage"], ["pepper", "status"]]
+)
+def test_read_only_commands_on_a_folder_without_a_store_create_none(tmp_path: Path, command: list[str]) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = chatgw(*command, "--state-dir", str(empty))
+    assert out.stderr.startswith(f"chatgw: no chatgw store in {empty} yet (nothing created)\n")
     assert out.returncode == (1 if command[1:] == ["show", "abcdefgh1234"] else 0)  # "no such key"
     assert "Traceback" not in out.stderr
-    assert not missing.exists() and not missing.parent.exists()
+    assert list(empty.iterdir()) == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_invoke_with_a_state_dir_that_does_not_exist_creates_nothing(tmp_path: Path, stream: bool) -> None:
+    typo = tmp_path / "stat"
+    out = chatgw("invoke", "events/rest-v1-chat.json", "--state-dir", str(typo), *(["--stream"] if stream else []))
+    one_line_error(out, 2, f"--state-dir {typo}: no such folder")
+    assert not typo.exists()
 
 
 def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> None:

@@ -66,10 +66,18 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
     add_pepper_option(group)  # type: ignore[arg-type]
 
 
+def existing_state_dir(args: argparse.Namespace) -> None:
+    """A `--state-dir` that names no folder is a typo for a command that only reads or runs an event:
+    a one-line error before anything is created (`chatgw serve` and the writers create it)."""
+    state_dir = getattr(args, "state_dir", None)
+    if state_dir and not Path(state_dir).is_dir():
+        raise CliError(f"--state-dir {state_dir}: no such folder (nothing created; chatgw serve makes one)", code=2)
+
+
 def open_store(args: argparse.Namespace, settings: Settings, *, must_exist: bool = False) -> Store:
     """The store named by the options, else by the settings (the gateway's environment).
-    `must_exist`: a read-only command creates no SQLite folder or file; it says there is none and
-    reads an empty store."""
+    `must_exist`: a read-only command creates no SQLite folder or file: a `--state-dir` that is no
+    folder is an error; a folder (or the default one) without a store says so and reads an empty store."""
     stack, keys_table, usage_table = (getattr(args, n, None) for n in ("stack", "keys_table", "usage_table"))
     region, state_dir = getattr(args, "region", None), getattr(args, "state_dir", None)
     chosen = [name for name, v in (("--state-dir", state_dir), ("--stack", stack)) if v]
@@ -77,6 +85,8 @@ def open_store(args: argparse.Namespace, settings: Settings, *, must_exist: bool
         chosen.append("--keys-table/--usage-table")
     if len(chosen) > 1:
         raise CliError(f"choose one store: {' or '.join(chosen)}", code=2)
+    if must_exist:
+        existing_state_dir(args)
     if bool(keys_table) != bool(usage_table):
         raise CliError("--keys-table and --usage-table go together", code=2)
     if stack:

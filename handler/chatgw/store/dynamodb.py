@@ -30,7 +30,7 @@ from . import dynamodb_inflight as inflight
 from .base import KeyExists, KeyNotFound, UsageEvent, UsageQuery, UsageRow
 from .codec import event_from_dict, key_from_dict, key_to_dict
 from .dynamodb_call import Refused as _Refused
-from .dynamodb_call import RetryPolicy, call
+from .dynamodb_call import RetryPolicy, bound_read_timeouts, call
 from .dynamodb_items import attr_n, attr_s, from_item, int_of, pk_of, to_item
 from .dynamodb_settle import Settler
 from .dynamodb_shards import SEALED, Layouts, check_layout
@@ -57,6 +57,7 @@ class DynamoStore:
     ) -> None:
         self.client = client
         self.retry = retry or RetryPolicy()
+        bound_read_timeouts(client, self.retry)  # each call's read timeout within its deadline
         self.keys_table = keys_table
         self.usage_table = usage_table
         self.usage_ttl = timedelta(days=usage_ttl_days)

@@ -26,20 +26,29 @@ idempotent; carries only shrink between runs, so each part put later is at most 
 Write cost, once per change: N (seal) + N2 (carry) per month, two months, + 1 (key record): 2N + 2N2 + 1
 WRU (each item under 1 KB); then each container's first admission on a sealed item fails once (1 WRU)
 before it remembers the new layout.
+
+Requests in flight (`max_concurrent`, store/dynamodb_inflight.py) are carried like the minute's
+counts; a request that was in flight at the seal settles on its old item and, since its count was
+carried, releases it on the new layout too (`forward_release`, on the settlement path: 1 WRU more,
+once per such request).
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..errors import StoreUnavailable
 from ..keys import KeyRecord, Limits
 from ..limits import month_of
+from . import dynamodb_inflight as inflight
+from .base import UsageEvent
 from .dynamodb_call import Refused
 from .dynamodb_items import attr_n, attr_s, int_of, pk_of
-from .dynamodb_shards import NEXT_SHARDS, SEALED, Layout, spread
+from .dynamodb_shards import NEXT_SHARDS, SEAL_HOPS, SEALED, Layout, spread
 
 
 class ReshardConflict(Exception):
@@ -114,6 +123,37 @@ def carried(sealed: Sequence[Mapping[str, Any]]) -> tuple[int, int | None, int, 
     return committed, live, requests, tokens
 
 
+def in_flight_carried(sealed: Sequence[Mapping[str, Any]]) -> tuple[int | None, int, int]:
+    """The sealed items' requests in flight (store/dynamodb_inflight.py): the latest generation G
+    among them, the requests counted in G and those counted in G - 1 (an item one generation behind
+    holds G - 1's in its `fc`; what is older the lease has dropped)."""
+    generations = [int_of(item, "fg", -1) if "fg" in item else -1 for item in sealed]
+    live = max(generations, default=-1)
+    if live < 0:
+        return None, 0, 0
+    current = sum(int_of(i, "fc") for i, g in zip(sealed, generations, strict=True) if g == live)
+    previous = sum(int_of(i, "fp") for i, g in zip(sealed, generations, strict=True) if g == live)
+    previous += sum(int_of(i, "fc") for i, g in zip(sealed, generations, strict=True) if g == live - 1)
+    return live, current, previous
+
+
+def _in_flight_items(sealed: Sequence[Mapping[str, Any]], limit: int | None, shards: int) -> list[dict[str, Any]]:
+    """Per new item: `fg`, `fc`, `fp`, `fl` carrying the sealed items' requests in flight, `fl`
+    within the item's share of max_concurrent, generation G's count kept in `fc` (so that the
+    next rotation does not drop a request that may still run), G - 1's in `fp`."""
+    generation, current, previous = in_flight_carried(sealed)
+    if generation is None:
+        return [{} for _ in range(shards)]
+    parts = spread(current + previous, limit, shards)
+    items: list[dict[str, Any]] = []
+    left = current
+    for flying in parts:
+        fc = min(flying, left)
+        left -= fc
+        items.append({"fg": attr_n(generation), "fc": attr_n(fc), "fp": attr_n(flying - fc), "fl": attr_n(flying)})
+    return items
+
+
 def _carry(
     call: Call,
     client: Any,
@@ -128,6 +168,7 @@ def _carry(
     months = spread(committed, limits.monthly_token_budget, new.shards)
     wreqs = spread(requests, limits.requests_per_minute, new.shards)
     wtoks = spread(tokens, limits.tokens_per_minute, new.shards)
+    flights = _in_flight_items(sealed, limits.max_concurrent, new.shards)
     for shard in range(new.shards):
         item: dict[str, Any] = {
             "pk": pk_of(key_id),
@@ -139,6 +180,7 @@ def _carry(
         }
         if window is not None:
             item.update({"win": attr_n(window), "wreq": attr_n(wreqs[shard]), "wtok": attr_n(wtoks[shard])})
+        item.update(flights[shard])
         try:
             call(
                 client.put_item,
@@ -149,3 +191,61 @@ def _carry(
             )
         except Refused:
             continue  # put by an earlier run of this change: its carry is at least this one's
+
+
+# the settlement of a request in flight across a change -------------------------------------------
+
+
+def forward_release(
+    call: Call, client: Any, table: str, event: UsageEvent, sealed: Mapping[str, Any], generation: int, hops: int = 0
+) -> None:
+    """`event`'s request was released (in flight, `generation`) on an item that a change of N sealed
+    (`sealed`, the item after that release): the change carried its count to the new layout, so release
+    one count of that generation there too, on the first new item that holds one (from a start set by
+    the request id: the sum over the items stays exact, whichever holds it). None holds one (the lease
+    dropped it, or the change has not put its items yet) or the store fails: nothing more, the lease
+    drops the carried count (a wrong refusal at worst, never an over-admission)."""
+    layout = Layout(max(1, int_of(sealed, NEXT_SHARDS, 1)), int_of(sealed, SEALED))
+    month = month_of(event.at)
+    start = zlib.crc32(event.request_id.encode()) % layout.shards
+    try:
+        for i in range(layout.shards):
+            key = {"pk": pk_of(event.key_id), "sk": attr_s(f"M#{month}{layout.month((start + i) % layout.shards)}")}
+            after = _release_on(call, client, table, key, generation)
+            if after is None:
+                continue
+            if SEALED in after and hops < SEAL_HOPS:  # sealed again since: carried again
+                forward_release(call, client, table, event, after, generation, hops + 1)
+            return
+    except StoreUnavailable:
+        return
+
+
+def _release_on(call: Call, client: Any, table: str, key: Mapping[str, Any], generation: int) -> dict[str, Any] | None:
+    where: inflight.Release | None = "fc"
+    for _ in range(2):
+        if where is None:
+            return None
+        update = inflight.Update()
+        inflight.release(update, where, generation)
+        update.conditions.append(f"{where} > :fz")
+        update.values[":fz"] = attr_n(0)
+        try:
+            resp = call(
+                client.update_item,
+                ambiguous_ok=False,
+                TableName=table,
+                Key=key,
+                UpdateExpression=update.expression(),
+                ConditionExpression=update.condition(),
+                ExpressionAttributeValues=update.values,
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except Refused as refused:
+            where = inflight.release_of(refused.item, generation)
+            if where is not None and int_of(refused.item, where) <= 0:
+                return None
+            continue
+        return dict(resp.get("Attributes", {}))
+    return None

@@ -31,7 +31,8 @@ from . import dynamodb_inflight as inflight
 from .base import UsageEvent
 from .dynamodb_call import Refused, Unsettled
 from .dynamodb_items import attr_n, attr_s, int_of, money, pk_of, to_item
-from .dynamodb_shards import HOME, Placement
+from .dynamodb_reshard import forward_release
+from .dynamodb_shards import HOME, SEALED, Placement
 
 PARTS = ("month", "day")
 MODEL_FIELDS = {
@@ -219,15 +220,21 @@ class Settler:
             params = month_update(
                 self.table, event, with_window=with_window, shard=tail, release=release, generation=generation
             )
+            if release is not None:  # to see whether a change of N sealed the item meanwhile
+                params["ReturnValues"] = "ALL_NEW"
             try:
-                self.call(self.client.update_item, ambiguous_ok=False, **params)
-                return
+                answer = self.call(self.client.update_item, ambiguous_ok=False, **params)
             except Refused as refused:
                 # The admission's minute is no longer live (settle the month alone), or the in-flight
                 # generation moved on (release from `fp`, or not at all): the old item says which.
                 old = refused.item
                 with_window = "win" not in old or int_of(old, "win") == minute_window(event.at)
                 release = inflight.release_of(old, generation) if generation >= 0 else None
+                continue
+            if release is not None and SEALED in answer.get("Attributes", {}):
+                # counted in flight when the item was sealed: the count was carried, release it there too
+                forward_release(self.call, self.client, self.table, event, answer["Attributes"], generation)
+            return
         # still refused (the item changes under us): the month alone, with no condition; an
         # unreleased count is dropped by the lease
         params = month_update(self.table, event, with_window=False, shard=tail)
