@@ -34,6 +34,7 @@ from typing import Any
 from ..errors import StoreUnavailable
 from ..keys import Limits
 from ..limits import Admission, month_of
+from . import deadline
 from .dynamodb_items import int_of
 
 ORDER = ("concurrent", "requests", "tokens", "budget")
@@ -45,7 +46,8 @@ SEAL_HOPS = 4
 """Seals followed in one admission (each change of N within the key cache delay is one hop)."""
 READY_WAITS = (0.02, 0.04, 0.08, 0.16, 0.32, 0.32, 0.32, 0.32)
 """Pauses (s) while a change of N prepares the new items (between its seals and its puts: a few
-round trips); after the last one the request is a 503 `store_unavailable`."""
+round trips); after the last one, or when the next would pass the request's deadline
+(store/deadline.py), the request is a 503 `store_unavailable`."""
 CHANGING = "The key store is unavailable (the key's shard layout is changing)."
 
 
@@ -146,9 +148,15 @@ class Layouts:
     """One container's view of its keys' layouts: the newer layout a seal pointed to (until the key
     record catches up, in the same month), and where each running request was admitted."""
 
-    def __init__(self, size: int = REMEMBERED, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        size: int = REMEMBERED,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._size = size
         self._sleep = sleep
+        self._clock = clock
         self._placements: OrderedDict[str, Placement] = OrderedDict()
         self._newer: OrderedDict[str, tuple[str, Layout]] = OrderedDict()
         self._lock = threading.Lock()
@@ -170,7 +178,8 @@ class Layouts:
                 continue
             except ShardNotReady:
                 pause = next(waits, None)
-                if pause is None:
+                at = deadline.current()
+                if pause is None or (at is not None and self._clock() + pause >= at):
                     raise StoreUnavailable(CHANGING) from None
                 self._sleep(pause)
                 continue
