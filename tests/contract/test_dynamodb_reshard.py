@@ -418,3 +418,16 @@ def test_an_admission_waits_for_the_new_items_within_its_deadline_then_answers_5
         store.admit(record.key_id, record.limits, BASE, request_id="r2")
     assert world.waits == list(READY_WAITS)
     assert set(world.month_items(record.key_id)) == {f"M#{MONTH}"}  # no new item was created by waiting
+
+
+def test_a_limit_changed_together_with_n_binds_containers_on_the_old_record_at_once(world: World) -> None:
+    """Budget 1000 -> 600 and N 1 -> 2 in one update, 400 used: a container whose key cache still says
+    1000 admits on the new layout with the limits the sealed item names: 200 more at most, not 600."""
+    record = _key(world, monthly_token_budget=1000)
+    a = world.container()
+    for _ in range(4):
+        _spend(world, a, record, 100)
+    saved = _change(world, record, 2, BASE + timedelta(seconds=1), monthly_token_budget=600)
+    assert saved.limits.monthly_token_budget == 600
+    got = [_admit(a, record, record.limits, BASE + timedelta(seconds=2 + i), 50) for i in range(12)]
+    assert 50 * sum(1 for r in got if r) == 200

@@ -27,7 +27,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -40,8 +40,11 @@ from .dynamodb_items import int_of
 ORDER = ("concurrent", "requests", "tokens", "budget")
 """A refusal's names, first the ones a client can retry soonest."""
 REMEMBERED = 100_000
-SEALED, NEXT_SHARDS = "sealed", "next_shards"
-"""Attributes of a sealed month item: the epoch and the shard count of the layout that replaced it."""
+SEALED, NEXT_SHARDS, NEXT_LIMITS = "sealed", "next_shards", "next_limits"
+"""Attributes of a sealed month item: the epoch, the shard count and the limits of the layout that
+replaced it."""
+COUNTED = ("requests_per_minute", "tokens_per_minute", "monthly_token_budget", "max_concurrent")
+"""The limits a month item counts against (a sealed item names the new ones: `NEXT_LIMITS`)."""
 SEAL_HOPS = 4
 """Seals followed in one admission (each change of N within the key cache delay is one hop)."""
 READY_WAITS = (0.02, 0.04, 0.08, 0.16, 0.32, 0.32, 0.32, 0.32)
@@ -64,6 +67,8 @@ def month_suffix(shard: int, epoch: int) -> str:
 class Layout:
     shards: int = 1
     epoch: int = 0
+    limits: Mapping[str, int | None] | None = field(default=None, compare=False, hash=False)
+    """The counted limits (`COUNTED`) the change of N set, from a sealed item; None: the record's."""
 
     @staticmethod
     def of(limits: Limits) -> Layout:
@@ -71,6 +76,24 @@ class Layout:
 
     def month(self, shard: int) -> str:
         return month_suffix(shard, self.epoch)
+
+    def applied(self, limits: Limits) -> Limits:
+        """`limits` (the container's record) with the layout's counted limits, if it names them."""
+        if self.limits is None:
+            return limits
+        return replace(limits, shards=self.shards, shard_epoch=self.epoch, **{k: self.limits.get(k) for k in COUNTED})
+
+
+def limits_map(limits: Limits) -> dict[str, Any]:
+    """The counted limits as a DynamoDB map (absent: no limit), for a sealed item's `NEXT_LIMITS`."""
+    return {"M": {k: {"N": str(v)} for k in COUNTED if (v := getattr(limits, k)) is not None}}
+
+
+def _limits_of(item: Mapping[str, Any]) -> dict[str, int | None] | None:
+    value = item.get(NEXT_LIMITS)
+    if not value or "M" not in value:
+        return None
+    return {k: int_of(value["M"], k) if k in value["M"] else None for k in COUNTED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +158,7 @@ def check_layout(old: Mapping[str, Any], must_exist: bool) -> None:
     """After a refused admission: `ShardSealed` if the item (ALL_OLD) is sealed, `ShardNotReady` if
     it had to exist and does not."""
     if SEALED in old:
-        raise ShardSealed(Layout(max(1, int_of(old, NEXT_SHARDS, 1)), int_of(old, SEALED)))
+        raise ShardSealed(Layout(max(1, int_of(old, NEXT_SHARDS, 1)), int_of(old, SEALED), _limits_of(old)))
     if must_exist and not old:
         raise ShardNotReady
 
@@ -168,7 +191,8 @@ class Layouts:
         hops, waits = 0, iter(READY_WAITS)
         while True:
             try:
-                admission, placement = _admit_over(admit_item, key_id, limits, layout, now, reserve, redirected)
+                counted = layout.applied(limits) if redirected else limits
+                admission, placement = _admit_over(admit_item, key_id, counted, layout, now, reserve, redirected)
             except ShardSealed as sealed:
                 hops += 1
                 if hops > SEAL_HOPS or sealed.layout.epoch <= layout.epoch:
