@@ -67,7 +67,7 @@ ALL: tuple[Metric, ...] = (
     STORE_ERRORS,
     STORE_DURATION,
 )
-REFUSAL_REASONS = ("auth", "permission", "rate", "tokens", "budget", "invalid")
+REFUSAL_REASONS = ("auth", "permission", "rate", "tokens", "budget", "concurrent", "invalid")
 OUTCOMES = (
     "ok",
     "client_closed",

@@ -16,6 +16,7 @@ import pytest
 from chatgw.catalog import Catalog, ModelEntry
 from chatgw.compose import build
 from chatgw.keys import Limits, new_key
+from chatgw.limits import LEASE_SECONDS, generation_of
 from chatgw.settings import Settings
 from chatgw.store import UsageEvent
 from chatgw.store.dynamodb import DynamoStore
@@ -120,3 +121,22 @@ def test_write_units_through_the_gateway(metered: Metered, settings: Settings) -
         billed = metered.meter.take()
         assert sorted(billed) == [("PutItem", 1), ("UpdateItem", 1), ("UpdateItem", 1), ("UpdateItem", 1)]
         assert sum(u for _, u in billed) <= MAX_WRU
+
+
+def test_write_units_stay_at_four_across_a_generation_and_a_month(metered: Metered) -> None:
+    """A warm container whose in-flight generation or month moved on guesses the right shape of
+    update from what it saw (rotate, or a new month's item): still 4 WRU per request."""
+    _, record = new_key("wru-lease", limits=EVERY_LIMIT)
+    metered.store.create_key(record)
+    start = datetime.fromtimestamp(generation_of(BASE) * LEASE_SECONDS + 30, UTC)
+    next_month = (BASE.replace(day=1, hour=0) + timedelta(days=40)).replace(day=1)
+    # a day is 90 generations, so a month starts with a generation: the new month's item is fresh
+    month_end = [next_month - timedelta(seconds=10), next_month + timedelta(seconds=5)]
+    moments = [start, start + timedelta(seconds=LEASE_SECONDS), *month_end]
+    metered.meter.take()
+    for at in moments:
+        event = _event(record.key_id, at)
+        assert metered.store.admit(record.key_id, EVERY_LIMIT, at, request_id=event.request_id).admitted
+        assert metered.store.record_usage(event)
+        billed = metered.meter.take()
+        assert billed[0] == ("UpdateItem", 1) and sum(u for _, u in billed) == MAX_WRU, (at, billed)

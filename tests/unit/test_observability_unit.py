@@ -99,6 +99,7 @@ def test_refusal_reasons() -> None:
     assert refusal_reason(RateLimited("x", retry_after=1, cause="requests")) == "rate"
     assert refusal_reason(RateLimited("x", retry_after=1, cause="tokens")) == "tokens"
     assert refusal_reason(RateLimited("x", retry_after=1, cause="budget")) == "budget"
+    assert refusal_reason(RateLimited("x", retry_after=1, cause="concurrent")) == "concurrent"
     assert refusal_reason(UpstreamRateLimited("x", retry_after=1)) is None  # the upstream's, not ours
     assert refusal_reason(UpstreamRejected("x")) is None
     assert refusal_reason(UpstreamError("x")) is None

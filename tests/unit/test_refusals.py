@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from chatgw.errors import RateLimited
 from chatgw.keys import Limits
-from chatgw.limits import Admission
+from chatgw.limits import Admission, decide, raise_if_refused
 from chatgw.refusals import RefusalCache
 
 START = datetime(2026, 3, 10, 12, 0, 0, tzinfo=UTC)
@@ -54,3 +57,34 @@ def test_the_cache_is_bounded() -> None:
         cache.remember(f"k{i}", RPM, Admission("requests"), START)
     assert len(cache) == 3
     assert cache.get("k0", RPM, START) is None and cache.get("k4", RPM, START) is not None
+
+
+CONCURRENT = Limits(max_concurrent=2)
+
+
+def test_a_refusal_for_requests_in_flight_is_repeated_for_one_second_only() -> None:
+    """A slot frees as soon as one of the key's requests ends (in any container): not a minute."""
+    cache = RefusalCache()
+    refused = Admission("concurrent", in_flight=2)
+    cache.remember("k1", CONCURRENT, refused, START + timedelta(seconds=5, milliseconds=200))
+    assert cache.get("k1", CONCURRENT, START + timedelta(seconds=5, milliseconds=900), need=1) is refused
+    assert cache.get("k1", CONCURRENT, START + timedelta(seconds=6)) is None
+    assert len(cache) == 0
+
+
+def test_requests_in_flight_are_named_last_with_a_one_second_retry() -> None:
+    both = Limits(requests_per_minute=1, max_concurrent=1)
+    assert decide(both, requests=1, window_tokens=0, month_tokens=0, reserve=0, in_flight=1) == "requests"
+    assert decide(both, requests=0, window_tokens=0, month_tokens=0, reserve=0, in_flight=1) == "concurrent"
+    assert decide(both, requests=0, window_tokens=0, month_tokens=0, reserve=0, in_flight=0) is None
+    with pytest.raises(RateLimited) as refused:
+        raise_if_refused(Admission("concurrent", in_flight=2), rpm=None, tpm=None, now=START, concurrent=2)
+    error = refused.value
+    assert (error.status, error.type, error.code, error.cause) == (
+        429,
+        "rate_limit_error",
+        "rate_limit_exceeded",
+        "concurrent",
+    )
+    assert error.headers["retry-after"] == "1"
+    assert error.message.startswith("Too many requests in flight for this key: 2 at once.")

@@ -63,8 +63,9 @@ class DynamoStore:
         self.usage_ttl = timedelta(days=usage_ttl_days)
         # The minute window this process last saw live per key: picks the right update first.
         self._live_window: dict[str, int] = {}
-        # Likewise the in-flight generation (`fg`) it last saw per key (store/dynamodb_inflight.py).
-        self._live_generation: dict[str, int] = {}
+        # Likewise the in-flight generation (`fg`) it last saw per key, with its month (a new month's
+        # item starts afresh): store/dynamodb_inflight.py.
+        self._live_generation: dict[str, tuple[str, int]] = {}
         self._hint_lock = threading.Lock()
         self._layouts = layouts or Layouts()
         self._settler = Settler(client, usage_table, self.usage_ttl, self._call, self._layouts.take)
@@ -194,7 +195,8 @@ class DynamoStore:
         hint = key_id + shard
         with self._hint_lock:
             same_window = self._live_window.get(hint) == window
-            shape = inflight.shape_of(generation, self._live_generation.get(hint))
+            seen = self._live_generation.get(hint)
+            shape = inflight.shape_of(generation, seen[1] if seen and seen[0] == month else None)
         for _ in range(4):
             try:
                 new = self._admit_once(
@@ -217,9 +219,9 @@ class DynamoStore:
                     shape = inflight.shape_of(generation, live_generation)
                 if wrong:
                     continue
-                self._remember(hint, live, live_generation)
+                self._remember(hint, live, month, live_generation)
                 return self._refusal(old, window, limits, reserve, generation)
-            self._remember(hint, window, generation if counted else None)
+            self._remember(hint, window, month, generation if counted else None)
             return Admission(
                 None,
                 requests_used=int_of(new, "wreq"),
@@ -243,12 +245,12 @@ class DynamoStore:
         )
         return self._refusal(resp.get("Item") or {}, window, limits, reserve, generation)
 
-    def _remember(self, key_id: str, window: int, generation: int | None) -> None:
+    def _remember(self, key_id: str, window: int, month: str, generation: int | None) -> None:
         with self._hint_lock:
             if window >= 0:
                 self._live_window[key_id] = window
             if generation is not None:
-                self._live_generation[key_id] = generation
+                self._live_generation[key_id] = (month, generation)
 
     def _admit_once(
         self,
