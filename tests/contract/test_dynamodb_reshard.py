@@ -7,6 +7,7 @@ over-admission, at any step of the change, from any container; reports still sum
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,10 +20,10 @@ import pytest
 from chatgw.errors import StoreUnavailable
 from chatgw.keys import KeyRecord, Limits, new_key
 from chatgw.limits import LEASE_SECONDS, generation_of, month_of
-from chatgw.store import UsageEvent, UsageQuery
+from chatgw.store import UsageEvent, UsageQuery, deadline
 from chatgw.store.dynamodb import DynamoStore
-from chatgw.store.dynamodb_reshard import ReshardConflict, months_of_change, reshard
-from chatgw.store.dynamodb_shards import Layouts, share, spread
+from chatgw.store.dynamodb_reshard import ReshardConflict, _seal, months_of_change, reshard
+from chatgw.store.dynamodb_shards import READY_WAITS, Layout, Layouts, share, spread
 from chatgw.store.dynamodb_tables import make_client
 from tests.dynamo_fixtures import Tables
 from tests.wru import WriteMeter
@@ -384,3 +385,49 @@ def test_requests_in_flight_are_carried_and_released_through_a_change(world: Wor
     assert len(after) == 3  # 4 in flight again: the one admitted after the change and these 3
     new_items = [i for sk, i in world.month_items(record.key_id, f"{at:%Y-%m}").items() if "~" in sk]
     assert sum(int(i["fl"]["N"]) for i in new_items) == 4
+
+
+# the wait while a change prepares its items ---------------------------------------------------------
+
+
+def test_an_admission_waits_for_the_new_items_within_its_deadline_then_answers_503(world: World) -> None:
+    """Between the change's seals and its puts a container on the old record meets a sealed item and
+    waits for the new items: the doubling pauses, never past the request's deadline (a fake clock that
+    the pauses advance), then `StoreUnavailable` (503); nothing admitted anywhere."""
+    record = _key(world, requests_per_minute=10)
+    at = time.monotonic() + 5  # the request's deadline (the store calls themselves take milliseconds)
+    now = [at - 0.1]  # the wait's clock, which only the pauses move: 0.1 s left at the first pause
+
+    def pause(seconds: float) -> None:
+        world.waits.append(seconds)
+        now[0] += seconds
+
+    client = make_client(endpoint_url=world.tables.endpoint, region="us-east-1")
+    store = DynamoStore(
+        client, world.tables.keys, world.tables.usage, layouts=Layouts(sleep=pause, clock=lambda: now[0])
+    )
+    world.made.append(store)
+    admin = world.made[0]
+    new = Layout(4, 1)
+    _seal(admin._call, admin.client, world.tables.usage, record.key_id, MONTH, "", new)  # (a) only
+    with deadline.until(at), pytest.raises(StoreUnavailable, match="shard layout is changing"):
+        store.admit(record.key_id, record.limits, BASE, request_id="r1")
+    assert world.waits == [0.02, 0.04]  # the next pause (0.08) would pass the deadline
+    world.waits.clear()
+    with pytest.raises(StoreUnavailable):  # no deadline (the CLI): every pause, ~1.9 s in all
+        store.admit(record.key_id, record.limits, BASE, request_id="r2")
+    assert world.waits == list(READY_WAITS)
+    assert set(world.month_items(record.key_id)) == {f"M#{MONTH}"}  # no new item was created by waiting
+
+
+def test_a_limit_changed_together_with_n_binds_containers_on_the_old_record_at_once(world: World) -> None:
+    """Budget 1000 -> 600 and N 1 -> 2 in one update, 400 used: a container whose key cache still says
+    1000 admits on the new layout with the limits the sealed item names: 200 more at most, not 600."""
+    record = _key(world, monthly_token_budget=1000)
+    a = world.container()
+    for _ in range(4):
+        _spend(world, a, record, 100)
+    saved = _change(world, record, 2, BASE + timedelta(seconds=1), monthly_token_budget=600)
+    assert saved.limits.monthly_token_budget == 600
+    got = [_admit(a, record, record.limits, BASE + timedelta(seconds=2 + i), 50) for i in range(12)]
+    assert 50 * sum(1 for r in got if r) == 200

@@ -80,6 +80,12 @@ EXPANSIONS: dict[str, list[str]] = {
         "wait_port $SERVE_PORT",
         'chatgw smoke --url http://127.0.0.1:$SERVE_PORT/v2/llms --key "$(cat smoke-state/dev-key)"',
     ],
+    "chatgw keys update ID --shards 16 --keys-table K --usage-table U": [
+        "chatgw tables create --keys-table ks-$SERVE_PORT --usage-table us-$SERVE_PORT",
+        "HOT=$(chatgw keys create --name hot --rpm 6000 --keys-table ks-$SERVE_PORT --usage-table us-$SERVE_PORT "
+        """--json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["key_id"])')""",
+        'chatgw keys update "$HOT" --shards 16 --keys-table ks-$SERVE_PORT --usage-table us-$SERVE_PORT',
+    ],
     "chatgw tables create [--keys-table K --usage-table U]": [
         "chatgw tables create --keys-table k-$SERVE_PORT --usage-table u-$SERVE_PORT",
     ],

@@ -1,14 +1,14 @@
 """Changing a key's shard count N on DynamoDB, exactly (`chatgw keys update --shards N`; docs/store.md
-"Changing N"). Admin code: never on the request path.
+"Changing N"). Admin code, but for `forward_release` (a settlement's).
 
 From layout (N, e) to (N2, e + 1), for the current month and the next one (a container still on the
 old key record admits in the next month too if the change falls within its key cache delay of the
 month's end):
 
-    (a) seal    UpdateItem every old month item  SET sealed = e + 1, next_shards = N2   ReturnValues ALL_NEW
-                (created if missing); from then on no admission succeeds on it (the admission's
-                condition has `attribute_not_exists(sealed)`), and its committed totals only go down
-                (settlements replace reservations by actual tokens).
+    (a) seal    UpdateItem every old month item  SET sealed = e + 1, next_shards = N2, next_limits
+                (the new counted limits), ReturnValues ALL_NEW (created if missing); from then on no
+                admission succeeds on it (the admission's condition has `attribute_not_exists(sealed)`),
+                and its committed totals only go down (settlements replace reservations by actual tokens).
     (b) read    the ALL_NEW answers of (a): the month's committed tokens C (sum of total_tokens) and
                 the live minute window W with its requests and tokens (items whose `win` is the latest).
     (c) carry   PutItem every new month item IF attribute_not_exists(pk): C, and W's counts, spread
@@ -48,7 +48,7 @@ from . import dynamodb_inflight as inflight
 from .base import UsageEvent
 from .dynamodb_call import Refused
 from .dynamodb_items import attr_n, attr_s, int_of, pk_of
-from .dynamodb_shards import NEXT_SHARDS, SEAL_HOPS, SEALED, Layout, spread
+from .dynamodb_shards import NEXT_LIMITS, NEXT_SHARDS, SEAL_HOPS, SEALED, Layout, limits_map, spread
 
 
 class ReshardConflict(Exception):
@@ -83,23 +83,35 @@ def reshard(
         save_key(saved)
         return saved
     for month in months_of_change(now):
-        sealed = [_seal(call, client, table, record.key_id, month, old.month(s), new) for s in range(old.shards)]
+        sealed = [
+            _seal(call, client, table, record.key_id, month, old.month(s), new, updated.limits)
+            for s in range(old.shards)
+        ]
         _carry(call, client, table, record.key_id, month, new, updated.limits, sealed)
     saved = replace(updated, limits=replace(updated.limits, shard_epoch=new.epoch))
     save_key(saved)
     return saved
 
 
-def _seal(call: Call, client: Any, table: str, key_id: str, month: str, tail: str, new: Layout) -> dict[str, Any]:
+def _seal(
+    call: Call, client: Any, table: str, key_id: str, month: str, tail: str, new: Layout, limits: Limits | None = None
+) -> dict[str, Any]:
+    """Seal one old month item for the layout `new` (and its counted `limits`, which a container still
+    on the old record admits with on the new layout)."""
+    values: dict[str, Any] = {":e": attr_n(new.epoch), ":n": attr_n(new.shards)}
+    update = f"SET {SEALED} = :e, {NEXT_SHARDS} = :n"
+    if limits is not None:
+        values[":l"] = limits_map(limits)
+        update += f", {NEXT_LIMITS} = :l"
     try:
         resp = call(
             client.update_item,
             ambiguous_ok=True,
             TableName=table,
             Key={"pk": pk_of(key_id), "sk": attr_s(f"M#{month}{tail}")},
-            UpdateExpression=f"SET {SEALED} = :e, {NEXT_SHARDS} = :n",
+            UpdateExpression=update,
             ConditionExpression=f"attribute_not_exists({SEALED}) OR ({SEALED} = :e AND {NEXT_SHARDS} = :n)",
-            ExpressionAttributeValues={":e": attr_n(new.epoch), ":n": attr_n(new.shards)},
+            ExpressionAttributeValues=values,
             ReturnValues="ALL_NEW",
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )

@@ -27,25 +27,30 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from ..errors import StoreUnavailable
 from ..keys import Limits
 from ..limits import Admission, month_of
+from . import deadline
 from .dynamodb_items import int_of
 
 ORDER = ("concurrent", "requests", "tokens", "budget")
 """A refusal's names, first the ones a client can retry soonest."""
 REMEMBERED = 100_000
-SEALED, NEXT_SHARDS = "sealed", "next_shards"
-"""Attributes of a sealed month item: the epoch and the shard count of the layout that replaced it."""
+SEALED, NEXT_SHARDS, NEXT_LIMITS = "sealed", "next_shards", "next_limits"
+"""Attributes of a sealed month item: the epoch, the shard count and the limits of the layout that
+replaced it."""
+COUNTED = ("requests_per_minute", "tokens_per_minute", "monthly_token_budget", "max_concurrent")
+"""The limits a month item counts against (a sealed item names the new ones: `NEXT_LIMITS`)."""
 SEAL_HOPS = 4
 """Seals followed in one admission (each change of N within the key cache delay is one hop)."""
 READY_WAITS = (0.02, 0.04, 0.08, 0.16, 0.32, 0.32, 0.32, 0.32)
 """Pauses (s) while a change of N prepares the new items (between its seals and its puts: a few
-round trips); after the last one the request is a 503 `store_unavailable`."""
+round trips); after the last one, or when the next would pass the request's deadline
+(store/deadline.py), the request is a 503 `store_unavailable`."""
 CHANGING = "The key store is unavailable (the key's shard layout is changing)."
 
 
@@ -62,6 +67,8 @@ def month_suffix(shard: int, epoch: int) -> str:
 class Layout:
     shards: int = 1
     epoch: int = 0
+    limits: Mapping[str, int | None] | None = field(default=None, compare=False, hash=False)
+    """The counted limits (`COUNTED`) the change of N set, from a sealed item; None: the record's."""
 
     @staticmethod
     def of(limits: Limits) -> Layout:
@@ -69,6 +76,24 @@ class Layout:
 
     def month(self, shard: int) -> str:
         return month_suffix(shard, self.epoch)
+
+    def applied(self, limits: Limits) -> Limits:
+        """`limits` (the container's record) with the layout's counted limits, if it names them."""
+        if self.limits is None:
+            return limits
+        return replace(limits, shards=self.shards, shard_epoch=self.epoch, **{k: self.limits.get(k) for k in COUNTED})
+
+
+def limits_map(limits: Limits) -> dict[str, Any]:
+    """The counted limits as a DynamoDB map (absent: no limit), for a sealed item's `NEXT_LIMITS`."""
+    return {"M": {k: {"N": str(v)} for k in COUNTED if (v := getattr(limits, k)) is not None}}
+
+
+def _limits_of(item: Mapping[str, Any]) -> dict[str, int | None] | None:
+    value = item.get(NEXT_LIMITS)
+    if not value or "M" not in value:
+        return None
+    return {k: int_of(value["M"], k) if k in value["M"] else None for k in COUNTED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +158,7 @@ def check_layout(old: Mapping[str, Any], must_exist: bool) -> None:
     """After a refused admission: `ShardSealed` if the item (ALL_OLD) is sealed, `ShardNotReady` if
     it had to exist and does not."""
     if SEALED in old:
-        raise ShardSealed(Layout(max(1, int_of(old, NEXT_SHARDS, 1)), int_of(old, SEALED)))
+        raise ShardSealed(Layout(max(1, int_of(old, NEXT_SHARDS, 1)), int_of(old, SEALED), _limits_of(old)))
     if must_exist and not old:
         raise ShardNotReady
 
@@ -146,9 +171,15 @@ class Layouts:
     """One container's view of its keys' layouts: the newer layout a seal pointed to (until the key
     record catches up, in the same month), and where each running request was admitted."""
 
-    def __init__(self, size: int = REMEMBERED, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        size: int = REMEMBERED,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._size = size
         self._sleep = sleep
+        self._clock = clock
         self._placements: OrderedDict[str, Placement] = OrderedDict()
         self._newer: OrderedDict[str, tuple[str, Layout]] = OrderedDict()
         self._lock = threading.Lock()
@@ -160,7 +191,8 @@ class Layouts:
         hops, waits = 0, iter(READY_WAITS)
         while True:
             try:
-                admission, placement = _admit_over(admit_item, key_id, limits, layout, now, reserve, redirected)
+                counted = layout.applied(limits) if redirected else limits
+                admission, placement = _admit_over(admit_item, key_id, counted, layout, now, reserve, redirected)
             except ShardSealed as sealed:
                 hops += 1
                 if hops > SEAL_HOPS or sealed.layout.epoch <= layout.epoch:
@@ -170,7 +202,8 @@ class Layouts:
                 continue
             except ShardNotReady:
                 pause = next(waits, None)
-                if pause is None:
+                at = deadline.current()
+                if pause is None or (at is not None and self._clock() + pause >= at):
                     raise StoreUnavailable(CHANGING) from None
                 self._sleep(pause)
                 continue
