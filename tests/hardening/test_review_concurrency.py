@@ -7,20 +7,35 @@ a gate the test opens."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from chatgw.backends.base import Deadline
+from chatgw.catalog import Catalog, ModelEntry
+from chatgw.completion import Completion
+from chatgw.compose import build
+from chatgw.keys import Limits, new_key
+from chatgw.settings import Settings
+from chatgw.store import Store
+from chatgw.store.dynamodb import DynamoStore
+from chatgw.store.dynamodb_tables import make_client
+from chatgw.store.sqlite import SqliteStore
+from chatgw.wire import ChatRequest
 from tests.conftest import eventually
+from tests.fakes.backends import ScriptedBackend
 from tests.fakes.fake_openai import FakeOpenAI, Script
+from tests.hardening.asgi import CHAT, Reply, call
 from tests.integration.test_limits_e2e import PEPPER, Served, _serve
 
 PROMPT = "please answer with a handful of words so that the stream has several chunks"
@@ -116,3 +131,59 @@ def test_a_third_stream_is_refused_until_one_ends(served: Served, fake_openai: F
     assert eventually(lambda: len(logged_refusals()) >= 3)
     rows = eventually(lambda: [r for r in served.cli("usage", "--key", created["key_id"]) if r["requests"] == 3])
     assert len(rows) == 1  # every admitted stream was settled (and so released)
+
+
+class HeldBackend(ScriptedBackend):
+    """A buffered answer held until the test opens `gate` (30 s bounds a bug)."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        super().__init__(["held", " answer"])
+        self.gate = gate
+        self.started = threading.Event()
+
+    async def complete(self, request: ChatRequest, deadline: Deadline) -> Completion:
+        self.started.set()
+        await asyncio.to_thread(self.gate.wait, 30)
+        return await super().complete(request, deadline)
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def some_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        made: Store = SqliteStore(tmp_path / "chatgw.db")
+    else:
+        tables = request.getfixturevalue("dynamo_tables")
+        client = make_client(endpoint_url=tables.endpoint, region="us-east-1")
+        made = DynamoStore(client, tables.keys, tables.usage)
+    yield made
+    made.close()
+
+
+def test_a_buffered_request_in_flight_holds_its_slot(some_store: Store, settings: Settings) -> None:
+    """Buffered requests hold a Lambda environment as streams do: they count too. The gateway's
+    clock is injected: the one-second local repeat of the refusal is passed by moving it on."""
+    gate = threading.Event()
+    backend = HeldBackend(gate)
+    key, record = new_key("buffered", limits=Limits(max_concurrent=1))
+    some_store.create_key(record)
+    container = build(settings, store=some_store, catalog=Catalog({"m": ModelEntry("m", backend, "held")}))
+    now = [datetime.now(UTC)]
+    container.service.wall_clock = lambda: now[0]
+    headers = [(b"x-api-key", key.encode()), (b"content-type", b"application/json")]
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+
+    async def scenario() -> tuple[Reply, Reply, Reply]:
+        held = asyncio.create_task(call(container.app, "POST", CHAT, headers, body))
+        await asyncio.to_thread(backend.started.wait, 30)
+        refused = await call(container.app, "POST", CHAT, headers, body)
+        gate.set()
+        answered = await held  # its settlement runs before the app returns (a background task)
+        now[0] += timedelta(seconds=2)  # past the local one-second repeat of the refusal
+        return refused, answered, await call(container.app, "POST", CHAT, headers, body)
+
+    refused, answered, after = asyncio.run(scenario())
+    assert refused.status == 429 and refused.json()["error"]["message"].startswith(
+        "Too many requests in flight for this key: 1 at once."
+    )
+    assert (answered.status, after.status) == (200, 200)
+    assert backend.calls == 2  # the refused request never reached the backend
