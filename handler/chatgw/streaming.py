@@ -140,9 +140,9 @@ class ChatStream:
                         out.append(
                             frame(chunk_body(Piece(), completion_id=cid, created=created, model=model, usage=usage))
                         )
-                    self.status = "ok"
                     out.append(DONE)
                     yield b"".join(out)
+                    self.status = "ok"  # the client took [DONE]: a client gone by then left early
                     return
                 if isinstance(item, ChatgwError):
                     self._ended = True

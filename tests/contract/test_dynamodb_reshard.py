@@ -116,9 +116,10 @@ def test_a_carried_count_is_spread_within_the_new_shares() -> None:
     assert spread(10, None, 4) == [3, 3, 2, 2]
 
 
-def test_the_change_covers_this_month_and_the_next() -> None:
-    assert months_of_change(datetime(2026, 12, 31, 23, 59, 50, tzinfo=UTC)) == ("2026-12", "2027-01")
-    assert months_of_change(datetime(2027, 1, 31, 0, 0, tzinfo=UTC)) == ("2027-01", "2027-02")
+def test_the_change_covers_this_month_and_the_months_either_side() -> None:
+    assert months_of_change(datetime(2026, 12, 31, 23, 59, 50, tzinfo=UTC)) == ("2026-11", "2026-12", "2027-01")
+    assert months_of_change(datetime(2027, 1, 31, 0, 0, tzinfo=UTC)) == ("2026-12", "2027-01", "2027-02")
+    assert months_of_change(datetime(2027, 3, 1, 0, 0, 5, tzinfo=UTC)) == ("2027-02", "2027-03", "2027-04")
 
 
 # the budget: 1 -> 4 with 900 of 1000 used -------------------------------------------------------
@@ -160,7 +161,8 @@ def test_growing_one_to_four_admits_at_most_the_budget_left_at_every_step_of_the
     updated = record.with_changes(limits=replace(record.limits, shards=4))
     saved = reshard(stepping, admin.client, world.tables.usage, admin.save_key, record, updated, BASE)
     assert saved.limits.shard_epoch == 1
-    assert steps[:5] == [f"update_item M#{MONTH}"] + [f"put_item M#{MONTH}@{s}~1" for s in range(4)]
+    this_month = [step for step in steps if f"M#{MONTH}" in step]
+    assert this_month == [f"update_item M#{MONTH}"] + [f"put_item M#{MONTH}@{s}~1" for s in range(4)]
     assert world.waits  # a probe met the sealed item before the new items were there, and waited
     fresh = admin.get_key(record.key_id)
     assert fresh is not None and fresh.limits == Limits(monthly_token_budget=1000, shards=4, shard_epoch=1)
@@ -338,13 +340,13 @@ def test_a_change_cut_off_before_the_key_record_is_finished_by_running_it_again(
 
 
 def test_the_write_cost_of_a_change(world: World, dynamo_tables: Tables) -> None:
-    """2 x N (seals, this month and next) + 2 x N2 (carried items) + 1 (the key record) WRU, once."""
+    """3 x N (seals: last month, this one, the next) + 3 x N2 (carried items) + 1 (the key record) WRU, once."""
     record = _key(world, requests_per_minute=100, monthly_token_budget=10**6)
     _spend(world, world.container(), record, 500)
     reader = make_client(endpoint_url=dynamo_tables.endpoint, region="us-east-1")
     meter = WriteMeter(world.made[0].client, reader)
     _change(world, record, 4, BASE + timedelta(seconds=3))
-    assert meter.total() == 2 * 1 + 2 * 4 + 1
+    assert meter.total() == 3 * 1 + 3 * 4 + 1
     reader.close()
 
 
@@ -431,3 +433,20 @@ def test_a_limit_changed_together_with_n_binds_containers_on_the_old_record_at_o
     assert saved.limits.monthly_token_budget == 600
     got = [_admit(a, record, record.limits, BASE + timedelta(seconds=2 + i), 50) for i in range(12)]
     assert 50 * sum(1 for r in got if r) == 200
+
+
+def test_a_change_run_with_a_clock_already_in_the_next_month_still_carries_this_one(world: World) -> None:
+    """The machine running `keys update` reads 00:00:30 of the next month while the gateways still
+    serve the last seconds of this one: this month is sealed and carried too (the previous month of
+    the change's clock), so its budget holds for the old record and the new alike."""
+    record = _key(world, monthly_token_budget=1000)
+    a, b = world.container(), world.container()
+    first_of_next = (BASE.replace(day=28) + timedelta(days=4)).replace(day=1, hour=0)
+    _spend(world, a, record, 900, first_of_next - timedelta(seconds=60))
+    saved = _change(world, record, 2, first_of_next + timedelta(seconds=30))
+    late = first_of_next - timedelta(seconds=10)
+    got = [
+        _admit(store, record, lim, late, 20) for _ in range(6) for store, lim in ((a, record.limits), (b, saved.limits))
+    ]
+    assert 20 * sum(1 for r in got if r) <= 100
+    assert 20 * sum(1 for r in got if r) >= 100 - 2 * (20 - 1)

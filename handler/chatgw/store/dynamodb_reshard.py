@@ -1,9 +1,10 @@
 """Changing a key's shard count N on DynamoDB, exactly (`chatgw keys update --shards N`; docs/store.md
 "Changing N"). Admin code, but for `forward_release` (a settlement's).
 
-From layout (N, e) to (N2, e + 1), for the current month and the next one (a container still on the
-old key record admits in the next month too if the change falls within its key cache delay of the
-month's end):
+From layout (N, e) to (N2, e + 1), for the month of the change and the months either side of it (a
+container still on the old key record admits in the next month too if the change falls within its
+key cache delay of the month's end; and the clock of the machine running the change may be off by
+minutes, across a month's boundary, from the gateways'):
 
     (a) seal    UpdateItem every old month item  SET sealed = e + 1, next_shards = N2, next_limits
                 (the new counted limits), ReturnValues ALL_NEW (created if missing); from then on no
@@ -23,7 +24,7 @@ items before their seal (counted in C) plus those on the new items (at most limi
 the limit. A change run again after a failure finishes the same change (the seals and puts are
 idempotent; carries only shrink between runs, so each part put later is at most the part put before).
 
-Write cost, once per change: N (seal) + N2 (carry) per month, two months, + 1 (key record): 2N + 2N2 + 1
+Write cost, once per change: N (seal) + N2 (carry) per month, three months, + 1 (key record): 3N + 3N2 + 1
 WRU (each item under 1 KB); then each container's first admission on a sealed item fails once (1 WRU)
 before it remembers the new layout.
 
@@ -58,11 +59,12 @@ class ReshardConflict(Exception):
 Call = Callable[..., Any]
 
 
-def months_of_change(now: datetime) -> tuple[str, str]:
-    """The month of the change and the next one."""
+def months_of_change(now: datetime) -> tuple[str, str, str]:
+    """The month before the change's, the change's, and the next one."""
     now = now.astimezone(UTC)
-    first_of_next = (now.replace(day=28, hour=0, minute=0, second=0, microsecond=0) + timedelta(days=4)).replace(day=1)
-    return month_of(now), month_of(first_of_next)
+    first = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    first_of_next = (first + timedelta(days=32)).replace(day=1)
+    return month_of(first - timedelta(days=1)), month_of(now), month_of(first_of_next)
 
 
 def reshard(
