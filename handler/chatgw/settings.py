@@ -25,7 +25,14 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+MAX_REQUEST_TIMEOUT_S = 900.0
+"""Lambda's cap on an invocation; a request outside Lambda may not live longer either: a count of a
+request in flight is dropped by its lease two generations after admission (limits.LEASE_SECONDS)."""
+
+
+def _float(
+    env: Mapping[str, str], name: str, default: float, minimum: float = 0.0, maximum: float | None = None
+) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -35,6 +42,8 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name} must be <= {maximum:g}, got {value:g}")
     return value
 
 
@@ -126,7 +135,10 @@ class Settings:
             key_pepper=env.get("CHATGW_KEY_PEPPER", ""),
             pepper_secret=env.get("CHATGW_PEPPER_SECRET") or None,
             max_body_bytes=_int(env, "CHATGW_MAX_BODY_BYTES", 6 * 1024 * 1024, minimum=1024),
-            request_timeout_s=_float(env, "CHATGW_REQUEST_TIMEOUT_S", 300.0, minimum=1.0),
+            # at most Lambda's 900 s: a request must end within the in-flight lease (limits.LEASE_SECONDS)
+            request_timeout_s=_float(
+                env, "CHATGW_REQUEST_TIMEOUT_S", 300.0, minimum=1.0, maximum=MAX_REQUEST_TIMEOUT_S
+            ),
             keepalive_s=_float(env, "CHATGW_KEEPALIVE_S", 15.0, minimum=0.01),
             drain_seconds=_float(env, "CHATGW_DRAIN_SECONDS", 30.0),
             usage_ttl_days=_int(env, "CHATGW_USAGE_TTL_DAYS", 90, minimum=1),

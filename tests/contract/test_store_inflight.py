@@ -189,3 +189,15 @@ def test_a_settlement_in_another_process_releases_nothing_and_the_lease_frees_it
     assert dynamo.admit("replaykey001", limits, START + 2 * L, request_id="c").admitted
     other.close()
     dynamo.close()
+
+
+def test_no_request_may_outlive_the_in_flight_lease() -> None:
+    """A request's count is dropped two generations after its admission; so no request may live longer
+    than Lambda's 900 s, inside Lambda or out (CHATGW_REQUEST_TIMEOUT_S is refused above it)."""
+    from chatgw.limits import LEASE_SECONDS
+    from chatgw.settings import MAX_REQUEST_TIMEOUT_S, Settings, SettingsError
+
+    assert MAX_REQUEST_TIMEOUT_S < LEASE_SECONDS
+    assert Settings.from_env({"CHATGW_REQUEST_TIMEOUT_S": "900"}).request_timeout_s == 900
+    with pytest.raises(SettingsError, match="CHATGW_REQUEST_TIMEOUT_S must be <= 900"):
+        Settings.from_env({"CHATGW_REQUEST_TIMEOUT_S": "901"})
