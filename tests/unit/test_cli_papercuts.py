@@ -155,3 +155,32 @@ def test_no_aws_credentials_is_named(tmp_path: Path) -> None:
         cwd=ROOT,
     )
     one_line_error(out, 1, "no AWS credentials found")
+
+
+def test_serve_sends_small_writes_at_once() -> None:
+    """`serve` binds its socket itself (a busy port is reported first); each connection it accepts
+    must still get TCP_NODELAY, as when uvicorn binds: without it every keep-alive request after the
+    first waited 40 ms for the client's delayed ACK (headers and body are two writes)."""
+    import asyncio
+
+    from chatgw.cli import listen
+
+    listening = listen("127.0.0.1", 0)
+
+    async def accepted_nodelay() -> int:
+        seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                sock = transport.get_extra_info("socket")
+                seen.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        server = await asyncio.get_running_loop().create_server(Probe, sock=listening)
+        async with server:
+            _, writer = await asyncio.open_connection(*listening.getsockname()[:2])
+            value = await asyncio.wait_for(seen, 10)
+            writer.close()
+            return value
+
+    assert asyncio.run(accepted_nodelay()) != 0
