@@ -90,16 +90,22 @@ def test_smoke_passes_against_chatgw_serve(gateway: Gateway, capsys: pytest.Capt
     assert checks["streamed completion"]["detail"].startswith("spread out: TTFB")
 
 
-def test_against_the_default_unpaced_echo_the_streaming_check_is_skipped_not_failed(
+def test_against_the_default_unpaced_echo_the_streaming_check_does_not_fail(
     start_gateway: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     gw: Gateway = start_gateway()  # the default catalog: `echo` without delay_ms
     code, checks = smoke(capsys, "--url", gw.openai_base, "--key", gw.key)
     assert code == 0
     streamed = checks["streamed completion"]
-    assert streamed["skipped"] and streamed["ok"]
-    assert "cannot show streaming pacing" in streamed["detail"]
-    assert [name for name, c in checks.items() if c["skipped"]] == ["streamed completion"]
+    assert streamed["ok"]
+    # Skipped as a rule; on a busy machine the echo's pieces can leave in several spread-out writes, and
+    # then the check passes as a stream: whether it is skipped is decided by real timing, which a test
+    # cannot hold still (tests/unit/test_smoke_pacing.py decides it with an injected clock).
+    if streamed["skipped"]:
+        assert "cannot show streaming pacing" in streamed["detail"]
+    else:
+        assert streamed["detail"].startswith("spread out")
+    assert [name for name, c in checks.items() if c["skipped"]] in ([], ["streamed completion"])
 
 
 def test_smoke_fails_the_streaming_check_behind_a_buffering_proxy(
