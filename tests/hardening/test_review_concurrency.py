@@ -36,7 +36,7 @@ from tests.conftest import eventually
 from tests.fakes.backends import ScriptedBackend
 from tests.fakes.fake_openai import FakeOpenAI, Script
 from tests.hardening.asgi import CHAT, Reply, call
-from tests.integration.test_limits_e2e import PEPPER, Served, _serve
+from tests.integration.test_limits_e2e import PEPPER, Served, _serve, store_args
 
 PROMPT = "please answer with a handful of words so that the stream has several chunks"
 MESSAGE = "Too many requests in flight for this key: 2 at once."
@@ -48,13 +48,7 @@ def served(request: pytest.FixtureRequest, tmp_path: Path, fake_openai: FakeOpen
     env["CHATGW_MODELS"] = json.dumps({"m": fake_openai.catalog_entry("m")})
     for name in ("CHATGW_KEYS_TABLE", "CHATGW_USAGE_TABLE"):
         env.pop(name, None)
-    if request.param == "sqlite":
-        store_args = ["--state-dir", str(tmp_path / "state")]
-    else:
-        tables = request.getfixturevalue("dynamo_tables")
-        env["AWS_ENDPOINT_URL_DYNAMODB"] = tables.endpoint
-        store_args = ["--keys-table", tables.keys, "--usage-table", tables.usage]
-    with _serve(store_args, env, tmp_path) as served_:
+    with _serve(store_args(request, env, tmp_path), env, tmp_path) as served_:
         yield served_
 
 

@@ -65,14 +65,18 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
     env = {**os.environ, "CHATGW_KEY_PEPPER": PEPPER, "CHATGW_LOG_LEVEL": "DEBUG"}
     for name in ("CHATGW_KEYS_TABLE", "CHATGW_USAGE_TABLE", "CHATGW_MODELS"):
         env.pop(name, None)
-    if request.param == "sqlite":
-        store_args = ["--state-dir", str(tmp_path / "state")]
-    else:
-        tables = request.getfixturevalue("dynamo_tables")
-        env["AWS_ENDPOINT_URL_DYNAMODB"] = tables.endpoint
-        store_args = ["--keys-table", tables.keys, "--usage-table", tables.usage]
-    with _serve(store_args, env, tmp_path) as served_:
+    with _serve(store_args(request, env, tmp_path), env, tmp_path) as served_:
         yield served_
+
+
+def store_args(request: pytest.FixtureRequest, env: dict[str, str], tmp_path: Path) -> list[str]:
+    """`chatgw serve`'s store options for the fixture's param: a state folder, or the moto tables
+    (whose endpoint goes into `env`)."""
+    if request.param == "sqlite":
+        return ["--state-dir", str(tmp_path / "state")]
+    tables = request.getfixturevalue("dynamo_tables")
+    env["AWS_ENDPOINT_URL_DYNAMODB"] = tables.endpoint
+    return ["--keys-table", tables.keys, "--usage-table", tables.usage]
 
 
 @contextmanager
