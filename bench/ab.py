@@ -19,7 +19,7 @@ from .procs import running
 from .run import Bench, parse_args
 from .targets import baseline_server, chatgw_env, chatgw_server, create_key, upstream_server
 
-MODES = ((False, 20), (True, 20), (True, 100))  # (streamed, chunks)
+MODES = {"buffered": (False, 20), "stream20": (True, 20), "stream100": (True, 100)}  # (streamed, chunks)
 
 
 def main() -> int:
@@ -29,6 +29,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--requests", type=int, default=1500)
     parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="chatgw-ab-") as tmp:
         work = Path(tmp)
@@ -44,7 +45,7 @@ def main() -> int:
                 running(chatgw_server("after", env, work / "after.log")) as after,
             ):
                 for _ in range(args.rounds):
-                    for stream, chunks in MODES:
+                    for stream, chunks in (MODES[m] for m in args.modes):
                         for server, name in ((base, "baseline"), (before, "chatgw-before"), (after, "chatgw-after")):
                             target = "chatgw-sqlite" if name.startswith("chatgw") else name
                             row = bench.measure(
@@ -56,12 +57,14 @@ def main() -> int:
         cpu.setdefault(row["target"], {}).setdefault(row["mode"], []).append(row["cpu_ms_per_request"])
     medians = {t: {m: round(statistics.median(v), 3) for m, v in by.items()} for t, by in cpu.items()}
     print(f"\nserver CPU ms per request, c={args.concurrency}, median of {args.rounds} interleaved rounds")
-    print("| | buffered | stream20 | stream100 | per extra chunk (us) |\n|---|---|---|---|---|")
+    print("| | " + " | ".join(args.modes) + " | per extra chunk (us) |\n|---|" + "---|" * (len(args.modes) + 1))
     for t, by in medians.items():
-        chunk = round((by["stream100"] - by["stream20"]) * 1000 / 80, 1)
-        print(f"| {t} | {by['buffered']} | {by['stream20']} | {by['stream100']} | {chunk} |")
+        chunk = (
+            round((by["stream100"] - by["stream20"]) * 1000 / 80, 1) if "stream100" in by and "stream20" in by else "-"
+        )
+        print(f"| {t} | " + " | ".join(str(by[m]) for m in args.modes) + f" | {chunk} |")
     for t in ("chatgw-before", "chatgw-after"):
-        ratios = {m: round(medians[t][m] / medians["baseline"][m], 2) for m in ("buffered", "stream20")}
+        ratios = {m: round(medians[t][m] / medians["baseline"][m], 2) for m in args.modes if m != "stream100"}
         print(f"{t} / baseline: {json.dumps(ratios)}")
     return 0
 

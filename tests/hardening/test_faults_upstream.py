@@ -35,7 +35,9 @@ class Upstreamed:
     loop: asyncio.AbstractEventLoop
     deps: list[BackendDeps] = field(default_factory=list)
 
-    def gateway(self, base_url: str, *, drain_seconds: float = 30.0, **options: Any) -> tuple[Container, str]:
+    def gateway(
+        self, base_url: str, *, drain_seconds: float = 30.0, request_timeout_s: float | None = None, **options: Any
+    ) -> tuple[Container, str]:
         model = {
             "backend": "openai",
             "base_url": base_url,
@@ -48,6 +50,8 @@ class Upstreamed:
         deps = BackendDeps()
         self.deps.append(deps)
         settings = replace(base.settings, models=json.dumps({"up": model}), drain_seconds=drain_seconds)
+        if request_timeout_s is not None:
+            settings = replace(settings, request_timeout_s=request_timeout_s)
         return build(settings, store=base.store, deps=deps), add_key(base)
 
     def chat(self, gw: Container, key: str, stream: bool = False, leave: int | None = None, **extra: Any) -> Reply:
@@ -225,6 +229,23 @@ def test_client_leaving_closes_the_upstream_call_without_drain(up: Upstreamed, f
     assert not fake_openai.stream_completed.is_set()
     (event,) = events_of(gw, key)
     assert event.status == "client_closed" and event.streamed and event.request_id == reply.request_id
+
+
+def test_a_stream_that_stalls_past_the_deadline_ends_in_band_within_it(
+    up: Upstreamed, fake_openai: FakeOpenAI
+) -> None:
+    # The model's timeout (one read) is 10 minutes; the request's deadline is 1 s. The backend times no
+    # read against the deadline: ChatStream bounds the whole stream by it, so the deadline ends it.
+    gw, key = up.gateway(fake_openai.base_url, request_timeout_s=1.0, timeout_s=600)
+    fake_openai.then(Script(stall_after_chunks=3))  # the upstream then holds its stream open, forever
+    reply = up.chat(gw, key, True)
+    last = json.loads(reply.chunks[-1].decode().strip().split("\n\n")[-1].removeprefix("data: "))
+    assert last["error"]["code"] == "upstream_timeout"
+    assert b"[DONE]" not in reply.body
+    # Only our closing the connection can end the upstream's stream; 30 s bounds a bug, no timing.
+    assert fake_openai.stream_aborted.wait(30), "the upstream call was not closed at the deadline"
+    (event,) = events_of(gw, key)
+    assert event.status == "error" and event.streamed and event.completion_tokens > 0
 
 
 @pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")

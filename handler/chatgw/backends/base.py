@@ -46,7 +46,9 @@ class ChatBackend(Protocol):
 
     def stream(self, request: ChatRequest, deadline: Deadline) -> AsyncIterator[Piece]:
         """An async generator of pieces. The first piece's choices carry `role`; a piece with
-        `usage` may come last. Closing the generator closes the upstream call."""
+        `usage` may come last. Closing the generator closes the upstream call.
+        The caller bounds the whole stream by the deadline (`ChatStream` does), so a backend need not
+        time each read against it: one read waits at most the model's timeout."""
 
     async def aclose(self) -> None: ...
 

@@ -155,16 +155,16 @@ class OpenAIBackend:
             usage: Usage | None = None
             done = ended = False
             while not (done or ended):
-                # one deadline check per network read (not per line): every line that came in it
-                # is parsed at once, and pieces are yielded outside the timeout
+                # The deadline is checked once per network read (every line that came in it is parsed
+                # at once); the read itself waits at most httpx's read timeout (set at open, within
+                # the deadline), and ChatStream bounds the whole stream by the deadline: a timer per
+                # read cost 4 us each, 22 per 20-chunk stream.
+                if deadline.remaining() <= 0:
+                    raise self._timeout()
                 try:
-                    async with asyncio.timeout(max(deadline.remaining(), 0.0)):
-                        text = await anext(texts)
-                    lines = decoder.decode(text)
+                    lines = decoder.decode(await anext(texts))
                 except StopAsyncIteration:
                     ended, lines = True, decoder.flush()
-                except TimeoutError:
-                    raise self._timeout() from None
                 except httpx.HTTPError as exc:
                     raise self._transport_error(exc)[0] from None
                 for line in lines:
