@@ -231,9 +231,7 @@ def test_client_leaving_closes_the_upstream_call_without_drain(up: Upstreamed, f
     assert event.status == "client_closed" and event.streamed and event.request_id == reply.request_id
 
 
-def test_a_stream_that_stalls_past_the_deadline_ends_in_band_within_it(
-    up: Upstreamed, fake_openai: FakeOpenAI
-) -> None:
+def test_a_stream_that_stalls_past_the_deadline_ends_in_band_within_it(up: Upstreamed, fake_openai: FakeOpenAI) -> None:
     # The model's timeout (one read) is 10 minutes; the request's deadline is 1 s. The backend times no
     # read against the deadline: ChatStream bounds the whole stream by it, so the deadline ends it.
     gw, key = up.gateway(fake_openai.base_url, request_timeout_s=1.0, timeout_s=600)
