@@ -35,6 +35,7 @@ from .refusals import RefusalCache
 from .settings import Settings
 from .store.base import Store, UsageEvent, UsageStatus
 from .store.deadline import settlement_deadline, until
+from .store.on_loop import store_call
 from .tokens import count_tokens, estimate_prompt_tokens
 from .wire import ChatRequest
 
@@ -269,10 +270,11 @@ class Service:
         admission = self._refusals.get(record.key_id, limits, call.now, need)
         if admission is None:  # not refused earlier in this minute: ask the store
             with self.observer.store_call("admit", call.request_id), until(call.deadline.at):
-                admission = await asyncio.to_thread(
+                admission = await store_call(
+                    self.store,
                     lambda: self.store.admit(
                         record.key_id, limits, call.now, request_id=call.request_id, reserve=reserve
-                    )
+                    ),
                 )
             self._refusals.remember(record.key_id, limits, admission, call.now, need)
         rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
@@ -389,7 +391,7 @@ class Service:
         try:
             settle_by = settlement_deadline(deadline.at if deadline is not None else None)
             with self.observer.store_call("record_usage", event.request_id), until(settle_by):
-                await asyncio.to_thread(self.store.record_usage, event)
+                await store_call(self.store, lambda: self.store.record_usage(event))
         except Exception as exc:
             logged = getattr(exc, "event", event)  # the store may say which writes are still pending
             logs.event("usage_event", logging.ERROR, usage_event=logged.to_log(), reason=type(exc).__name__)

@@ -17,6 +17,7 @@ from ..keys import KeyRecord, Limits
 from ..limits import Admission, day_of, decide, generation_of, minute_window, month_of
 from .base import KeyExists, KeyNotFound, UsageEvent, UsageQuery, UsageRow
 from .codec import event_from_dict, key_from_dict, key_to_dict
+from .on_loop import WouldBlock
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (key_id TEXT PRIMARY KEY, record TEXT NOT NULL);
@@ -58,15 +59,22 @@ def create_private(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
+BUSY_TIMEOUT_MS = 10_000
+"""How long a transaction waits for another connection's write lock (made on a worker thread)."""
+
+
 class SqliteStore:
     def __init__(self, path: Path | str, *, usage_ttl_days: int = 90) -> None:
         self.path = Path(path)
         self.usage_ttl = timedelta(days=usage_ttl_days)
         self._lock = threading.Lock()
+        self._now_only = threading.local()
         try:
             if str(path) != ":memory:":
                 create_private(self.path)
-            self._db = sqlite3.connect(str(path), timeout=10, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(
+                str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
@@ -81,11 +89,32 @@ class SqliteStore:
                 self._db.execute(f"ALTER TABLE aggregates ADD COLUMN {name} {kind}")
 
     @contextmanager
+    def at_once(self) -> Iterator[None]:
+        """This thread's calls inside wait for no lock: `WouldBlock`, having done nothing, if this
+        process's lock or the database's write lock is held (store/on_loop.py)."""
+        self._now_only.on = True
+        try:
+            yield
+        finally:
+            self._now_only.on = False
+
+    @contextmanager
+    def _locked(self) -> Iterator[bool]:
+        """This process's lock; yields whether the caller asked not to wait (`at_once`)."""
+        now_only = getattr(self._now_only, "on", False)
+        if not self._lock.acquire(blocking=not now_only):
+            raise WouldBlock
+        try:
+            yield now_only
+        finally:
+            self._lock.release()
+
+    @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One serialized write transaction (BEGIN IMMEDIATE takes the write lock up front)."""
-        with self._lock:
+        with self._locked() as now_only:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                self._begin(now_only)
                 try:
                     yield self._db
                 except BaseException:
@@ -95,9 +124,23 @@ class SqliteStore:
             except sqlite3.Error as exc:
                 raise StoreUnavailable("The key store is unavailable.") from exc
 
+    def _begin(self, now_only: bool) -> None:
+        if not now_only:
+            self._db.execute("BEGIN IMMEDIATE")
+            return
+        self._db.execute("PRAGMA busy_timeout = 0")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise WouldBlock from None
+            raise
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._locked():
             try:
                 yield self._db
             except sqlite3.Error as exc:
