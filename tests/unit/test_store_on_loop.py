@@ -74,9 +74,9 @@ def test_another_connections_write_lock_is_would_block_and_nothing_is_done(
 
 
 def test_this_process_lock_held_by_a_thread_is_would_block(store: SqliteStore) -> None:
-    with store._lock:  # a worker thread in the middle of a call
-        with pytest.raises(WouldBlock), store.at_once():
-            store.admit("k1", LIMITS, NOW)
+    # (held here as a worker thread in the middle of a call would hold it)
+    with store._lock, pytest.raises(WouldBlock), store.at_once():
+        store.admit("k1", LIMITS, NOW)
     assert requests_counted(store) == 0
 
 
