@@ -80,9 +80,7 @@ def test_this_process_lock_held_by_a_thread_is_would_block(store: SqliteStore) -
     assert requests_counted(store) == 0
 
 
-def test_a_busy_database_goes_to_a_worker_thread_and_the_loop_keeps_running(
-    store: SqliteStore, tmp_path: Path
-) -> None:
+def test_a_busy_database_goes_to_a_worker_thread_and_the_loop_keeps_running(store: SqliteStore, tmp_path: Path) -> None:
     other = sqlite3.connect(tmp_path / "chatgw.db", isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")
     threads: list[int] = []
