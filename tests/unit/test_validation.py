@@ -184,3 +184,14 @@ def test_bodies_that_are_not_json_objects(raw: bytes) -> None:
 def test_token_cap_prefers_max_completion_tokens() -> None:
     request = parse({"model": "m", "messages": USER, "max_tokens": 9, "max_completion_tokens": 3})
     assert request.token_cap == 3
+
+
+def test_the_request_validator_is_built_at_import_not_on_the_first_request() -> None:
+    # The parts of a request defer their own validators (a cheaper cold start); the request model
+    # itself must not: its build would move onto the first request. A fresh interpreter, no request.
+    import subprocess
+    import sys
+
+    code = "import chatgw.wire as w; print(w.ChatRequest.__pydantic_complete__, w.TextPart.__pydantic_complete__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["True", "False"]
