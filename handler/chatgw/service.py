@@ -192,7 +192,7 @@ class Service:
         if self._unknown.seen(key_id):
             return None
         with self.observer.store_call("get_key"):
-            record = await asyncio.to_thread(self.store.get_key, key_id)
+            record = await store_call(self.store, lambda: self.store.get_key(key_id))
         if record is None:
             self._unknown.add(key_id)
         if record is not None and self.settings.key_cache_seconds > 0:
