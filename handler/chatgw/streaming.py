@@ -74,6 +74,7 @@ class ChatStream:
                         await pieces.aclose()  # type: ignore[attr-defined]
         except TimeoutError:
             timeout = UpstreamTimeout(f"The model `{request.model}` did not finish before the deadline.")
+            chain.failed(self.entry, timeout)
             self.service.upstream_failed(self.call, self.entry, timeout, falling_back=False)
             await self._queue.put(timeout)
         except ChatgwError as exc:

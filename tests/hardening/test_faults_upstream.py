@@ -236,7 +236,8 @@ def test_a_stream_that_stalls_past_the_deadline_ends_in_band_within_it(up: Upstr
     # read against the deadline: ChatStream bounds the whole stream by it, so the deadline ends it.
     gw, key = up.gateway(fake_openai.base_url, request_timeout_s=1.0, timeout_s=600)
     fake_openai.then(Script(stall_after_chunks=3))  # the upstream then holds its stream open, forever
-    reply = up.chat(gw, key, True)
+    with captured_logs() as logs:
+        reply = up.chat(gw, key, True)
     last = json.loads(reply.chunks[-1].decode().strip().split("\n\n")[-1].removeprefix("data: "))
     assert last["error"]["code"] == "upstream_timeout"
     assert b"[DONE]" not in reply.body
@@ -244,6 +245,8 @@ def test_a_stream_that_stalls_past_the_deadline_ends_in_band_within_it(up: Upstr
     assert fake_openai.stream_aborted.wait(30), "the upstream call was not closed at the deadline"
     (event,) = events_of(gw, key)
     assert event.status == "error" and event.streamed and event.completion_tokens > 0
+    (chain,) = logs.named("fallback_chain")  # it names the model that timed out
+    assert chain["chain"] == [{"model": "up", "outcome": "upstream_timeout"}]
 
 
 @pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from chatgw.errors import StoreUnavailable
 from chatgw.keys import Limits
 from chatgw.store.base import UsageEvent, UsageQuery
 from chatgw.store.on_loop import WouldBlock, store_call
@@ -119,3 +120,46 @@ def test_a_store_without_at_once_is_called_on_a_worker_thread() -> None:
         return await store_call(remote, remote.admit)
 
     assert asyncio.run(scenario()) != threading.get_ident()
+
+
+def test_a_store_not_in_wal_mode_is_always_called_on_a_worker_thread() -> None:
+    # Outside WAL mode a reader or a commit may wait for another connection: never on the loop.
+    memory = SqliteStore(":memory:")  # journal mode "memory", as on a file system without WAL
+    threads: list[int] = []
+
+    def admit() -> int:
+        threads.append(threading.get_ident())
+        return memory.admit("k1", LIMITS, NOW, request_id="r1").requests_used
+
+    try:
+        with pytest.raises(WouldBlock), memory.at_once():
+            memory.admit("k1", LIMITS, NOW)
+        assert asyncio.run(store_call(memory, admit)) == 1
+    finally:
+        memory.close()
+    assert threads[-1] != threading.get_ident()  # tried on the loop (gave up at once), made on a thread
+
+
+def test_a_failed_commit_leaves_the_store_usable(store: SqliteStore) -> None:
+    # A COMMIT that fails (disk full, I/O error) must not leave the connection inside a transaction,
+    # nor with the busy timeout of a call made at once: every later call would fail.
+    real = store._db
+
+    class CommitFailsOnce:
+        failed = False
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+            if sql == "COMMIT" and not self.failed:
+                self.failed = True
+                raise sqlite3.OperationalError("disk I/O error")
+            return real.execute(sql, *args)
+
+    store._db = CommitFailsOnce()  # type: ignore[assignment]
+    with pytest.raises(StoreUnavailable), store.at_once():
+        store.admit("k1", LIMITS, NOW, request_id="r1")
+    assert not real.in_transaction
+    assert real.execute("PRAGMA busy_timeout").fetchone()[0] == 10_000
+    assert store.admit("k1", LIMITS, NOW, request_id="r2").requests_used == 1  # r1 was rolled back

@@ -8,7 +8,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -75,7 +75,10 @@ class SqliteStore:
             self._db = sqlite3.connect(
                 str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()
+            # Only in WAL mode do readers never wait and does a commit take no lock but the write
+            # lock BEGIN IMMEDIATE took: the condition for answering on the event loop (`at_once`).
+            self._wal = bool(mode) and str(mode[0]).lower() == "wal"
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
             self._migrate()
@@ -92,16 +95,19 @@ class SqliteStore:
     def at_once(self) -> Iterator[None]:
         """This thread's calls inside wait for no lock: `WouldBlock`, having done nothing, if this
         process's lock or the database's write lock is held (store/on_loop.py)."""
+        before = getattr(self._now_only, "on", False)
         self._now_only.on = True
         try:
             yield
         finally:
-            self._now_only.on = False
+            self._now_only.on = before
 
     @contextmanager
     def _locked(self) -> Iterator[bool]:
         """This process's lock; yields whether the caller asked not to wait (`at_once`)."""
         now_only = getattr(self._now_only, "on", False)
+        if now_only and not self._wal:  # (a file system without WAL: always on a worker thread)
+            raise WouldBlock
         if not self._lock.acquire(blocking=not now_only):
             raise WouldBlock
         try:
@@ -122,7 +128,16 @@ class SqliteStore:
                     raise
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
+                self._abandon()
                 raise StoreUnavailable("The key store is unavailable.") from exc
+
+    def _abandon(self) -> None:
+        """After a failed statement (a COMMIT too): never leave the connection inside a transaction
+        (every later call would fail) or with the busy timeout of an `at_once` call."""
+        with suppress(sqlite3.Error):  # the file itself is gone or broken: the next call reports it
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     def _begin(self, now_only: bool) -> None:
         if not now_only:
@@ -132,11 +147,11 @@ class SqliteStore:
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
                 raise WouldBlock from None
             raise
-        finally:
-            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
