@@ -121,6 +121,20 @@ def _ask(client: openai.OpenAI, text: str) -> Any:
     return client.chat.completions.create(model="echo", messages=[{"role": "user", "content": text}])
 
 
+def _burst(client: openai.OpenAI, label: str, n: int) -> list[str]:
+    """`n` requests at once: "200" or "429" for each."""
+
+    def one(i: int) -> str:
+        try:
+            _ask(client, f"{label} {i}")
+        except openai.RateLimitError:
+            return "429"
+        return "200"
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(one, range(n)))
+
+
 def test_rpm_refuses_the_third_request_and_usage_matches(served: Served) -> None:
     created = served.cli("keys", "create", "--name", "e2e", "--models", "echo", "--rpm", "2")
     key, key_id = created["key"], created["key_id"]
@@ -162,15 +176,7 @@ def test_fifty_concurrent_requests_at_five_left_admit_five(served: Served) -> No
     _ask(client, "one")
     _ask(client, "two")  # 5 left in this minute
 
-    def one(i: int) -> str:
-        try:
-            _ask(client, f"request {i}")
-        except openai.RateLimitError:
-            return "429"
-        return "200"
-
-    with ThreadPoolExecutor(max_workers=50) as pool:
-        outcomes = list(pool.map(one, range(50)))
+    outcomes = _burst(client, "request", 50)
     assert outcomes.count("200") == 5
     assert outcomes.count("429") == 45
 

@@ -8,16 +8,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-import openai
 import pytest
 
 from chatgw.store.dynamodb_tables import make_client
 from tests.dynamo_fixtures import Tables
-from tests.integration.test_limits_e2e import PEPPER, Served, _ask, _away_from_a_minute_boundary, _serve
+from tests.integration.test_limits_e2e import PEPPER, Served, _ask, _away_from_a_minute_boundary, _burst, _serve
 
 
 @pytest.fixture
@@ -43,15 +41,7 @@ def test_a_change_of_n_under_traffic_keeps_the_minute_exact_and_the_report_whole
     changed = served.cli("keys", "update", key_id, "--shards", "3")
     assert changed["limits"] == {"requests_per_minute": 8, "shards": 3, "shard_epoch": 1}
 
-    def one(i: int) -> str:
-        try:
-            _ask(client, f"after {i}")
-        except openai.RateLimitError:
-            return "429"
-        return "200"
-
-    with ThreadPoolExecutor(max_workers=12) as pool:
-        outcomes = list(pool.map(one, range(12)))
+    outcomes = _burst(client, "after", 12)
     assert outcomes.count("200") == 5  # 8 - 3: exact in the minute of the change
     deadline = time.monotonic() + 30  # settlements are written just after the answers (30 s bounds a bug)
     while True:

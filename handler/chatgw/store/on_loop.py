@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -24,15 +24,10 @@ class WouldBlock(Exception):
     """A store call made inside `at_once()` would have waited for a lock: it did nothing."""
 
 
-class AnswersAtOnce(Protocol):
-    def at_once(self) -> AbstractContextManager[None]:
-        """Inside, this thread's calls take no lock they would wait for: `WouldBlock` instead."""
-
-
 async def store_call(store: object, call: Callable[[], T]) -> T:
     """`call()` (a call on `store`) on the loop if the store can answer at once, else on a worker thread."""
     at_once: Callable[[], AbstractContextManager[None]] | None = getattr(store, "at_once", None)
-    if at_once is not None:  # (AnswersAtOnce; getattr is cheaper than a runtime protocol check)
+    if at_once is not None:
         try:
             with at_once():
                 return call()

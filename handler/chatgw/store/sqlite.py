@@ -148,10 +148,10 @@ class SqliteStore:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
                 raise WouldBlock from None
             raise
-        self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        finally:  # (if this fails after BEGIN, `_tx` rolls back and `_abandon` restores it)
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
