@@ -1,5 +1,9 @@
 # chatgw: the two commands are `make run` and `make test`.
-PY ?= python3
+# The suite runs on the Python the function runs (Lambda's python3.13): from PATH, else from pyenv.
+# Without 3.13 the venv is made with python3 (3.11+ runs the gateway; `make install` says which it took).
+PY313 = $(shell for c in "$$(command -v python3.13)" "$$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)"/versions/3.13*/bin/python3.13; do \
+	[ -n "$$c" ] && "$$c" -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
+PY ?= $(or $(PY313),python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -20,9 +24,7 @@ SAM_VERSION := 1.170.0
 SAM_VENV := .venv-sam
 SAM := SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
 SAM_STAMP := $(SAM_VENV)/.installed-$(SAM_VERSION)
-# `sam build` without a container needs python3.13 on PATH: take it from PATH, else from pyenv.
-PY313 = $(shell for c in "$$(command -v python3.13)" "$$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)"/versions/3.13*/bin/python3.13; do \
-	[ -n "$$c" ] && "$$c" -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
+# `sam build` without a container needs python3.13 on PATH: PY313 above.
 
 
 .PHONY: install run test test-under-load lint typecheck unit build deploy bench bench-quick clean sam-install template-lint chromium lock
@@ -32,6 +34,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml $(DEV_LOCK)
 	@echo "make install: $(VENV) with the gateway and its test toolchain, exact versions from $(DEV_LOCK)"
+	@$(PY) -c 'import sys; v = sys.version_info[:2]; print(f"make install: Python {v[0]}.{v[1]} ({sys.executable})" + ("" if v == (3, 13) else ": not 3.13, the function runtime; the suite is meant to run on 3.13 (pyenv install 3.13)"))'
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install $(PIP_QUIET) --require-hashes -r $(DEV_LOCK)
 	$(BIN)/python -m pip install $(PIP_QUIET) --no-deps -e .
@@ -41,6 +44,7 @@ $(STAMP): pyproject.toml $(DEV_LOCK)
 $(RUN_STAMP): pyproject.toml $(LOCAL_LOCK)
 	@echo "make run: installing what the gateway needs to run into $(VENV) (exact versions from $(LOCAL_LOCK));"
 	@echo "          the test toolchain comes with make test"
+	@$(PY) -c 'import sys; v = sys.version_info[:2]; print(f"make run: Python {v[0]}.{v[1]}" + ("" if v == (3, 13) else " (3.13, the function runtime, was not found; 3.11+ runs the gateway)"))'
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --progress-bar off --require-hashes -r $(LOCAL_LOCK) | grep -v '^Requirement already satisfied' || true
 	$(BIN)/python -m pip install -q --no-deps -e .

@@ -1,5 +1,5 @@
 """One event through the buffered entry point in a fresh process, for the cold-start figure: imports
-`chatgw.lambda_buffered` (which builds the app), answers the event, prints the wall time of the answer.
+`chatgw.aws_lambda.buffered` (which builds the app), answers the event, prints the wall time of the answer.
 
     python -m bench.cold_buffered EVENT.json KEY MODEL
 """
@@ -33,7 +33,7 @@ def load_event(path: str, key: str, model: str) -> dict[str, Any]:
 
 
 def main() -> int:
-    from chatgw.lambda_buffered import handler
+    from chatgw.aws_lambda.buffered import handler
 
     response = handler(load_event(sys.argv[1], sys.argv[2], sys.argv[3]), Context())
     answered = time.time()

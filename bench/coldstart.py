@@ -25,15 +25,15 @@ HTTPX_FLOOR = CLIENT_FLOOR + "; import httpx"
 DYNAMODB_ENTRY = "buffered entry with the DynamoDB store"
 DYNAMODB_DEFAULT = f"{DYNAMODB_ENTRY}, the stack's default catalog (echo) (x the floor with the client)"
 DYNAMODB_OPENAI = f"{DYNAMODB_ENTRY}, an OpenAI-compatible catalog (x the floor with the client and httpx)"
-BUFFERED = "buffered entry: import chatgw.lambda_buffered (builds the app)"
+BUFFERED = "buffered entry: import chatgw.aws_lambda.buffered (builds the app)"
 IMPORTS = {
     FLOOR_NAME: "import fastapi, mangum, boto3",
     "interpreter: pass": "pass",
-    BUFFERED: "import chatgw.lambda_buffered",
+    BUFFERED: "import chatgw.aws_lambda.buffered",
 }
 STREAMING_IMPORTS = {
-    "streaming entry: import chatgw.lambda_streaming": "import chatgw.lambda_streaming",
-    "streaming entry + app build": "import chatgw.lambda_streaming, chatgw.compose as c; c.app()",
+    "streaming entry: import chatgw.aws_lambda.stream_runtime": "import chatgw.aws_lambda.stream_runtime",
+    "streaming entry + app build": "import chatgw.aws_lambda.stream_runtime, chatgw.compose as c; c.app()",
 }
 
 
@@ -140,15 +140,15 @@ def load_event(event_path: Path, key: str, model: str) -> dict[str, Any]:
 
 
 def streaming_first_answer(env: dict[str, str], key: str, event_path: Path, model: str) -> float | None:
-    """Seconds from starting the streaming runtime (`python -m chatgw.lambda_streaming`) against a fake
+    """Seconds from starting the streaming runtime (`python -m chatgw.aws_lambda.stream_runtime`) against a fake
     Runtime API on loopback to the end of its first streamed response."""
-    from chatgw.local_runtime import FakeRuntimeAPI  # type: ignore[import-not-found,unused-ignore]
+    from chatgw.aws_lambda.fake_runtime_api import FakeRuntimeAPI  # type: ignore[import-not-found,unused-ignore]
 
     with FakeRuntimeAPI() as fake:
         invocation = fake.push(load_event(event_path, key, model))
         started = time.perf_counter()
         process = subprocess.Popen(
-            [PY, "-m", "chatgw.lambda_streaming"],
+            [PY, "-m", "chatgw.aws_lambda.stream_runtime"],
             cwd=ROOT,
             env={**os.environ, **env, "AWS_LAMBDA_RUNTIME_API": fake.address, "CHATGW_LOG_LEVEL": "WARNING"},
             stdout=subprocess.DEVNULL,
@@ -172,7 +172,7 @@ def restore_first_answer(env: dict[str, str], key: str, event_path: Path, model:
     """Seconds from the end of `restore/next` to the end of the first answer, in a SnapStart restore
     simulated by fork (`bench.snapfork`: the streaming runtime initialised with snap-start, forked at
     restore/next): after-restore hooks, a new event loop, the request. Not Firecracker's own restore."""
-    from chatgw.local_runtime import FakeRuntimeAPI  # type: ignore[import-not-found,unused-ignore]
+    from chatgw.aws_lambda.fake_runtime_api import FakeRuntimeAPI  # type: ignore[import-not-found,unused-ignore]
 
     with FakeRuntimeAPI(snap_start=True, hold_restore=True) as fake:
         process = subprocess.Popen(

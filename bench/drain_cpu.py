@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
+from chatgw.api.openai_chat.wire import ChatRequest
 from chatgw.backends import _drain, build_backend
 from chatgw.backends.base import BackendDeps, Deadline
-from chatgw.wire import ChatRequest
 
 from .procs import PY, Server, free_port, running
 

@@ -24,10 +24,10 @@ from typing import Any
 
 from bench.procs import PY, Server, free_port, running
 from bench.targets import AWS_ENV
-from chatgw.keys import Limits
+from chatgw.access.keys import Limits
 from chatgw.store import UsageEvent
-from chatgw.store.dynamodb import DynamoStore
-from chatgw.store.dynamodb_tables import create_tables, make_client
+from chatgw.store.dynamodb.store import DynamoStore
+from chatgw.store.dynamodb.tables import create_tables, make_client
 
 LIMITS = Limits(requests_per_minute=10**6, tokens_per_minute=10**9, monthly_token_budget=10**12)
 

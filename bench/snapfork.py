@@ -10,8 +10,8 @@ import os
 import random
 import sys
 
-from chatgw import snapstart
-from chatgw.lambda_streaming import run
+from chatgw.aws_lambda import snapstart
+from chatgw.aws_lambda.stream_runtime import run
 
 
 def restore_in_a_copy(address: str) -> None:

@@ -5,7 +5,7 @@
 For each CPU share (none, then each memory size as Lambda gives it: memory/1769 of a vCPU, set as a
 cgroup v1 cpu quota under /sys/fs/cgroup/cpu; skipped with a message where that is not writable):
 - import: `import fastapi, mangum, boto3` + `boto3.client("dynamodb")` (the floor), against the
-  buffered entry with the DynamoDB store (`import chatgw.lambda_buffered`, what Lambda's init runs),
+  buffered entry with the DynamoDB store (`import chatgw.aws_lambda.buffered`, what Lambda's init runs),
   and against the same entry as the stack deploys it (it also reads the pepper secret at init, from
   the moto server here: its CPU counts, the wait does not);
   CPU seconds of the child (user + system, robust on a shared machine) and wall seconds;
@@ -36,7 +36,7 @@ from .procs import PY, ROOT
 from .targets import AWS_ENV
 
 FLOOR = "import fastapi, mangum, boto3; boto3.client('dynamodb')"
-ENTRY = "import chatgw.lambda_buffered"
+ENTRY = "import chatgw.aws_lambda.buffered"
 CGROUP_ROOT = Path("/sys/fs/cgroup/cpu")
 PERIOD_US = 100_000
 LAMBDA_FULL_VCPU_MB = 1769
@@ -199,14 +199,14 @@ def chat_event(key: str) -> dict[str, Any]:
 
 def runtime_runs(env: dict[str, str], key: str, share: Share) -> dict[str, float]:
     """cold (start -> first answer), snapshot init (start -> restore/next), restore (-> first answer)."""
-    from chatgw.local_runtime import FakeRuntimeAPI
+    from chatgw.aws_lambda.fake_runtime_api import FakeRuntimeAPI
 
     out: dict[str, float] = {}
     with FakeRuntimeAPI() as fake:
         invocation = fake.push(chat_event(key))
         started = time.perf_counter()
         process = subprocess.Popen(
-            [PY, "-m", "chatgw.lambda_streaming"],
+            [PY, "-m", "chatgw.aws_lambda.stream_runtime"],
             cwd=ROOT,
             env={**env, "AWS_LAMBDA_RUNTIME_API": fake.address},
             stdout=subprocess.DEVNULL,

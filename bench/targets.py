@@ -39,9 +39,9 @@ class Features:
     @classmethod
     def detect(cls) -> Features:
         return cls(
-            openai_backend=has("chatgw.backends.openai_http"),
-            dynamodb_store=has("chatgw.store.dynamodb") and has("moto"),
-            streaming_runtime=has("chatgw.lambda_streaming") and has("chatgw.local_runtime"),
+            openai_backend=has("chatgw.backends.openai_chat"),
+            dynamodb_store=has("chatgw.store.dynamodb.store") and has("moto"),
+            streaming_runtime=has("chatgw.aws_lambda.stream_runtime") and has("chatgw.aws_lambda.fake_runtime_api"),
         )
 
 
@@ -107,7 +107,7 @@ def chatgw_server(name: str, env: dict[str, str], log: Path, counted_out: Path |
         env = {**env, "BENCH_COUNTS_OUT": str(counted_out)}
     else:
         # the store comes from the environment (CHATGW_STATE_DIR, or the DynamoDB tables), as in Lambda
-        argv = [PY, "-m", "chatgw.cli", "serve", "--port", str(port)]
+        argv = [PY, "-m", "chatgw.cli.main", "serve", "--port", str(port)]
     return Server(name, argv, port, env=env, log=log)
 
 
@@ -120,8 +120,8 @@ def moto_server(log: Path) -> Server:
 
 def create_key(env: dict[str, str]) -> str:
     """A key with limits (so that every request passes admission), in the store `env` selects."""
+    from chatgw.access.keys import Limits, new_key
     from chatgw.compose import open_store
-    from chatgw.keys import Limits, new_key
     from chatgw.settings import Settings
 
     saved = dict(os.environ)
@@ -129,7 +129,7 @@ def create_key(env: dict[str, str]) -> str:
     try:
         settings = Settings.from_env()
         if settings.uses_dynamodb:
-            from chatgw.store.dynamodb_tables import create_tables, make_client
+            from chatgw.store.dynamodb.tables import create_tables, make_client
 
             create_tables(make_client(), KEYS_TABLE, USAGE_TABLE)
         store = open_store(settings)

@@ -16,9 +16,9 @@ import httpx
 import pytest
 import uvicorn
 
+from chatgw.access.keys import new_key
 from chatgw.catalog import Catalog, ModelEntry
 from chatgw.compose import Container, build
-from chatgw.keys import new_key
 from chatgw.settings import Settings
 from chatgw.store.sqlite import SqliteStore
 from tests.fakes.fake_bedrock import FakeBedrock
@@ -93,7 +93,7 @@ def running_gateway(state_dir: Path, env: dict[str, str] | None = None) -> Itera
     port = free_port()
     full_env = {**os.environ, "CHATGW_LOG_LEVEL": "WARNING", **(env or {})}
     process = subprocess.Popen(
-        [sys.executable, "-m", "chatgw.cli", "serve", "--port", str(port), "--state-dir", str(state_dir)],
+        [sys.executable, "-m", "chatgw.cli.main", "serve", "--port", str(port), "--state-dir", str(state_dir)],
         env=full_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -84,7 +84,7 @@ class Tables:
 
 @pytest.fixture
 def dynamo_tables(moto_server: MotoServer) -> Tables:
-    from chatgw.store.dynamodb_tables import create_tables, make_client
+    from chatgw.store.dynamodb.tables import create_tables, make_client
 
     suffix = uuid.uuid4().hex[:10]
     tables = Tables(moto_server.endpoint, f"chatgw-keys-{suffix}", f"chatgw-usage-{suffix}")

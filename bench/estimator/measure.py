@@ -14,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-from chatgw.tokens import count_tokens
+from chatgw.metering.estimate import count_tokens
 
 HERE = Path(__file__).parent
 ENCODINGS = ("cl100k_base", "o200k_base")

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import logs
-from .backends import ADAPTERS, BackendDeps, CatalogError, ChatBackend, build_backend
-from .errors import ModelNotFound, UnsupportedParameter
-from .wire import ChatRequest
+from chatgw.api.openai_chat.wire import ChatRequest
+from chatgw.backends import ADAPTERS, BackendDeps, CatalogError, ChatBackend, build_backend
+from chatgw.errors import ModelNotFound, UnsupportedParameter
+from chatgw.observability import logs
 
 COMMON_FIELDS = (
     "backend",

@@ -7,16 +7,17 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING
 
-from . import logs, restore_safe
-from .backends.base import BackendDeps
-from .catalog import Catalog, load_catalog
-from .metrics import EmfSink, FanOut, Sink
-from .observability import Observer
-from .peppers import PepperBook, source_for
-from .service import Service
-from .settings import Settings
-from .store import open_from_settings
-from .store.base import Store
+from chatgw.access.peppers import PepperBook, source_for
+from chatgw.aws_lambda import snapstart_hooks as restore_safe
+from chatgw.backends.base import BackendDeps
+from chatgw.catalog import Catalog, load_catalog
+from chatgw.observability import logs
+from chatgw.observability.metrics import EmfSink, FanOut, Sink
+from chatgw.observability.observer import Observer
+from chatgw.service import Service
+from chatgw.settings import Settings
+from chatgw.store import open_from_settings
+from chatgw.store.base import Store
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -44,7 +45,7 @@ def build(
     peppers: PepperBook | None = None,
     sinks: list[Sink] | None = None,
 ) -> Container:
-    from .http import create_app
+    from chatgw.api.app import create_app
 
     logs.configure(settings.log_level)
     store = store if store is not None else open_store(settings)

@@ -18,7 +18,7 @@
     ├── StoreUnavailable             503     api_error / store_unavailable
     └── UpstreamTimeout              504     api_error / upstream_timeout
 
-Backends and stores raise these; only `http.py` turns them into responses.
+Backends and stores raise these; only `api/app.py` turns them into responses.
 """
 
 from __future__ import annotations

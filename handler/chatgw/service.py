@@ -11,12 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from . import logs
-from .accounting import ChainLog, fallback_chain, output_cap, reserves_tokens, with_cap, worst_case
-from .backends.base import Deadline
-from .catalog import Catalog, ModelEntry
-from .completion import Completion, Usage, completion_body
-from .errors import (
+from chatgw.access.keys import KeyRecord, check_usable, model_allowed, parse_key, secret_matches
+from chatgw.access.limits import need_of, raise_if_refused, rate_headers
+from chatgw.access.peppers import LEGACY, PepperBook
+from chatgw.access.refusals import RefusalCache
+from chatgw.api.openai_chat.completion import Completion, Usage, completion_body
+from chatgw.api.openai_chat.wire import ChatRequest
+from chatgw.backends.base import Deadline
+from chatgw.catalog import Catalog, ModelEntry
+from chatgw.errors import (
     PERMISSION_MESSAGE,
     RETRYABLE_UPSTREAM,
     AuthenticationFailed,
@@ -27,17 +30,14 @@ from .errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from .keys import KeyRecord, check_usable, model_allowed, parse_key, secret_matches
-from .limits import need_of, raise_if_refused, rate_headers
-from .observability import Observer, Report
-from .peppers import LEGACY, PepperBook
-from .refusals import RefusalCache
-from .settings import Settings
-from .store.base import Store, UsageEvent, UsageStatus
-from .store.deadline import settlement_deadline, until
-from .store.on_loop import store_call
-from .tokens import count_tokens, estimate_prompt_tokens
-from .wire import ChatRequest
+from chatgw.fallbacks import ChainLog, fallback_chain, output_cap, reserves_tokens, with_cap, worst_case
+from chatgw.metering.estimate import count_tokens, estimate_prompt_tokens
+from chatgw.observability import logs
+from chatgw.observability.observer import Observer, Report
+from chatgw.settings import Settings
+from chatgw.store.base import Store, UsageEvent, UsageStatus
+from chatgw.store.deadline import settlement_deadline, until
+from chatgw.store.on_loop import store_call
 
 KEY_CACHE_SIZE = 10_000
 UNKNOWN_KEY_SECONDS = 5.0
@@ -88,7 +88,7 @@ class Call:
 
     @property
     def seen(self) -> Report:
-        """What the operator will see of this request (observability.py)."""
+        """What the operator will see of this request (observability/observer.py)."""
         assert self.report is not None
         return self.report
 

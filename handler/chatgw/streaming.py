@@ -10,15 +10,15 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Literal
 
-from . import logs
-from .accounting import ChainLog
-from .catalog import ModelEntry
-from .completion import Piece, Usage, chunk_body
-from .errors import RETRYABLE_UPSTREAM, ChatgwError, UpstreamError, UpstreamTimeout
-from .service import Call, Prepared, Service
-from .sse import DONE, KEEPALIVE, frame
-from .store.base import UsageStatus
-from .tokens import count_tokens, estimate_prompt_tokens
+from chatgw.api.openai_chat.completion import Piece, Usage, chunk_body
+from chatgw.api.sse import DONE, KEEPALIVE, frame
+from chatgw.catalog import ModelEntry
+from chatgw.errors import RETRYABLE_UPSTREAM, ChatgwError, UpstreamError, UpstreamTimeout
+from chatgw.fallbacks import ChainLog
+from chatgw.metering.estimate import count_tokens, estimate_prompt_tokens
+from chatgw.observability import logs
+from chatgw.service import Call, Prepared, Service
+from chatgw.store.base import UsageStatus
 
 End = Literal["end"]
 END: End = "end"

@@ -12,11 +12,11 @@ from typing import Any, TypeVar
 
 import pytest
 
+from chatgw.api.openai_chat.completion import Piece
+from chatgw.api.openai_chat.wire import ChatRequest
 from chatgw.backends import ADAPTERS, build_backend
 from chatgw.backends.base import BackendDeps, ChatBackend, Deadline
-from chatgw.completion import Piece
 from chatgw.errors import UnsupportedParameter
-from chatgw.wire import ChatRequest
 from tests.fakes import fake_bedrock, fake_openai
 
 T = TypeVar("T")

@@ -10,13 +10,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from chatgw.access.keys import Limits, new_key
+from chatgw.access.limits import minute_window, month_of
 from chatgw.errors import StoreUnavailable
-from chatgw.keys import Limits, new_key
-from chatgw.limits import minute_window, month_of
 from chatgw.store import UsageEvent, UsageQuery
-from chatgw.store.dynamodb import DynamoStore
-from chatgw.store.dynamodb_call import RetryPolicy
-from chatgw.store.dynamodb_tables import make_client
+from chatgw.store.dynamodb.call import RetryPolicy
+from chatgw.store.dynamodb.store import DynamoStore
+from chatgw.store.dynamodb.tables import make_client
 from tests.dynamo_fixtures import Tables
 from tests.hardening.faulty_proxy import (
     CONFLICT,

@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 
+from chatgw.access.keys import KeyRecord, Limits, new_key
+from chatgw.access.limits import LEASE_SECONDS, generation_of, month_of
 from chatgw.errors import StoreUnavailable
-from chatgw.keys import KeyRecord, Limits, new_key
-from chatgw.limits import LEASE_SECONDS, generation_of, month_of
 from chatgw.store import UsageEvent, UsageQuery, deadline
-from chatgw.store.dynamodb import DynamoStore
-from chatgw.store.dynamodb_reshard import ReshardConflict, _seal, months_of_change, reshard
-from chatgw.store.dynamodb_shards import READY_WAITS, Layout, Layouts, share, spread
-from chatgw.store.dynamodb_tables import make_client
+from chatgw.store.dynamodb.reshard import ReshardConflict, _seal, months_of_change, reshard
+from chatgw.store.dynamodb.shards import READY_WAITS, Layout, Layouts, share, spread
+from chatgw.store.dynamodb.store import DynamoStore
+from chatgw.store.dynamodb.tables import make_client
 from tests.dynamo_fixtures import Tables
 from tests.wru import WriteMeter
 

@@ -6,10 +6,10 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chatgw.keys import Limits, new_key
+from chatgw.access.keys import Limits, new_key
 from chatgw.store import UsageEvent
-from chatgw.store.dynamodb import DynamoStore
-from chatgw.store.dynamodb_tables import make_client
+from chatgw.store.dynamodb.store import DynamoStore
+from chatgw.store.dynamodb.tables import make_client
 
 BASE = datetime.now(UTC).replace(day=10, hour=12, minute=0, second=0, microsecond=0)
 

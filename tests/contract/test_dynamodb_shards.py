@@ -12,12 +12,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chatgw.keys import Limits, new_key
-from chatgw.limits import month_of
+from chatgw.access.keys import Limits, new_key
+from chatgw.access.limits import month_of
 from chatgw.store import UsageEvent, UsageQuery
-from chatgw.store.dynamodb import DynamoStore
-from chatgw.store.dynamodb_shards import share
-from chatgw.store.dynamodb_tables import make_client
+from chatgw.store.dynamodb.shards import share
+from chatgw.store.dynamodb.store import DynamoStore
+from chatgw.store.dynamodb.tables import make_client
 from tests.dynamo_fixtures import Tables
 from tests.wru import WriteMeter
 

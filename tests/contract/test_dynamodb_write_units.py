@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
+from chatgw.access.keys import Limits, new_key
+from chatgw.access.limits import LEASE_SECONDS, generation_of
 from chatgw.catalog import Catalog, ModelEntry
 from chatgw.compose import build
-from chatgw.keys import Limits, new_key
-from chatgw.limits import LEASE_SECONDS, generation_of
 from chatgw.settings import Settings
 from chatgw.store import UsageEvent
-from chatgw.store.dynamodb import DynamoStore
-from chatgw.store.dynamodb_tables import make_client
+from chatgw.store.dynamodb.store import DynamoStore
+from chatgw.store.dynamodb.tables import make_client
 from tests.dynamo_fixtures import Tables
 from tests.fakes.backends import ScriptedBackend
 from tests.hardening.asgi import CHAT, run

@@ -13,12 +13,12 @@ from typing import Any, TypeVar
 
 import pytest
 
+from chatgw.access.keys import KeyRecord, Limits, new_key
+from chatgw.access.limits import Admission, day_of, month_of
 from chatgw.errors import StoreUnavailable
-from chatgw.keys import KeyRecord, Limits, new_key
-from chatgw.limits import Admission, day_of, month_of
 from chatgw.store import KeyExists, KeyNotFound, Store, UsageEvent, UsageQuery, UsageRow
-from chatgw.store.dynamodb import DynamoStore
-from chatgw.store.dynamodb_tables import make_client
+from chatgw.store.dynamodb.store import DynamoStore
+from chatgw.store.dynamodb.tables import make_client
 from chatgw.store.sqlite import SqliteStore
 
 PEPPER = b"contract-pepper"

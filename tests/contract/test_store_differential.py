@@ -11,10 +11,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chatgw.keys import Limits
+from chatgw.access.keys import Limits
 from chatgw.store import UsageEvent
-from chatgw.store.dynamodb import DynamoStore
-from chatgw.store.dynamodb_tables import make_client
+from chatgw.store.dynamodb.store import DynamoStore
+from chatgw.store.dynamodb.tables import make_client
 from chatgw.store.sqlite import SqliteStore
 
 BASE = datetime.now(UTC).replace(day=10, hour=12, minute=0, second=0, microsecond=0)

@@ -10,11 +10,11 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from chatgw.keys import Limits
-from chatgw.limits import LEASE_SECONDS, generation_of
+from chatgw.access.keys import Limits
+from chatgw.access.limits import LEASE_SECONDS, generation_of
 from chatgw.store import Store
-from chatgw.store.dynamodb import DynamoStore
-from chatgw.store.dynamodb_tables import make_client
+from chatgw.store.dynamodb.store import DynamoStore
+from chatgw.store.dynamodb.tables import make_client
 from tests.contract.test_store_contract import BASE, Adapter, adapter, event, make_key, pytest_generate_tests, store
 from tests.dynamo_fixtures import Tables
 
@@ -194,7 +194,7 @@ def test_a_settlement_in_another_process_releases_nothing_and_the_lease_frees_it
 def test_no_request_may_outlive_the_in_flight_lease() -> None:
     """A request's count is dropped two generations after its admission; so no request may live longer
     than Lambda's 900 s, inside Lambda or out (CHATGW_REQUEST_TIMEOUT_S is refused above it)."""
-    from chatgw.limits import LEASE_SECONDS
+    from chatgw.access.limits import LEASE_SECONDS
     from chatgw.settings import MAX_REQUEST_TIMEOUT_S, Settings, SettingsError
 
     assert MAX_REQUEST_TIMEOUT_S < LEASE_SECONDS

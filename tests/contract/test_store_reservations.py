@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from chatgw.keys import Limits
+from chatgw.access.keys import Limits
 from chatgw.store import Store, UsageQuery
 from tests.contract.test_store_contract import (
     BASE,

@@ -7,10 +7,10 @@ import itertools
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from chatgw.api.openai_chat.completion import Choice, ChunkChoice, Completion, Piece, Usage
+from chatgw.api.openai_chat.wire import ChatRequest
 from chatgw.backends.base import Deadline, refuse_unsupported
-from chatgw.completion import Choice, ChunkChoice, Completion, Piece, Usage
 from chatgw.errors import ChatgwError, UpstreamError
-from chatgw.wire import ChatRequest
 
 
 class ScriptedBackend:

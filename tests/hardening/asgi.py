@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from chatgw import logs
+from chatgw.observability import logs
 
 ENVELOPE_KEYS = {"error", "messages", "field_errors", "request_id"}
 CHAT = "/v2/llms/chat/completions"

@@ -5,9 +5,9 @@ from dataclasses import dataclass, replace
 
 import pytest
 
+from chatgw.access.keys import new_key
 from chatgw.catalog import Catalog, ModelEntry
 from chatgw.compose import Container, build
-from chatgw.keys import new_key
 from chatgw.settings import Settings
 from tests.fakes.backends import ScriptedBackend
 

@@ -21,16 +21,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chatgw.access.keys import new_key
+from chatgw.access.limits import day_of, month_of
 from chatgw.catalog import Catalog, ModelEntry
 from chatgw.compose import Container, build
 from chatgw.errors import UpstreamError
-from chatgw.keys import new_key
-from chatgw.limits import day_of, month_of
+from chatgw.metering.estimate import count_tokens
 from chatgw.settings import Settings
 from chatgw.store.base import Store, UsageEvent, UsageQuery
 from chatgw.store.codec import event_from_dict
 from chatgw.store.sqlite import SqliteStore
-from chatgw.tokens import count_tokens
 from tests.fakes.backends import ScriptedBackend
 from tests.hardening.asgi import CHAT, call, captured_logs
 from tests.hardening.faulty_proxy import THROTTLED, Fault, faulty_proxy, operation
@@ -105,8 +105,8 @@ def sqlite_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
 @pytest.fixture(scope="module")
 def dynamo_ledger(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
     settings = ledger_settings(tmp_path_factory)
-    from chatgw.store.dynamodb import DynamoStore
-    from chatgw.store.dynamodb_tables import create_tables, make_client
+    from chatgw.store.dynamodb.store import DynamoStore
+    from chatgw.store.dynamodb.tables import create_tables, make_client
 
     moto = request.getfixturevalue("moto_server")
     suffix = uuid.uuid4().hex[:10]

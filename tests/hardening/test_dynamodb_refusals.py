@@ -13,14 +13,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from chatgw.keys import Limits
-from chatgw.limits import minute_window, month_of
+from chatgw.access.keys import Limits
+from chatgw.access.limits import minute_window, month_of
 from chatgw.settings import Settings
 from chatgw.store.base import UsageQuery
 from chatgw.store.codec import event_from_dict
-from chatgw.store.dynamodb import DynamoStore
-from chatgw.store.dynamodb_call import RetryPolicy
-from chatgw.store.dynamodb_tables import make_client
+from chatgw.store.dynamodb.call import RetryPolicy
+from chatgw.store.dynamodb.store import DynamoStore
+from chatgw.store.dynamodb.tables import make_client
 from tests.dynamo_fixtures import Tables
 from tests.fakes.backends import ScriptedBackend
 from tests.hardening.asgi import assert_envelope, captured_logs

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
+from chatgw.access.keys import Limits
 from chatgw.compose import Container
 from chatgw.errors import ChatgwError, UpstreamError, UpstreamRateLimited, UpstreamRejected, UpstreamTimeout
-from chatgw.keys import Limits
 from chatgw.store.base import UsageQuery
 from chatgw.store.codec import event_from_dict
 from chatgw.store.sqlite import SqliteStore

@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
+from chatgw.access.keys import Limits, new_key
 from chatgw.catalog import Catalog, ModelEntry
 from chatgw.compose import Container, build
-from chatgw.keys import Limits, new_key
 from chatgw.settings import Settings
 from chatgw.store.base import UsageQuery
 from chatgw.store.codec import event_from_dict
-from chatgw.store.dynamodb import DynamoStore
-from chatgw.store.dynamodb_tables import make_client
+from chatgw.store.dynamodb.store import DynamoStore
+from chatgw.store.dynamodb.tables import make_client
 from tests.conftest import free_port
 from tests.dynamo_fixtures import Tables
 from tests.fakes.backends import ScriptedBackend

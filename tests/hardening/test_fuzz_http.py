@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from chatgw.api.openai_chat.validation import parse_chat_request
 from chatgw.errors import InvalidRequest
-from chatgw.validation import parse_chat_request
 from tests.hardening.asgi import CHAT, assert_envelope, run
 from tests.hardening.conftest import BODY_LIMIT, Fuzzed
 

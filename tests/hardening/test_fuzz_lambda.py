@@ -18,7 +18,7 @@ from hypothesis import event as event_note
 from hypothesis import strategies as st
 from mangum import Mangum
 
-from chatgw.cli import LocalContext, load_event
+from chatgw.cli.main import LocalContext, load_event
 from tests.hardening.asgi import ENVELOPE_KEYS
 from tests.hardening.conftest import Fuzzed
 

@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from chatgw.cli import load_event
-from chatgw.lambda_streaming import serve
-from chatgw.local_runtime import FakeRuntimeAPI
+from chatgw.aws_lambda.fake_runtime_api import FakeRuntimeAPI
+from chatgw.aws_lambda.stream_runtime import serve
+from chatgw.cli.main import load_event
 from tests.hardening.asgi import ENVELOPE_KEYS
 from tests.hardening.conftest import BODY_LIMIT, Fuzzed
 

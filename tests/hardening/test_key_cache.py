@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from chatgw import service as service_module
+from chatgw.access.keys import format_key, hash_secret, new_secret, parse_key
 from chatgw.compose import Container
 from chatgw.errors import AuthenticationFailed, PermissionDenied
-from chatgw.keys import format_key, hash_secret, new_secret, parse_key
 from chatgw.service import SECRET_RECHECK_SECONDS, Service
 from tests.conftest import add_key
 

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chatgw.access.keys import Limits, new_key
+from chatgw.api.openai_chat.wire import ChatRequest
 from chatgw.compose import Container, build
-from chatgw.keys import Limits, new_key
-from chatgw.tokens import estimate_prompt_tokens
-from chatgw.wire import ChatRequest
+from chatgw.metering.estimate import estimate_prompt_tokens
 from tests.fakes.backends import ScriptedBackend
 from tests.hardening.asgi import CHAT, Reply, call
 
@@ -43,8 +43,8 @@ def twin(
         yield first, second
         second.store.close()
         return
-    from chatgw.store.dynamodb import DynamoStore
-    from chatgw.store.dynamodb_tables import make_client
+    from chatgw.store.dynamodb.store import DynamoStore
+    from chatgw.store.dynamodb.tables import make_client
 
     tables = request.getfixturevalue("dynamo_tables")
     stores = [

@@ -21,17 +21,17 @@ from typing import Any
 import httpx
 import pytest
 
+from chatgw.access.keys import Limits, new_key
+from chatgw.api.openai_chat.completion import Completion
+from chatgw.api.openai_chat.wire import ChatRequest
 from chatgw.backends.base import Deadline
 from chatgw.catalog import Catalog, ModelEntry
-from chatgw.completion import Completion
 from chatgw.compose import build
-from chatgw.keys import Limits, new_key
 from chatgw.settings import Settings
 from chatgw.store import Store
-from chatgw.store.dynamodb import DynamoStore
-from chatgw.store.dynamodb_tables import make_client
+from chatgw.store.dynamodb.store import DynamoStore
+from chatgw.store.dynamodb.tables import make_client
 from chatgw.store.sqlite import SqliteStore
-from chatgw.wire import ChatRequest
 from tests.conftest import eventually
 from tests.fakes.backends import ScriptedBackend
 from tests.fakes.fake_openai import FakeOpenAI, Script

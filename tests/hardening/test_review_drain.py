@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 
+from chatgw.access.keys import Limits
+from chatgw.access.limits import month_of
 from chatgw.compose import Container
-from chatgw.keys import Limits
-from chatgw.limits import month_of
 from chatgw.store.base import UsageQuery
 from chatgw.streaming import DRAIN_MAX_CHARS
 from tests.conftest import ThreadServer, add_key, eventually

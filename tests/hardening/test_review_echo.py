@@ -60,9 +60,9 @@ def test_without_a_catalog_echo_says_it_is_no_model(gw: Container, caplog: pytes
 def test_without_a_catalog_init_warns(
     make_container: Callable[..., Container], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from chatgw import logs
     from chatgw.backends.base import BackendDeps
     from chatgw.catalog import load_catalog
+    from chatgw.observability import logs
 
     logs.configure("INFO")
     handler = logging.StreamHandler()

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from chatgw.access.keys import Limits, pattern_matches
 from chatgw.compose import Container
 from chatgw.errors import AuthenticationFailed
-from chatgw.keys import Limits, pattern_matches
 from chatgw.service import UNKNOWN_KEY_CACHE_SIZE, UNKNOWN_KEY_SECONDS, Service
 from tests.conftest import add_key
 from tests.fakes.backends import ScriptedBackend

@@ -18,9 +18,9 @@ import httpx
 import pytest
 import uvicorn
 
+from chatgw.access.keys import new_key
+from chatgw.cli.server import HEADER_TIMEOUT_ENV, uvicorn_options
 from chatgw.compose import Container
-from chatgw.keys import new_key
-from chatgw.local_server import HEADER_TIMEOUT_ENV, uvicorn_options
 from chatgw.store.base import UsageEvent
 from chatgw.store.sqlite import SqliteStore
 from tests.conftest import free_port, wait_healthy

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
+from chatgw.api.sse import frame
 from chatgw.compose import Container
-from chatgw.sse import frame
 from tests.conftest import ThreadServer, add_key, openai_client
 
 TRICKY = "a\u2028b \u2029c \x85d e\u2028"

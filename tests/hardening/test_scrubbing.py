@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from chatgw.backends.scrub import MASK, scrub
+from chatgw.backends._scrub import MASK, scrub
 from tests.fakes.fake_bedrock import FakeBedrock
 from tests.fakes.fake_bedrock import Script as BedrockScript
 from tests.fakes.fake_openai import FakeOpenAI, Script

@@ -59,7 +59,7 @@ def serve(state_dir: Path, env: dict[str, str], store_args: list[str]) -> Iterat
     output = state_dir.parent / f"serve-{port}.log"
     with output.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "chatgw.cli", "serve", "--port", str(port), *store_args],
+            [sys.executable, "-m", "chatgw.cli.main", "serve", "--port", str(port), *store_args],
             env={**os.environ, **env, "CHATGW_STATE_DIR": str(state_dir)},
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -110,7 +110,7 @@ def sqlite_store(state_dir: Path) -> StoreUnderTest:
 
 @contextlib.contextmanager
 def dynamodb_store(request: pytest.FixtureRequest) -> Iterator[StoreUnderTest]:
-    from chatgw.store.dynamodb_tables import make_client
+    from chatgw.store.dynamodb.tables import make_client
     from tests.hardening.faulty_proxy import TABLE_MISSING, Fault, faulty_proxy, operation
 
     tables = request.getfixturevalue("dynamo_tables")
@@ -145,7 +145,7 @@ def dynamodb_store(request: pytest.FixtureRequest) -> Iterator[StoreUnderTest]:
 def admin(env: dict[str, str], store: StoreUnderTest, *args: str) -> subprocess.CompletedProcess[str]:
     """`chatgw keys ...` as an operator runs it. Its stdout shows a new key once, by design."""
     return subprocess.run(
-        [sys.executable, "-m", "chatgw.cli", "keys", *args, *store.args],
+        [sys.executable, "-m", "chatgw.cli.main", "keys", *args, *store.args],
         env={**os.environ, **env, **store.env},
         capture_output=True,
         text=True,

@@ -3,7 +3,7 @@
 
 Each entry point runs as a real process, as in Lambda: the buffered handler under a root logger at
 DEBUG (what the managed runtime sets up when the function's log level is DEBUG), and the streaming
-runtime (`python -m chatgw.lambda_streaming`) against the fake Runtime API, which configures logging
+runtime (`python -m chatgw.aws_lambda.stream_runtime`) against the fake Runtime API, which configures logging
 itself. botocore logs every request and response body at DEBUG: the upstream key in the
 `GetSecretValue` answer, DynamoDB items, Bedrock prompts. Only chatgw's loggers may follow
 CHATGW_LOG_LEVEL."""
@@ -22,7 +22,7 @@ from typing import Any
 import boto3
 import pytest
 
-from chatgw.local_runtime import FakeRuntimeAPI
+from chatgw.aws_lambda.fake_runtime_api import FakeRuntimeAPI
 from tests.conftest import stop
 from tests.dynamo_fixtures import Tables
 from tests.fakes.fake_bedrock import FakeBedrock
@@ -34,8 +34,8 @@ CHAT = "/v2/llms/chat/completions"
 BUFFERED_DRIVER = """
 import json, logging, sys
 logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)  # as the managed runtime at DEBUG
-from chatgw.lambda_buffered import handler
-from chatgw.cli import LocalContext
+from chatgw.aws_lambda.buffered import handler
+from chatgw.cli.main import LocalContext
 for event in json.loads(sys.stdin.read()):
     response = handler(event, LocalContext())
     print(json.dumps(response), flush=True)
@@ -69,7 +69,7 @@ def lambda_env(
     }
     env.pop("CHATGW_STATE_DIR", None)
     created = subprocess.run(
-        [sys.executable, "-m", "chatgw.cli", "keys", "create", "--name", "lambda", "--json"],
+        [sys.executable, "-m", "chatgw.cli.main", "keys", "create", "--name", "lambda", "--json"],
         env=env,
         capture_output=True,
         text=True,
@@ -133,7 +133,7 @@ def test_streaming_runtime_at_debug_logs_no_secret_or_prompt(
         deadline = int((time.time() + 120) * 1000)
         invocations = [fake.push(e, deadline_ms=deadline) for e in events(lambda_env["key"], lambda_env["marker"])]
         process = subprocess.Popen(
-            [sys.executable, "-m", "chatgw.lambda_streaming"],
+            [sys.executable, "-m", "chatgw.aws_lambda.stream_runtime"],
             env={**lambda_env["env"], "AWS_LAMBDA_RUNTIME_API": fake.address},
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from chatgw import admin
+from chatgw.access.keys import Limits, new_key
+from chatgw.api.openai_chat.wire import ChatRequest
 from chatgw.catalog import Catalog, ModelEntry
+from chatgw.cli import admin
 from chatgw.compose import Container, build
 from chatgw.errors import UpstreamError
-from chatgw.keys import Limits, new_key
-from chatgw.tokens import estimate_prompt_tokens
-from chatgw.wire import ChatRequest
+from chatgw.metering.estimate import estimate_prompt_tokens
 from tests.fakes.backends import ScriptedBackend
 from tests.hardening.asgi import CHAT, captured_logs, run
 from tests.hardening.test_faults import failing_table
@@ -55,8 +55,8 @@ def gateway(request: pytest.FixtureRequest, make_container: Callable[..., Contai
     if request.param == "sqlite":
         yield build(container.settings, store=container.store, catalog=catalog)
         return
-    from chatgw.store.dynamodb import DynamoStore
-    from chatgw.store.dynamodb_tables import make_client
+    from chatgw.store.dynamodb.store import DynamoStore
+    from chatgw.store.dynamodb.tables import make_client
 
     tables = request.getfixturevalue("dynamo_tables")
     store = DynamoStore(make_client(endpoint_url=tables.endpoint, region="us-east-1"), tables.keys, tables.usage)

@@ -19,16 +19,16 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 
+from chatgw.access.keys import Limits, new_key
+from chatgw.access.limits import minute_window, month_of
 from chatgw.errors import StoreUnavailable
-from chatgw.keys import Limits, new_key
-from chatgw.limits import minute_window, month_of
 from chatgw.settings import Settings
 from chatgw.store import deadline
 from chatgw.store.base import UsageQuery
 from chatgw.store.codec import event_from_dict
-from chatgw.store.dynamodb import DynamoStore
-from chatgw.store.dynamodb_call import RetryPolicy, call
-from chatgw.store.dynamodb_tables import make_client
+from chatgw.store.dynamodb.call import RetryPolicy, call
+from chatgw.store.dynamodb.store import DynamoStore
+from chatgw.store.dynamodb.tables import make_client
 from tests.dynamo_fixtures import Tables
 from tests.fakes.backends import ScriptedBackend
 from tests.hardening.asgi import assert_envelope, captured_logs

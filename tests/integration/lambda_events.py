@@ -12,7 +12,7 @@ from typing import Any
 
 from mangum.types import ASGI
 
-from chatgw.lambda_streaming import serve
+from chatgw.aws_lambda.stream_runtime import serve
 
 
 def rest_v1_event(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> dict[str, Any]:

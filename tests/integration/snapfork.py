@@ -20,8 +20,10 @@ from typing import Any
 import snapshot_restore_py
 from mangum.types import ASGI, Receive, Scope, Send
 
-from chatgw import compose, logs, snapstart
-from chatgw.lambda_streaming import run
+from chatgw import compose
+from chatgw.aws_lambda import snapstart
+from chatgw.aws_lambda.stream_runtime import run
+from chatgw.observability import logs
 
 
 def factory() -> ASGI:

@@ -13,10 +13,11 @@ from typing import Any, TypeVar
 
 import pytest
 
+from chatgw.api.openai_chat.completion import Piece
+from chatgw.api.openai_chat.wire import ChatRequest
 from chatgw.backends import CatalogError, build_backend
 from chatgw.backends.base import BackendDeps, Deadline
-from chatgw.backends.bedrock import BedrockBackend
-from chatgw.completion import Piece
+from chatgw.backends.bedrock_converse import BedrockBackend
 from chatgw.errors import (
     ChatgwError,
     UpstreamError,
@@ -24,7 +25,6 @@ from chatgw.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
-from chatgw.wire import ChatRequest
 from tests.fakes.fake_bedrock import FakeBedrock, Script
 
 T = TypeVar("T")

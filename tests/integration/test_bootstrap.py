@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chatgw.local_runtime import FakeRuntimeAPI
+from chatgw.aws_lambda.fake_runtime_api import FakeRuntimeAPI
 from tests.integration.lambda_events import http_v2_event, rest_v1_event
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from chatgw import cli
-from chatgw.store.dynamodb import DynamoStore
-from chatgw.store.dynamodb_tables import make_client
+from chatgw.cli import main as cli
+from chatgw.store.dynamodb.store import DynamoStore
+from chatgw.store.dynamodb.tables import make_client
 from tests.dynamo_fixtures import Tables
 
 ROOT = Path(__file__).resolve().parents[2]

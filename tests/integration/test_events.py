@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from chatgw import cli
+from chatgw.cli import main as cli
 from tests.conftest import ROOT
 
 EVENTS = sorted((ROOT / "events").glob("*.json"))
@@ -57,9 +57,9 @@ def test_lambda_buffered_module_builds_once_from_the_environment(tmp_path: Path)
     """Import the real entry point in a fresh interpreter, as Lambda does, and call it twice."""
     script = f"""
 import json, sys
-from chatgw.cli import LocalContext, dev_key, load_event
+from chatgw.cli.main import LocalContext, dev_key, load_event
 from chatgw import compose
-from chatgw.lambda_buffered import handler
+from chatgw.aws_lambda.buffered import handler
 c = compose.container()
 key, _ = dev_key(c.store, c.settings.state_dir, c.service.peppers.peppers)
 ev = load_event({str(ROOT / "events" / "http-v2-chat.json")!r}, key)

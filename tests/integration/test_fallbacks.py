@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from chatgw.access.limits import month_of
 from chatgw.compose import Container, build
-from chatgw.limits import month_of
 from chatgw.store import UsageQuery
 from tests.conftest import ThreadServer, add_key, eventually, openai_client
 from tests.fakes.fake_openai import FakeOpenAI, Script
@@ -46,8 +46,8 @@ def gateway(
     if request.param == "sqlite":
         yield container
         return
-    from chatgw.store.dynamodb import DynamoStore
-    from chatgw.store.dynamodb_tables import make_client
+    from chatgw.store.dynamodb.store import DynamoStore
+    from chatgw.store.dynamodb.tables import make_client
 
     tables = request.getfixturevalue("dynamo_tables")
     store = DynamoStore(make_client(endpoint_url=tables.endpoint, region="us-east-1"), tables.keys, tables.usage)

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from chatgw.admin.usage import usage_report
+from chatgw.cli.usage import usage_report
 from chatgw.compose import Container, build
 from chatgw.settings import Settings
 from chatgw.store import UsageQuery
@@ -41,8 +41,8 @@ def upgraded(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Con
         db.close()
         container = build(settings)
     else:
-        from chatgw.store.dynamodb import DynamoStore
-        from chatgw.store.dynamodb_tables import make_client
+        from chatgw.store.dynamodb.store import DynamoStore
+        from chatgw.store.dynamodb.tables import make_client
 
         tables = request.getfixturevalue("dynamo_tables")
         client = make_client(endpoint_url=tables.endpoint, region="us-east-1")

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from mangum import Mangum
 
-from chatgw import logs
-from chatgw.cli import LocalContext
+from chatgw.access.keys import Limits
+from chatgw.aws_lambda.fake_runtime_api import FakeRuntimeAPI
+from chatgw.cli.main import LocalContext
 from chatgw.compose import Container
 from chatgw.errors import StoreUnavailable, UpstreamError
-from chatgw.keys import Limits
-from chatgw.local_runtime import FakeRuntimeAPI
-from chatgw.metrics import EmfSink
+from chatgw.observability import logs
+from chatgw.observability.metrics import EmfSink
 from tests.conftest import add_key
 from tests.fakes.backends import ScriptedBackend
 from tests.integration.lambda_events import RuntimeThread, rest_v1_event
@@ -309,7 +309,7 @@ def test_chatgw_invoke_prints_the_log_and_emf_lines_of_lambda(stream: bool, tmp_
     from tests.conftest import ROOT
 
     event = ROOT / "events" / ("rest-v1-chat-stream.json" if stream else "rest-v1-chat.json")
-    argv = [sys.executable, "-m", "chatgw.cli", "invoke", str(event), "--state-dir", str(tmp_path)]
+    argv = [sys.executable, "-m", "chatgw.cli.main", "invoke", str(event), "--state-dir", str(tmp_path)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATGW_")} | {"CHATGW_LOG_LEVEL": "INFO"}
     done = subprocess.run(argv + (["--stream"] if stream else []), env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -10,10 +10,11 @@ from typing import Any, TypeVar
 
 import pytest
 
+from chatgw.api.openai_chat.completion import Piece
+from chatgw.api.openai_chat.wire import ChatRequest
 from chatgw.backends import CatalogError, build_backend
 from chatgw.backends.base import BackendDeps, Deadline
-from chatgw.backends.openai_http import OpenAIBackend
-from chatgw.completion import Piece
+from chatgw.backends.openai_chat import OpenAIBackend
 from chatgw.errors import (
     ChatgwError,
     UpstreamError,
@@ -21,7 +22,6 @@ from chatgw.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
-from chatgw.wire import ChatRequest
 from tests.fakes.fake_openai import FakeOpenAI, Script
 from tests.hardening.asgi import captured_logs
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
+from chatgw.api.openai_chat.wire import ChatRequest
 from chatgw.backends import _drain, build_backend
 from chatgw.backends.base import BackendDeps, Deadline
-from chatgw.backends.openai_http import OpenAIBackend
-from chatgw.wire import ChatRequest
+from chatgw.backends.openai_chat import OpenAIBackend
 
 STREAMS = 120
 """More than httpx's default pool (100 connections): a leaked pool slot per stream would hang."""

@@ -8,9 +8,9 @@ import openai
 import pytest
 from openai import OpenAI
 
-from chatgw.keys import Limits
-from chatgw.tokens import estimate_prompt_tokens
-from chatgw.wire import ChatRequest
+from chatgw.access.keys import Limits
+from chatgw.api.openai_chat.wire import ChatRequest
+from chatgw.metering.estimate import estimate_prompt_tokens
 from tests.conftest import Gateway, eventually, openai_client, running_gateway
 
 MESSAGES = [

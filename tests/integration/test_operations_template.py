@@ -1,5 +1,5 @@
 """The stack's dashboard and alarms against the code: every metric a widget or an alarm names is one
-the gateway emits (metrics.py) with exactly those dimensions, or an AWS metric of the stack's own
+the gateway emits (observability/metrics.py) with exactly those dimensions, or an AWS metric of the stack's own
 function, API or tables; every gateway metric is shown or alarmed; every alarm notifies the topic."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from chatgw.metrics import ALL, OUTCOMES, REFUSAL_REASONS
+from chatgw.observability.metrics import ALL, OUTCOMES, REFUSAL_REASONS
 from tests.integration.test_template import template  # noqa: F401  (the parsed template fixture)
 
 EMITTED = {(m.name, frozenset(dims)) for m in ALL for dims in m.dimension_sets}

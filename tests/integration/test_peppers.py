@@ -20,10 +20,10 @@ import boto3
 import httpx
 import pytest
 
-from chatgw import admin
+from chatgw.access.keys import new_key
+from chatgw.access.peppers import PEPPER_FILE, FileSource, PepperBook, PepperError, SecretSource, parse, rotated
+from chatgw.cli import admin
 from chatgw.compose import Container, build
-from chatgw.keys import new_key
-from chatgw.peppers import PEPPER_FILE, FileSource, PepperBook, PepperError, SecretSource, parse, rotated
 from chatgw.settings import Settings
 from tests.dynamo_fixtures import MotoServer
 
@@ -127,7 +127,7 @@ def test_rotation_in_secrets_manager_keeps_keys_of_both_versions_working(
 
 
 def test_the_stack_output_names_the_secret(env: None, secret_arn: str, tmp_path: Path) -> None:
-    from chatgw.admin.peppers import pepper_source
+    from chatgw.cli.peppers import pepper_source
 
     cfn = boto3.client("cloudformation", region_name="us-east-1")
     template = {
@@ -254,7 +254,7 @@ def test_the_deployed_init_reads_the_secret_without_boto3(env: None, secret_arn:
     clients from one botocore session: `import boto3` and a second session cost ~80 ms of CPU per
     cold start (docs/bench.md, "Init")."""
     code = (
-        "import sys, chatgw.lambda_buffered as entry; "
+        "import sys, chatgw.aws_lambda.buffered as entry; "
         "book = __import__('chatgw.compose').compose.container().service.peppers; "
         "assert book.peppers.current == 'v1', book.peppers.current; "
         "assert 'boto3' not in sys.modules, 'boto3 imported at init'"

@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
+from chatgw.access.keys import Limits
+from chatgw.api.openai_chat.wire import ChatRequest
 from chatgw.compose import Container
-from chatgw.keys import Limits
-from chatgw.tokens import estimate_prompt_tokens
-from chatgw.wire import ChatRequest
+from chatgw.metering.estimate import estimate_prompt_tokens
 from tests.conftest import ThreadServer, add_key, eventually
 from tests.fakes.fake_openai import FakeOpenAI
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from chatgw.store.dynamodb_tables import make_client
+from chatgw.store.dynamodb.tables import make_client
 from tests.dynamo_fixtures import Tables
 from tests.integration.test_limits_e2e import PEPPER, Served, _ask, _away_from_a_minute_boundary, _burst, _serve
 

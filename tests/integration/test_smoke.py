@@ -20,8 +20,8 @@ import boto3
 import httpx
 import pytest
 
-from chatgw import admin
-from chatgw.admin.smoke import root_of
+from chatgw.cli import admin
+from chatgw.cli.smoke import root_of
 from tests.conftest import Gateway, free_port, stop, wait_healthy
 from tests.dynamo_fixtures import MotoServer, Tables
 
@@ -166,7 +166,7 @@ def test_smoke_on_a_stack_finds_its_calls_in_the_ledger(
         "CHATGW_STATE_DIR": str(tmp_path / "state"),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "chatgw.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "chatgw.cli.main", "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -194,8 +194,8 @@ def test_smoke_on_a_stack_finds_its_calls_in_the_ledger(
     assert [name for name, c in checks.items() if not c["ok"]] == []
     assert code == 0
     assert checks["usage ledger recorded the calls"]["detail"] == "2 event(s) for 2 call(s)"
-    from chatgw.store.dynamodb import DynamoStore
-    from chatgw.store.dynamodb_tables import make_client
+    from chatgw.store.dynamodb.store import DynamoStore
+    from chatgw.store.dynamodb.tables import make_client
 
     client = make_client(endpoint_url=moto_server.endpoint, region="us-east-1")
     store = DynamoStore(client, dynamo_tables.keys, dynamo_tables.usage)

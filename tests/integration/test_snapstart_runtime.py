@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from chatgw import snapstart
-from chatgw.lambda_streaming import run
-from chatgw.local_runtime import FakeRuntimeAPI
+from chatgw.aws_lambda import snapstart
+from chatgw.aws_lambda.fake_runtime_api import FakeRuntimeAPI
+from chatgw.aws_lambda.stream_runtime import run
 from tests.integration.lambda_events import rest_v1_event
 from tests.integration.test_bootstrap import BOOTSTRAP, MANAGED_RUNTIME_COMMAND, wrapper_env
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from chatgw.keys import new_key
-from chatgw.local_runtime import FakeInvocation, FakeRuntimeAPI
-from chatgw.store.dynamodb import DynamoStore
-from chatgw.store.dynamodb_tables import make_client
+from chatgw.access.keys import new_key
+from chatgw.aws_lambda.fake_runtime_api import FakeInvocation, FakeRuntimeAPI
+from chatgw.store.dynamodb.store import DynamoStore
+from chatgw.store.dynamodb.tables import make_client
 from tests.dynamo_fixtures import MotoServer, Tables
 from tests.integration.lambda_events import rest_v1_event
 

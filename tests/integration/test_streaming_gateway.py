@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from chatgw.access.keys import new_key
+from chatgw.aws_lambda.fake_runtime_api import FakeInvocation, FakeRuntimeAPI
 from chatgw.compose import Container
-from chatgw.keys import new_key
-from chatgw.local_runtime import FakeInvocation, FakeRuntimeAPI
 from chatgw.store.sqlite import SqliteStore
 from tests.conftest import ROOT, add_key, eventually
 from tests.fakes.backends import ScriptedBackend, released_by
@@ -169,7 +169,7 @@ def test_a_stream_lambda_drops_is_metered_as_client_closed(
 def test_every_sample_event_through_the_streaming_runtime(
     event: Path, fake: FakeRuntimeAPI, make_container: Callable[..., Container]
 ) -> None:
-    from chatgw.cli import PLACEHOLDER
+    from chatgw.cli.main import PLACEHOLDER
 
     container = make_container()
     key = add_key(container)
@@ -184,7 +184,7 @@ def test_every_sample_event_through_the_streaming_runtime(
 
 def test_chatgw_invoke_stream_prints_the_prelude_timed_chunks_and_end(tmp_path: Path) -> None:
     env = {**os.environ, "CHATGW_LOG_LEVEL": "WARNING"}
-    command = [sys.executable, "-m", "chatgw.cli", "invoke", str(ROOT / "events" / "rest-v1-chat-stream.json")]
+    command = [sys.executable, "-m", "chatgw.cli.main", "invoke", str(ROOT / "events" / "rest-v1-chat-stream.json")]
     result = subprocess.run(
         [*command, "--stream", "--state-dir", str(tmp_path)], env=env, capture_output=True, text=True, timeout=60
     )

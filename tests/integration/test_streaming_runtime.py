@@ -21,9 +21,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from chatgw.lambda_streaming import run_local
-from chatgw.local_runtime import PRELUDE_LIMIT, FakeRuntimeAPI
-from chatgw.runtime_api import PRELUDE_DELIMITER, STREAM_CONTENT_TYPE
+from chatgw.aws_lambda.fake_runtime_api import PRELUDE_LIMIT, FakeRuntimeAPI
+from chatgw.aws_lambda.runtime_api import PRELUDE_DELIMITER, STREAM_CONTENT_TYPE
+from chatgw.aws_lambda.stream_runtime import run_local
 from tests.integration.lambda_events import RuntimeThread, function_url_event, http_v2_event, rest_v1_event
 
 
@@ -291,7 +291,7 @@ def test_a_deadline_on_a_non_sse_response_ends_it_with_error_trailers_only(fake:
 
 def test_main_needs_the_runtime_api_and_fails_when_it_cannot_reach_it() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CHATGW_"))}
-    command = [sys.executable, "-m", "chatgw.lambda_streaming"]
+    command = [sys.executable, "-m", "chatgw.aws_lambda.stream_runtime"]
     outside = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert outside.returncode == 2 and "AWS_LAMBDA_RUNTIME_API is not set" in outside.stderr
     with socket.socket() as sock:  # a port nothing listens on

@@ -168,10 +168,10 @@ def test_the_function_starts_the_streaming_runtime_through_the_wrapper(template:
     function = template["Resources"]["Function"]["Properties"]
     assert function["Runtime"] == "python3.13"
     assert function["Architectures"] == ["arm64"]
-    assert function["Handler"] == "chatgw.lambda_buffered.handler"
+    assert function["Handler"] == "chatgw.aws_lambda.buffered.handler"
     code = ROOT / function["CodeUri"]
-    assert (code / "chatgw" / "lambda_buffered.py").exists()
-    assert (code / "chatgw" / "lambda_streaming.py").exists()
+    assert (code / "chatgw" / "aws_lambda/buffered.py").exists()
+    assert (code / "chatgw" / "aws_lambda/stream_runtime.py").exists()
     wrapper = function["Environment"]["Variables"]["AWS_LAMBDA_EXEC_WRAPPER"]
     assert wrapper == "/var/task/bootstrap"  # CodeUri is unpacked into /var/task
     bootstrap = code / "bootstrap"
@@ -209,7 +209,7 @@ def test_the_environment_is_what_settings_read(template: dict[str, Any]) -> None
 
 @pytest.mark.parametrize("table", ["KeysTable", "UsageTable"])
 def test_tables_keep_the_store_contract(template: dict[str, Any], table: str) -> None:
-    from chatgw.store.dynamodb_tables import ATTRIBUTES, KEY_SCHEMA, TTL_ATTRIBUTE
+    from chatgw.store.dynamodb.tables import ATTRIBUTES, KEY_SCHEMA, TTL_ATTRIBUTE
 
     resource = template["Resources"][table]
     assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Retain"
@@ -310,7 +310,7 @@ def test_sam_build_packages_the_function_without_a_container(sam: Path, tmp_path
     assert result.returncode == 0, result.stdout + result.stderr
     package = tmp_path / "build" / "Function"
     assert (package / "bootstrap").stat().st_mode & stat.S_IXUSR
-    assert (package / "chatgw" / "lambda_streaming.py").exists()
+    assert (package / "chatgw" / "aws_lambda/stream_runtime.py").exists()
     assert (package / "mangum").is_dir() and (package / "fastapi").is_dir()
     native = glob.glob(str(package / "pydantic_core" / "*.so"))
     assert native and all("cpython-313-aarch64" in name for name in native)  # arm64, Python 3.13

@@ -10,9 +10,9 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from chatgw.access.keys import Limits
 from chatgw.backends import CatalogError
 from chatgw.compose import Container
-from chatgw.keys import Limits
 from tests.conftest import ThreadServer, add_key
 from tests.fakes.fake_openai import FakeOpenAI
 

@@ -11,10 +11,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from chatgw.api.openai_chat.wire import ChatRequest
 from chatgw.backends import build_backend
 from chatgw.backends.base import BackendDeps, Deadline
 from chatgw.errors import UpstreamError
-from chatgw.wire import ChatRequest
 from tests.fakes.fake_bedrock import FakeBedrock
 from tests.fakes.fake_openai import FakeOpenAI
 

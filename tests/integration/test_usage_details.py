@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from chatgw.admin.usage import usage_report
+from chatgw.access.limits import month_of
+from chatgw.cli.usage import usage_report
 from chatgw.compose import Container, build
-from chatgw.limits import month_of
 from chatgw.store import UsageEvent, UsageQuery
 from tests.conftest import ThreadServer, add_key, eventually, openai_client
 from tests.fakes.fake_bedrock import FakeBedrock
@@ -55,8 +55,8 @@ def gateway(
     if request.param == "sqlite":
         yield container
         return
-    from chatgw.store.dynamodb import DynamoStore
-    from chatgw.store.dynamodb_tables import make_client
+    from chatgw.store.dynamodb.store import DynamoStore
+    from chatgw.store.dynamodb.tables import make_client
 
     tables = request.getfixturevalue("dynamo_tables")
     store = DynamoStore(make_client(endpoint_url=tables.endpoint, region="us-east-1"), tables.keys, tables.usage)

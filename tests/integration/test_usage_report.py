@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from chatgw import admin
-from chatgw.keys import new_key
+from chatgw.access.keys import new_key
+from chatgw.cli import admin
 from chatgw.store.base import UsageEvent
 from chatgw.store.sqlite import SqliteStore
 from tests.conftest import ROOT, missing_tool

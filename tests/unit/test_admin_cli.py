@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from chatgw import admin
-from chatgw.keys import parse_key, secret_matches
-from chatgw.limits import day_of, month_of
+from chatgw.access.keys import parse_key, secret_matches
+from chatgw.access.limits import day_of, month_of
+from chatgw.cli import admin
 from chatgw.settings import Settings
 from chatgw.store import Store, UsageEvent
-from chatgw.store.dynamodb_tables import make_client
+from chatgw.store.dynamodb.tables import make_client
 
 PEPPER = "cli-pepper"
 
@@ -70,7 +70,7 @@ def _hash_of(cli: Cli, key_id: str) -> str:
 
 def _pepper_of(cli: Cli, key_id: str) -> bytes:
     """The pepper the key's record names: the state folder's current one (SQLite), else the legacy one."""
-    from chatgw.admin.peppers import pepper_source
+    from chatgw.cli.peppers import pepper_source
 
     store = cli.store()
     record = store.get_key(key_id)

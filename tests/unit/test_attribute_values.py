@@ -11,7 +11,7 @@ from boto3.dynamodb import types as boto3_types
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chatgw.store.attribute_values import TypeDeserializer, TypeSerializer
+from chatgw.store.dynamodb.attribute_values import TypeDeserializer, TypeSerializer
 
 scalars = st.one_of(
     st.none(),

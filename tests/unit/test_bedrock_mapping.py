@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from chatgw.backends import bedrock_mapping as mapping
+from chatgw.api.openai_chat.wire import ChatRequest
+from chatgw.backends import _converse_mapping as mapping
 from chatgw.errors import UnsupportedParameter
-from chatgw.wire import ChatRequest
 
 TOOLS = [{"type": "function", "function": {"name": "lookup"}}]
 

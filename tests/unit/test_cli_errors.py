@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from chatgw import __version__, cli
+from chatgw import __version__
+from chatgw.cli import main as cli
 
 
 @pytest.mark.parametrize(
@@ -21,7 +22,7 @@ from chatgw import __version__, cli
 )
 def test_a_bad_catalog_is_one_line(tmp_path: Path, models: str, fragment: str) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "chatgw.cli", "invoke", "events/rest-v1-chat.json", "--state-dir", str(tmp_path)],
+        [sys.executable, "-m", "chatgw.cli.main", "invoke", "events/rest-v1-chat.json", "--state-dir", str(tmp_path)],
         env={"CHATGW_MODELS": models, "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,

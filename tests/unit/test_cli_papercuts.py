@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chatgw.keys import new_key
+from chatgw.access.keys import new_key
 from chatgw.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +21,7 @@ CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("CHATGW_")}
 
 def chatgw(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "chatgw.cli", *argv],
+        [sys.executable, "-m", "chatgw.cli.main", *argv],
         env={**CLEAN_ENV, "CHATGW_LOG_LEVEL": "WARNING", **(env or {})},
         capture_output=True,
         text=True,
@@ -92,7 +92,7 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> N
         store.create_key(new_key(f"key-{i}", tags={"team": "x" * 50})[1])
     store.close()
     process = subprocess.Popen(
-        [sys.executable, "-m", "chatgw.cli", "keys", "list", "--json", "--state-dir", str(tmp_path)],
+        [sys.executable, "-m", "chatgw.cli.main", "keys", "list", "--json", "--state-dir", str(tmp_path)],
         env=CLEAN_ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -147,7 +147,7 @@ def test_no_aws_credentials_is_named(tmp_path: Path) -> None:
         "AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:9",  # never reached: signing fails first
     }
     out = subprocess.run(
-        [sys.executable, "-m", "chatgw.cli", "tables", "create"],
+        [sys.executable, "-m", "chatgw.cli.main", "tables", "create"],
         env=env,
         capture_output=True,
         text=True,
@@ -163,7 +163,7 @@ def test_serve_sends_small_writes_at_once() -> None:
     first waited 40 ms for the client's delayed ACK (headers and body are two writes)."""
     import asyncio
 
-    from chatgw.cli import listen
+    from chatgw.cli.main import listen
 
     listening = listen("127.0.0.1", 0)
 

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from chatgw.access.keys import Limits
 from chatgw.compose import Container
-from chatgw.keys import Limits
 from tests.conftest import add_key
 
 CHAT = "/v2/llms/chat/completions"

@@ -4,8 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chatgw.errors import AuthenticationFailed, PermissionDenied
-from chatgw.keys import (
+from chatgw.access.keys import (
     KEY_PATTERN,
     check_usable,
     hash_secret,
@@ -15,6 +14,7 @@ from chatgw.keys import (
     redact,
     secret_matches,
 )
+from chatgw.errors import AuthenticationFailed, PermissionDenied
 
 
 def test_new_key_round_trips_and_stores_only_a_hash() -> None:

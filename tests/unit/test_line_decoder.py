@@ -8,7 +8,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chatgw.backends.sse_reader import LineDecoder
+from chatgw.backends._sse import LineDecoder
 
 PIECES = st.lists(
     st.sampled_from(

@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 
-from chatgw import logs
 from chatgw.errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -23,9 +22,10 @@ from chatgw.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
-from chatgw.metrics import ALL, REQUESTS, EmfSink, Metric
-from chatgw.observability import Observer, Report, cause_of, refusal_reason
-from chatgw.prometheus import PrometheusSink
+from chatgw.observability import logs
+from chatgw.observability.metrics import ALL, REQUESTS, EmfSink, Metric
+from chatgw.observability.observer import Observer, Report, cause_of, refusal_reason
+from chatgw.observability.prometheus import PrometheusSink
 from tests.conftest import free_port, stop, wait_healthy
 
 
@@ -138,7 +138,17 @@ def test_prometheus_sink_text() -> None:
 def test_serve_metrics_exposes_prometheus_text(tmp_path: Any) -> None:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "chatgw.cli", "serve", "--metrics", "--port", str(port), "--state-dir", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "chatgw.cli.main",
+            "serve",
+            "--metrics",
+            "--port",
+            str(port),
+            "--state-dir",
+            str(tmp_path),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from chatgw.access.keys import Limits
+from chatgw.access.limits import Admission, decide, raise_if_refused
+from chatgw.access.refusals import RefusalCache
 from chatgw.errors import RateLimited
-from chatgw.keys import Limits
-from chatgw.limits import Admission, decide, raise_if_refused
-from chatgw.refusals import RefusalCache
 
 START = datetime(2026, 3, 10, 12, 0, 0, tzinfo=UTC)
 RPM = Limits(requests_per_minute=2)

@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from chatgw import logs, restore_safe
+from chatgw.access.keys import new_key
+from chatgw.aws_lambda import snapstart_hooks as restore_safe
+from chatgw.backends._upstream_keys import KeySource
 from chatgw.backends.base import BackendDeps
-from chatgw.backends.upstream_keys import KeySource
 from chatgw.compose import build
 from chatgw.errors import PermissionDenied
-from chatgw.keys import new_key
+from chatgw.observability import logs
 from chatgw.settings import Settings
 
 

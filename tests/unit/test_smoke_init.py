@@ -7,7 +7,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chatgw.admin.smoke_init import init_check, log_group, summarize
+from chatgw.cli.smoke_init import init_check, log_group, summarize
 
 COLD = (
     "REPORT RequestId: 1f0b Duration: 812.31 ms Billed Duration: 1700 ms Memory Size: 1024 MB "

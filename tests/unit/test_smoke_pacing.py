@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from chatgw.admin.smoke import Check, Smoke, report
+from chatgw.cli.smoke import Check, Smoke, report
 
 KEY = "cgw_smoketest0001_" + "k" * 33
 

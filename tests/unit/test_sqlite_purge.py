@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from chatgw.limits import day_of, month_of
+from chatgw.access.limits import day_of, month_of
 from chatgw.store.base import UsageEvent, UsageQuery
 from chatgw.store.sqlite import SqliteStore
 

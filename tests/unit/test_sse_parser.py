@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chatgw.backends.sse_reader import SSEParser
+from chatgw.backends._sse import SSEParser
 
 
 def events(lines: list[str]) -> list[tuple[str, str]]:

@@ -11,7 +11,7 @@ import pytest
 from chatgw.errors import StoreUnavailable
 from chatgw.settings import Settings
 from chatgw.store import open_from_settings
-from chatgw.store.dynamodb import DynamoStore
+from chatgw.store.dynamodb.store import DynamoStore
 from chatgw.store.sqlite import SqliteStore
 
 

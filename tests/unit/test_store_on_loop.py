@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from chatgw.access.keys import Limits
 from chatgw.errors import StoreUnavailable
-from chatgw.keys import Limits
 from chatgw.store.base import UsageEvent, UsageQuery
 from chatgw.store.on_loop import WouldBlock, store_call
 from chatgw.store.sqlite import SqliteStore

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from chatgw.tokens import FILE_REFERENCE_TOKENS, IMAGE_TOKENS, count_tokens, estimate_prompt_tokens
-from chatgw.wire import ChatRequest
+from chatgw.api.openai_chat.wire import ChatRequest
+from chatgw.metering.estimate import FILE_REFERENCE_TOKENS, IMAGE_TOKENS, count_tokens, estimate_prompt_tokens
 
 ESTIMATOR = Path(__file__).resolve().parents[2] / "bench" / "estimator"
 CORPUS: dict[str, str] = json.loads((ESTIMATOR / "corpus.json").read_text())

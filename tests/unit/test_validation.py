@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from chatgw.api.openai_chat.validation import parse_chat_request
 from chatgw.errors import InvalidRequest, UnknownParameter
-from chatgw.validation import parse_chat_request
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -192,6 +192,9 @@ def test_the_request_validator_is_built_at_import_not_on_the_first_request() -> 
     import subprocess
     import sys
 
-    code = "import chatgw.wire as w; print(w.ChatRequest.__pydantic_complete__, w.TextPart.__pydantic_complete__)"
+    code = (
+        "import chatgw.api.openai_chat.wire as w; "
+        "print(w.ChatRequest.__pydantic_complete__, w.TextPart.__pydantic_complete__)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.split() == ["True", "False"]

@@ -7,12 +7,12 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from .base import BackendDeps, CatalogError, ChatBackend, Deadline
+from chatgw.backends.base import BackendDeps, CatalogError, ChatBackend, Deadline
 
 ADAPTERS = {
     "echo": "chatgw.backends.echo",
-    "openai": "chatgw.backends.openai_http",
-    "bedrock": "chatgw.backends.bedrock",
+    "openai": "chatgw.backends.openai_chat",
+    "bedrock": "chatgw.backends.bedrock_converse",
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import CatalogError
+from chatgw.backends import CatalogError
 
 
 class Options:

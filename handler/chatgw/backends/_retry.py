@@ -11,9 +11,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
-from ..errors import ChatgwError
-from ..logs import event
-from .base import Deadline
+from chatgw.backends.base import Deadline
+from chatgw.errors import ChatgwError
+from chatgw.observability.logs import event
 
 T = TypeVar("T")
 

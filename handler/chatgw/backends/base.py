@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..completion import Completion, Piece
-from ..errors import UnsupportedParameter
-from ..wire import ChatRequest
+from chatgw.api.openai_chat.completion import Completion, Piece
+from chatgw.api.openai_chat.wire import ChatRequest
+from chatgw.errors import UnsupportedParameter
 
 
 class CatalogError(ValueError):
@@ -114,7 +114,7 @@ class BackendDeps:
             if self._aws_client_factory is not None:
                 self._aws_clients[key] = self._aws_client_factory(service, region)
             else:
-                from .. import aws
+                from chatgw import aws
 
                 self._aws_clients[key] = aws.client(service, region)
         return self._aws_clients[key]

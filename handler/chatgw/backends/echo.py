@@ -13,11 +13,11 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from ..completion import Choice, ChunkChoice, Completion, Piece, Usage
-from ..errors import UnsupportedParameter
-from ..tokens import estimate_prompt_tokens
-from ..wire import ChatRequest, TextFormat, UserMessage, text_of
-from .base import BackendDeps, CatalogError, Deadline, refuse_unsupported
+from chatgw.api.openai_chat.completion import Choice, ChunkChoice, Completion, Piece, Usage
+from chatgw.api.openai_chat.wire import ChatRequest, TextFormat, UserMessage, text_of
+from chatgw.backends.base import BackendDeps, CatalogError, Deadline, refuse_unsupported
+from chatgw.errors import UnsupportedParameter
+from chatgw.metering.estimate import estimate_prompt_tokens
 
 SUPPORTED = frozenset(
     {

@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from ..keys import KeyRecord, Limits
-from ..limits import Admission
+from chatgw.access.keys import KeyRecord, Limits
+from chatgw.access.limits import Admission
 
 UsageStatus = Literal["ok", "error", "client_closed"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ..keys import KeyRecord, Limits
-from .base import UsageEvent
+from chatgw.access.keys import KeyRecord, Limits
+from chatgw.store.base import UsageEvent
 
 
 def key_to_dict(record: KeyRecord) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 The service sets it around its store calls (`until(call.deadline.at)`); `asyncio.to_thread` copies
 it into the worker thread, and the settlement's pool copies it too. The DynamoDB adapter's retries
-read it (store/dynamodb_call.py): no attempt and no backoff sleep past it, and each attempt's read
+read it (store/dynamodb/call.py): no attempt and no backoff sleep past it, and each attempt's read
 timeout cut to what is left. The Store interface carries no deadline, so every adapter and fake
 keeps its signatures; a store call made outside a request (the CLI, `chatgw replay`) is bounded by
 its retry policy alone. SQLite ignores it (a local file: its busy timeout bounds it).

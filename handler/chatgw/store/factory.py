@@ -3,8 +3,8 @@ The DynamoDB adapter (and so boto3) is imported only on that path."""
 
 from __future__ import annotations
 
-from ..settings import Settings
-from .base import Store
+from chatgw.settings import Settings
+from chatgw.store.base import Store
 
 SQLITE_FILE = "chatgw.db"
 
@@ -12,13 +12,13 @@ SQLITE_FILE = "chatgw.db"
 def open_from_settings(settings: Settings, *, region: str | None = None) -> Store:
     if settings.keys_table and settings.usage_table:
         return open_dynamodb(settings.keys_table, settings.usage_table, settings, region=region)
-    from .sqlite import SqliteStore
+    from chatgw.store.sqlite import SqliteStore
 
     return SqliteStore(settings.state_dir / SQLITE_FILE, usage_ttl_days=settings.usage_ttl_days)
 
 
 def open_dynamodb(keys_table: str, usage_table: str, settings: Settings, *, region: str | None = None) -> Store:
-    from .dynamodb import DynamoStore
-    from .dynamodb_tables import make_client
+    from chatgw.store.dynamodb.store import DynamoStore
+    from chatgw.store.dynamodb.tables import make_client
 
     return DynamoStore(make_client(region=region), keys_table, usage_table, usage_ttl_days=settings.usage_ttl_days)

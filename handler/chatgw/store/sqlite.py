@@ -12,12 +12,12 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ..errors import StoreUnavailable
-from ..keys import KeyRecord, Limits
-from ..limits import Admission, day_of, decide, generation_of, minute_window, month_of
-from .base import KeyExists, KeyNotFound, UsageEvent, UsageQuery, UsageRow
-from .codec import event_from_dict, key_from_dict, key_to_dict
-from .on_loop import WouldBlock
+from chatgw.access.keys import KeyRecord, Limits
+from chatgw.access.limits import Admission, day_of, decide, generation_of, minute_window, month_of
+from chatgw.errors import StoreUnavailable
+from chatgw.store.base import KeyExists, KeyNotFound, UsageEvent, UsageQuery, UsageRow
+from chatgw.store.codec import event_from_dict, key_from_dict, key_to_dict
+from chatgw.store.on_loop import WouldBlock
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (key_id TEXT PRIMARY KEY, record TEXT NOT NULL);

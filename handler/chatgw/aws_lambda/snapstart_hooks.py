@@ -1,0 +1,56 @@
+"""The container's SnapStart hooks: what must not be shared by the environments restored from one
+snapshot (AWS: "Handling uniqueness with Lambda SnapStart").
+
+Before the snapshot: pooled connections are dropped, so that no socket is in it. After each restore:
+connections dropped again (anything opened in between belongs to the snapshot), the `random` module
+reseeded from the OS (retry jitter must differ between environments), the key cache and the upstream
+keys read so far forgotten (their age is the snapshot's, not this environment's), and a new container
+identity for the logs. Request ids and key secrets come from `uuid4`/`secrets`, i.e. from the kernel,
+which Lambda reseeds on restore.
+
+Registered once per process, by `compose.container()`, through `snapshot_restore_py`: the streaming
+runtime (`aws_lambda/snapstart.py`) and the managed runtime (buffered entry) run the same registrations."""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Protocol
+
+import snapshot_restore_py
+
+from chatgw.observability import logs
+
+
+class Droppable(Protocol):
+    def drop_connections(self) -> None: ...
+
+
+class ForgetsKeys(Protocol):
+    def forget_cached_keys(self) -> None: ...
+
+
+def before_snapshot(*holders: object) -> None:
+    _drop(holders)
+    logs.event("snapshot")
+
+
+def after_restore(service: ForgetsKeys, *holders: object) -> None:
+    snapshot_container = logs.container_id()
+    random.seed()
+    logs.renew_container_id()
+    _drop(holders)
+    service.forget_cached_keys()
+    logs.event("restored", logging.INFO, restored_from=snapshot_container)
+
+
+def _drop(holders: tuple[object, ...]) -> None:
+    for holder in holders:
+        drop = getattr(holder, "drop_connections", None)  # a store without pooled connections has none
+        if drop is not None:
+            drop()
+
+
+def register(deps: Droppable, store: object, service: ForgetsKeys) -> None:
+    snapshot_restore_py.register_before_snapshot(before_snapshot, deps, store)
+    snapshot_restore_py.register_after_restore(after_restore, service, deps, store)
