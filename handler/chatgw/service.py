@@ -1,5 +1,6 @@
 """The use case: authorize a key, admit the request, call the model, meter the usage.
-Knows nothing of HTTP: it takes a validated request and raises errors of `errors.py`."""
+Knows nothing of HTTP nor of any door's wire format: it takes a `Conversation` and raises errors of
+`errors.py`; the door renders the `Answer`."""
 
 from __future__ import annotations
 
@@ -15,10 +16,9 @@ from chatgw.access.keys import KeyRecord, check_usable, model_allowed, parse_key
 from chatgw.access.limits import need_of, raise_if_refused, rate_headers
 from chatgw.access.peppers import LEGACY, PepperBook
 from chatgw.access.refusals import RefusalCache
-from chatgw.api.openai_chat.completion import Completion, Usage, completion_body
-from chatgw.api.openai_chat.wire import ChatRequest
-from chatgw.backends.base import Deadline
 from chatgw.catalog import Catalog, ModelEntry
+from chatgw.conversation import Answer, Conversation, Usage
+from chatgw.deadline import Deadline
 from chatgw.errors import (
     PERMISSION_MESSAGE,
     RETRYABLE_UPSTREAM,
@@ -30,8 +30,10 @@ from chatgw.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from chatgw.fallbacks import ChainLog, fallback_chain, output_cap, reserves_tokens, with_cap, worst_case
-from chatgw.metering.estimate import count_tokens, estimate_prompt_tokens
+from chatgw.fallbacks import ChainLog, fallback_chain
+from chatgw.metering.reservations import output_cap, reserves_tokens, with_cap, worst_case
+from chatgw.metering.usage import NONE as NO_USAGE
+from chatgw.metering.usage import usage_event, usage_of
 from chatgw.observability import logs
 from chatgw.observability.observer import Observer, Report
 from chatgw.settings import Settings
@@ -101,7 +103,7 @@ class Prepared:
     """A request that passed every check and was admitted: ready for the backend."""
 
     record: KeyRecord
-    request: ChatRequest
+    conversation: Conversation
     chain: list[ModelEntry]
     headers: dict[str, str]
     reserved: int = 0
@@ -216,7 +218,7 @@ class Service:
 
     # what it may do --------------------------------------------------------------------
 
-    async def prepare(self, record: KeyRecord, request: ChatRequest, call: Call) -> Prepared:
+    async def prepare(self, record: KeyRecord, request: Conversation, call: Call) -> Prepared:
         entry = self.catalog.get(request.model)
         if not model_allowed(record, entry.name):  # as if missing: a key cannot map the catalog
             raise ModelNotFound(f"The model `{request.model}` does not exist.", param="model")
@@ -230,33 +232,35 @@ class Service:
         headers = await self._admit(record, call, reserve)
         return Prepared(record, request, chain, headers, reserve)
 
-    def _reservation(self, record: KeyRecord, entry: ModelEntry, request: ChatRequest) -> tuple[ChatRequest, int]:
+    def _reservation(self, record: KeyRecord, entry: ModelEntry, request: Conversation) -> tuple[Conversation, int]:
         """A token-limited key's request reserves its worst case, and is sent with the output cap
         that worst case assumed (docs/store.md, "Reservations")."""
         if not reserves_tokens(record.limits):
             return request, 0
-        cap = output_cap(request, record, entry, self.settings.default_max_output_tokens)
+        cap = output_cap(request, record, entry.max_output_tokens, self.settings.default_max_output_tokens)
         return with_cap(request, cap), worst_case(request, cap)
 
     @staticmethod
-    def _apply_token_cap(record: KeyRecord, request: ChatRequest) -> ChatRequest:
+    def _apply_token_cap(record: KeyRecord, request: Conversation) -> Conversation:
         """The key's `max_tokens_per_request` holds for the whole request: `n` choices of
         `max_tokens` each must fit in it. Without a client cap, each choice gets `cap // n`."""
         cap = record.limits.max_tokens_per_request
         if cap is None:
             return request
-        n = request.n or 1
+        n = request.choices
         if n > cap:
+            choices = request.spelled("choices")
             raise InvalidRequest(
-                f"`n` is {n}, above this key's limit of {cap} tokens per request (at least one token per choice).",
-                param="n",
+                f"`{choices}` is {n}, above this key's limit of {cap} tokens per request "
+                "(at least one token per choice).",
+                param=choices,
             )
-        asked = request.token_cap
+        asked = request.max_output_tokens
         if asked is None:
-            return request.model_copy(update={"max_tokens": cap // n})
+            return request.with_cap(cap // n)
         if asked * n > cap:
-            param = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
-            times = f" x `n` ({n}) = {asked * n}" if n > 1 else ""
+            param = request.spelled("max_output_tokens")
+            times = f" x `{request.spelled('choices')}` ({n}) = {asked * n}" if n > 1 else ""
             raise InvalidRequest(
                 f"`{param}` is {asked}{times}, above this key's limit of {cap} tokens per request.", param=param
             )
@@ -283,15 +287,16 @@ class Service:
 
     # the call ------------------------------------------------------------------------
 
-    async def complete(self, prepared: Prepared, call: Call) -> tuple[dict[str, object], UsageEvent]:
-        """The buffered answer and its usage event (which the caller records after responding)."""
-        request = prepared.request
+    async def complete(self, prepared: Prepared, call: Call) -> tuple[Answer, Usage, UsageEvent]:
+        """The buffered answer, its usage, and its usage event (which the caller records after
+        responding)."""
+        request = prepared.conversation
         chain = ChainLog(call.request_id, request.model)
         last_error: ChatgwError | None = None
         for entry in prepared.chain:
             try:
                 async with asyncio.timeout(max(0.0, call.deadline.remaining())):
-                    completion = await entry.backend.complete(request, call.deadline)
+                    answer = await entry.backend.complete(request, call.deadline)
             except TimeoutError:
                 last_error = UpstreamTimeout(f"The model `{entry.name}` did not answer before the deadline.")
             except RETRYABLE_UPSTREAM as exc:
@@ -311,16 +316,9 @@ class Service:
             else:
                 chain.served(entry)
                 chain.flush()
-                usage, estimated = self.usage_of(request, completion)
-                body = completion_body(
-                    completion,
-                    completion_id=f"chatcmpl-{call.request_id}",
-                    created=int(call.now.timestamp()),
-                    model=request.model,
-                    usage=usage,
-                )
+                usage, estimated = usage_of(request, answer)
                 event = self.event(prepared, call, entry, status="ok", usage=usage, estimated=estimated)
-                return body, event
+                return answer, usage, event
             assert last_error is not None
             chain.failed(entry, last_error)
             self.upstream_failed(call, entry, last_error, falling_back=entry is not prepared.chain[-1])
@@ -328,13 +326,6 @@ class Service:
         chain.flush()
         await self.record(self.event(prepared, call, prepared.chain[-1], status="error"), call.deadline)
         raise chain.whole_chain_failed(last_error)
-
-    @staticmethod
-    def usage_of(request: ChatRequest, completion: Completion) -> tuple[Usage, bool]:
-        if completion.usage is not None:
-            return completion.usage, False
-        text = "".join((c.content or "") + str(c.tool_calls or "") for c in completion.choices)
-        return Usage(estimate_prompt_tokens(request), count_tokens(text)), True
 
     # the ledger ----------------------------------------------------------------------
 
@@ -349,35 +340,21 @@ class Service:
         estimated: bool = False,
         ttft_ms: int | None = None,
     ) -> UsageEvent:
-        usage = usage or Usage(0, 0)
-        price = entry.price
-        cost = None
-        if price is not None:
-            cost = price.cost(
-                usage.prompt_tokens,
-                usage.completion_tokens,
-                cached_tokens=usage.cached_tokens,
-                cache_write_tokens=usage.cache_write_tokens,
-            )
-        event = UsageEvent(
+        event = usage_event(
             key_id=prepared.record.key_id,
             request_id=call.request_id,
             at=call.now,
-            model=prepared.request.model,
+            model=prepared.conversation.model,
+            served_model=entry.name,
             backend=entry.backend.kind,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
+            price=entry.price,
+            usage=usage or NO_USAGE,
             status=status,
-            streamed=bool(prepared.request.stream),
+            streamed=prepared.conversation.stream,
             latency_ms=call.elapsed_ms(),
             ttft_ms=ttft_ms,
             estimated=estimated,
-            served_model=entry.name,
-            cached_tokens=usage.cached_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            cost=cost,
-            reserved_tokens=prepared.reserved,
+            reserved=prepared.reserved,
         )
         call.seen.metered(event, served_model=entry.name)
         return event

@@ -25,6 +25,7 @@ from tests.fakes.fake_bedrock import Script as BedrockScript
 from tests.fakes.fake_openai import FakeOpenAI
 from tests.fakes.fake_openai import Script as OpenAIScript
 from tests.hardening.asgi import CHAT, LogLines, Reply, assert_envelope, call, captured_logs
+from tests.support.loops import close_loop
 
 USER = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -62,7 +63,7 @@ def gateways(make_container: Callable[..., Container], monkeypatch: pytest.Monke
     finally:
         for deps in made.deps:
             loop.run_until_complete(deps.aclose())
-        loop.close()
+        close_loop(loop)
 
 
 def completion_line(logs: LogLines, reply: Reply) -> dict[str, Any]:

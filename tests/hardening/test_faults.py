@@ -61,7 +61,9 @@ def failing_table(container: Container, table: str) -> Iterator[None]:
 
 
 def break_keys_table(container: Container) -> None:
-    raw_db(container).execute("ALTER TABLE keys RENAME TO keys_gone")
+    db = raw_db(container)
+    db.execute("ALTER TABLE keys RENAME TO keys_gone")
+    db.close()
 
 
 def close_store(container: Container) -> None:

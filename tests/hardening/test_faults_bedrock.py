@@ -19,6 +19,7 @@ from chatgw.compose import Container, build
 from tests.conftest import add_key, eventually
 from tests.fakes.fake_bedrock import FakeBedrock, Script
 from tests.hardening.asgi import CHAT, Reply, assert_envelope, call
+from tests.support.loops import close_loop
 
 USER = [{"role": "user", "content": "Say something."}]
 MODEL = {"backend": "bedrock", "model_id": "anthropic.claude-fake-v1:0", "region": "us-east-1"}
@@ -52,7 +53,7 @@ def bedrock_gateway(
     finally:
         for deps in made:
             loop.run_until_complete(deps.aclose())
-        loop.close()
+        close_loop(loop)
 
 
 def events_of(gw: Container, key: str) -> list[Any]:

@@ -21,6 +21,7 @@ from chatgw.compose import Container, build
 from tests.conftest import add_key, eventually, free_port
 from tests.fakes.fake_openai import FakeOpenAI, Script
 from tests.hardening.asgi import CHAT, Reply, assert_envelope, call, captured_logs, run
+from tests.support.loops import close_loop
 
 UPSTREAM_KEY = "sk-upstream-hardening-3f9c2a7d1e"
 USER = [{"role": "user", "content": "What is the capital of France?"}]
@@ -72,7 +73,7 @@ def up(make_container: Callable[..., Container], monkeypatch: pytest.MonkeyPatch
     finally:
         for deps in upstreamed.deps:
             loop.run_until_complete(deps.aclose())
-        loop.close()
+        close_loop(loop)
 
 
 def events_of(gw: Container, key: str) -> list[Any]:
@@ -268,3 +269,61 @@ def test_each_request_on_its_own_event_loop(
         assert reply.status == 200, reply.body
     assert [e.status for e in events_of(gw, key)] == ["ok"] * 4
     gc.collect()
+
+
+def test_one_tool_call_without_usage_is_estimated_alike_buffered_and_streamed(
+    up: Upstreamed, fake_openai: FakeOpenAI
+) -> None:
+    """An upstream that reports no usage: the answer's text is measured once (`metering.estimate`),
+    so a tool call is booked the same whether it was buffered or streamed (it was 59 tokens
+    buffered, from the repr of the call's dict, and 9 streamed)."""
+    gw, key = up.gateway(fake_openai.base_url)
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    forced = {"type": "function", "function": {"name": "get_weather"}}
+    fake_openai.then(Script(send_usage=False))
+    streamed = up.chat(gw, key, True, tools=tools, tool_choice=forced)
+    assert streamed.status == 200
+    calls = [
+        c
+        for e in sse(streamed)
+        if e.startswith("data: {")
+        for choice in json.loads(e.removeprefix("data: "))["choices"]
+        for c in choice["delta"].get("tool_calls") or ()
+    ]
+    name = calls[0]["function"]["name"]
+    arguments = "".join(c["function"]["arguments"] for c in calls)
+    assert name == "get_weather" and arguments
+    answer = {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-upstream",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": calls[0]["id"], "type": "function", "function": {"name": name, "arguments": arguments}}
+                    ],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ],
+    }
+    fake_openai.then(Script(body=answer))
+    buffered = up.chat(gw, key, tools=tools, tool_choice=forced)
+    assert buffered.status == 200
+    assert buffered.json()["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] == arguments
+    events = sorted(events_of_count(gw, key, 2), key=lambda e: e.streamed)
+    assert [e.estimated for e in events] == [True, True]
+    assert events[0].completion_tokens == events[1].completion_tokens > 0
+
+
+def events_of_count(gw: Container, key: str, count: int) -> list[Any]:
+    def enough() -> list[Any] | None:
+        got = list(gw.store.usage_events(key.split("_")[1]))
+        return got if len(got) >= count else None
+
+    return list(eventually(enough) or [])

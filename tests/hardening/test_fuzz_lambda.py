@@ -21,6 +21,7 @@ from mangum import Mangum
 from chatgw.cli.main import LocalContext, load_event
 from tests.hardening.asgi import ENVELOPE_KEYS
 from tests.hardening.conftest import Fuzzed
+from tests.support.loops import close_loop
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 SHAPES = ["rest-v1-chat.json", "http-v2-chat.json", "function-url-chat.json"]
@@ -53,7 +54,7 @@ def lambda_loop() -> Iterator[None]:
     asyncio.set_event_loop(loop)
     yield
     asyncio.set_event_loop(None)
-    loop.close()
+    close_loop(loop)
 
 
 def set_path(event: dict[str, Any], path: str, method: str) -> None:

@@ -22,11 +22,10 @@ import httpx
 import pytest
 
 from chatgw.access.keys import Limits, new_key
-from chatgw.api.openai_chat.completion import Completion
-from chatgw.api.openai_chat.wire import ChatRequest
-from chatgw.backends.base import Deadline
 from chatgw.catalog import Catalog, ModelEntry
 from chatgw.compose import build
+from chatgw.conversation import Answer, Conversation
+from chatgw.deadline import Deadline
 from chatgw.settings import Settings
 from chatgw.store import Store
 from chatgw.store.dynamodb.store import DynamoStore
@@ -135,7 +134,7 @@ class HeldBackend(ScriptedBackend):
         self.gate = gate
         self.started = threading.Event()
 
-    async def complete(self, request: ChatRequest, deadline: Deadline) -> Completion:
+    async def complete(self, request: Conversation, deadline: Deadline) -> Answer:
         self.started.set()
         await asyncio.to_thread(self.gate.wait, 30)
         return await super().complete(request, deadline)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from chatgw.access.keys import Limits, new_key
-from chatgw.api.openai_chat.wire import ChatRequest
+from chatgw.api.openai_chat.inbound import conversation_of
 from chatgw.catalog import Catalog, ModelEntry
 from chatgw.cli import admin
 from chatgw.compose import Container, build
@@ -26,7 +26,7 @@ from tests.hardening.asgi import CHAT, captured_logs, run
 from tests.hardening.test_faults import failing_table
 
 USER = [{"role": "user", "content": "hi"}]
-RESERVE = estimate_prompt_tokens(ChatRequest(model="m", messages=USER)) + 20  # the prompt estimate plus max_tokens
+RESERVE = estimate_prompt_tokens(conversation_of({"model": "m", "messages": USER})) + 20  # prompt + max_tokens
 BUDGET = 2 * RESERVE - 1
 
 

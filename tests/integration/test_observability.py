@@ -24,6 +24,7 @@ from chatgw.observability.metrics import EmfSink
 from tests.conftest import add_key
 from tests.fakes.backends import ScriptedBackend
 from tests.integration.lambda_events import RuntimeThread, rest_v1_event
+from tests.support.loops import close_loop
 
 CHAT = "/v2/llms/chat/completions"
 PROMPT = "Tell me the secret plan for Thursday"
@@ -94,7 +95,7 @@ def run_buffered(container: Container, event: dict[str, Any]) -> int:
         response = Mangum(container.app, lifespan="off")(event, LocalContext())
     finally:
         asyncio.set_event_loop(None)
-        loop.close()
+        close_loop(loop)
     return int(response["statusCode"])
 
 

@@ -70,7 +70,11 @@ def resources_of(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any
 
 
 def test_cfn_lint_passes() -> None:
-    cfn_lint = [str(SAM_BIN / "cfn-lint")] if (SAM_BIN / "cfn-lint").exists() else [sys.executable, "-m", "cfnlint"]
+    cfn_lint = (
+        [str(SAM_BIN / "cfn-lint")]
+        if (SAM_BIN / "cfn-lint").exists()
+        else [str(Path(sys.executable).parent / "cfn-lint")]
+    )
     result = subprocess.run([*cfn_lint, str(TEMPLATE)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -6,15 +6,18 @@ from typing import Any
 
 import pytest
 
-from chatgw.api.openai_chat.wire import ChatRequest
+from chatgw.api.openai_chat.completion import usage_dict
+from chatgw.api.openai_chat.inbound import conversation_of
 from chatgw.backends import _converse_mapping as mapping
+from chatgw.conversation import Conversation, Delta, Usage
 from chatgw.errors import UnsupportedParameter
+from tests.support.backend_calls import stops, tool_deltas
 
 TOOLS = [{"type": "function", "function": {"name": "lookup"}}]
 
 
-def ask(**params: Any) -> ChatRequest:
-    return ChatRequest.model_validate({"model": "claude", "messages": [{"role": "user", "content": "hi"}], **params})
+def ask(**params: Any) -> Conversation:
+    return conversation_of({"model": "claude", "messages": [{"role": "user", "content": "hi"}], **params})
 
 
 @pytest.mark.parametrize(
@@ -121,8 +124,8 @@ def test_tool_spec_defaults_to_an_empty_object_schema() -> None:
 
 def test_cached_prompt_tokens_count_as_prompt_tokens() -> None:
     usage = mapping.usage_from({"inputTokens": 10, "outputTokens": 3, "cacheReadInputTokens": 100, "totalTokens": 113})
-    assert usage is not None
-    assert usage.to_dict() == {
+    assert usage == Usage(input=110, output=3, cache_read=100)
+    assert usage_dict(usage) == {  # as a chat client sees it
         "prompt_tokens": 110,
         "completion_tokens": 3,
         "total_tokens": 113,
@@ -151,8 +154,7 @@ def test_stream_mapper_numbers_tool_calls_from_zero_whatever_the_block_index() -
         {"contentBlockDelta": {"contentBlockIndex": 2, "delta": {"toolUse": {"input": "{}"}}}},
         {"messageStop": {"stopReason": "tool_use"}},
     ]
-    pieces = [p for e in events for p in mapper.feed(e)]
-    calls = [c for p in pieces for ch in p.choices for c in ch.delta.get("tool_calls", [])]
-    assert [(c["index"], c.get("id")) for c in calls] == [(0, "a"), (0, None), (1, "b"), (1, None)]
-    assert pieces[0].choices[0].delta == {"role": "assistant", "content": ""}
-    assert pieces[-1].choices[0].finish_reason == "tool_calls" and mapper.stopped
+    mapped = [m for e in events for m in mapper.feed(e)]
+    assert [(t.index, t.id) for t in tool_deltas(mapped)] == [(0, "a"), (0, None), (1, "b"), (1, None)]
+    assert mapped[0].deltas == [Delta()]  # the opening
+    assert stops(mapped) == ["tool_use"] and mapped[-1].deltas[0].stop == "tool_use" and mapper.stopped

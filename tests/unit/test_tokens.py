@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from chatgw.api.openai_chat.wire import ChatRequest
+from chatgw.api.openai_chat.inbound import conversation_of
+from chatgw.conversation import Conversation
 from chatgw.metering.estimate import FILE_REFERENCE_TOKENS, IMAGE_TOKENS, count_tokens, estimate_prompt_tokens
 
 ESTIMATOR = Path(__file__).resolve().parents[2] / "bench" / "estimator"
@@ -30,9 +31,9 @@ def test_text_without_spaces_counts_every_character(text: str) -> None:
     assert count_tokens(text) >= len(text) // 5  # the old estimate counted '中' * 100000 as 1 token
 
 
-def request(**fields: Any) -> ChatRequest:
+def request(**fields: Any) -> Conversation:
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields}
-    return ChatRequest.model_validate(body)
+    return conversation_of(body)
 
 
 def test_the_whole_request_counts() -> None:

@@ -7,7 +7,8 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from chatgw.backends.base import BackendDeps, CatalogError, ChatBackend, Deadline
+from chatgw.backends.base import BackendDeps, CatalogError, ChatBackend
+from chatgw.deadline import Deadline
 
 ADAPTERS = {
     "echo": "chatgw.backends.echo",

@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
-from chatgw.backends.base import Deadline
+from chatgw.deadline import Deadline
 from chatgw.errors import ChatgwError
 from chatgw.observability.logs import event
 
