@@ -17,6 +17,7 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chatgw import __version__
 from chatgw.access.keys import KeyRecord
 from chatgw.api.openai_chat.validation import parse_chat_request
 from chatgw.backends.base import Deadline
@@ -172,7 +173,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 def create_app(service: Service, settings: Settings) -> FastAPI:
     app = FastAPI(
         title="chatgw",
-        version="0.1.0",
+        version=__version__,
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
