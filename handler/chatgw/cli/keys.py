@@ -15,7 +15,7 @@ from chatgw.cli.common import CliError, Subparsers, key_id_arg, now, print_table
 from chatgw.cli.peppers import peppers_for_new_keys
 from chatgw.cli.stores import store_command
 from chatgw.settings import Settings
-from chatgw.store.base import KeyExists, KeyNotFound, Store
+from chatgw.store.base import KeyExists, KeyNotFound, Reshards, Store
 
 CLEAR = "none"
 NO_SHARDS = "--shards: the SQLite store keeps one counter per key (shards are for DynamoDB hot keys); nothing changed"
@@ -213,20 +213,19 @@ def cmd_keys_update(args: argparse.Namespace, store: Store, settings: Settings) 
 
 
 def _has_shards(store: Store) -> bool:
-    return callable(getattr(store, "reshard", None))
+    return isinstance(store, Reshards)
 
 
 def _save_limits(store: Store, record: KeyRecord, updated: KeyRecord) -> KeyRecord:
     """Save; on DynamoDB a change of the shard count moves the key's counters to the new layout first
     (store/dynamodb/reshard.py), so that the limits stay exact through the change."""
-    reshard = getattr(store, "reshard", None)
-    if reshard is None or updated.limits.shards == record.limits.shards:
+    if not isinstance(store, Reshards) or updated.limits.shards == record.limits.shards:
         _save(store, updated)
         return updated
     from chatgw.store.dynamodb.reshard import ReshardConflict
 
     try:
-        saved: KeyRecord = reshard(record, updated, now())
+        saved = store.reshard(record, updated, now())
     except ReshardConflict as exc:
         raise CliError(str(exc)) from None
     except KeyNotFound:

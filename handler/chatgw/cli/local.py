@@ -13,7 +13,7 @@ from chatgw.access.keys import new_key
 from chatgw.access.peppers import Peppers
 from chatgw.cli.stores import open_store
 from chatgw.settings import Settings
-from chatgw.store.base import Store
+from chatgw.store.base import NamesTables, Store
 
 if TYPE_CHECKING:
     from chatgw.compose import Container
@@ -25,8 +25,7 @@ DEV_KEY_HELP = "on DynamoDB, create a development key (every model, no limits) i
 def dev_key_path(store: Store, state_dir: Path) -> Path:
     """The state folder's dev-key file of this store: `dev-key` for its own SQLite store,
     `dev-key.<keys table>` for a DynamoDB one, so that one store's key never replaces another's."""
-    table = getattr(store, "keys_table", None)  # DynamoStore names its table; SqliteStore has none
-    return state_dir / (f"{DEV_KEY_FILE}.{table}" if table else DEV_KEY_FILE)
+    return state_dir / (f"{DEV_KEY_FILE}.{store.keys_table}" if isinstance(store, NamesTables) else DEV_KEY_FILE)
 
 
 def dev_key(store: Store, state_dir: Path, peppers: Peppers, *, create: bool = True) -> tuple[str | None, bool]:
@@ -60,7 +59,7 @@ def dev_key(store: Store, state_dir: Path, peppers: Peppers, *, create: bool = T
 def local_dev_key(args: argparse.Namespace, settings: Settings, container: Container) -> tuple[str | None, bool]:
     """Into the local SQLite store always; into DynamoDB only when asked (--dev-key)."""
     store = container.store
-    create = bool(getattr(args, "dev_key", False)) or getattr(store, "keys_table", None) is None
+    create = bool(getattr(args, "dev_key", False)) or not isinstance(store, NamesTables)
     return dev_key(store, settings.state_dir, container.service.peppers.peppers, create=create)
 
 
