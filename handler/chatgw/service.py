@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from chatgw.access.key_cache import KeyCache
 from chatgw.access.keys import KeyRecord, check_usable, model_allowed, parse_key, secret_matches
 from chatgw.access.limits import need_of, raise_if_refused, rate_headers
 from chatgw.access.peppers import LEGACY, PepperBook
@@ -41,37 +41,9 @@ from chatgw.store.base import Store, UsageEvent, UsageStatus
 from chatgw.store.deadline import settlement_deadline, until
 from chatgw.store.on_loop import store_call
 
-KEY_CACHE_SIZE = 10_000
-UNKNOWN_KEY_SECONDS = 5.0
-UNKNOWN_KEY_CACHE_SIZE = 4_096
 SECRET_RECHECK_SECONDS = 1.0
 """A secret that does not match a cached record re-reads it (at most this often per key): a rotated
 key's new secret works at once, not after the cache time, and wrong secrets cost few reads."""
-
-
-class UnknownKeys:
-    """Key ids the store did not know, remembered briefly (a bounded LRU): a flood of random
-    well-formed keys costs one store read per id and `UNKNOWN_KEY_SECONDS`, not one per request.
-    Ids are random, so nobody presents a real one before it exists: nothing valid is refused."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self._seen: OrderedDict[str, float] = OrderedDict()
-
-    def seen(self, key_id: str) -> bool:
-        at = self._seen.get(key_id)
-        if at is None:
-            return False
-        if self._clock() - at < UNKNOWN_KEY_SECONDS:
-            return True
-        del self._seen[key_id]
-        return False
-
-    def add(self, key_id: str) -> None:
-        self._seen[key_id] = self._clock()
-        self._seen.move_to_end(key_id)
-        while len(self._seen) > UNKNOWN_KEY_CACHE_SIZE:
-            self._seen.popitem(last=False)
 
 
 @dataclass(slots=True)
@@ -129,8 +101,7 @@ class Service:
         self._clock = clock
         self.wall_clock = wall_clock
         """What time it is for a new request (`Call.now`): limits' windows, the ledger's dates."""
-        self._keys: OrderedDict[str, tuple[float, KeyRecord]] = OrderedDict()
-        self._unknown = UnknownKeys(clock)
+        self.key_cache = KeyCache(clock, settings.key_cache_seconds)
         self._refusals = RefusalCache()
 
     # who is calling ------------------------------------------------------------------
@@ -151,7 +122,7 @@ class Service:
             record = await self._key(key_id)
             pepper = await self._pepper(record) if record is not None else b""
             wrong = record is not None and not secret_matches(secret, record.secret_hash, pepper)
-            if wrong and self._cached_for(key_id) >= SECRET_RECHECK_SECONDS:  # rotated since it was cached?
+            if wrong and self.key_cache.age(key_id) >= SECRET_RECHECK_SECONDS:  # rotated since it was cached?
                 record = await self._key(key_id, fresh=True)
                 pepper = await self._pepper(record) if record is not None else b""
         if record is None or not secret_matches(secret, record.secret_hash, pepper):
@@ -183,34 +154,19 @@ class Service:
             raise AuthenticationFailed("Invalid API key.")
         return pepper
 
-    def _cached_for(self, key_id: str) -> float:
-        hit = self._keys.get(key_id)
-        return self._clock() - hit[0] if hit is not None else 0.0
-
     async def _key(self, key_id: str, fresh: bool = False) -> KeyRecord | None:
-        hit = self._keys.get(key_id)
-        if not fresh and hit is not None and self._clock() - hit[0] < self.settings.key_cache_seconds:
-            return hit[1]
-        if self._unknown.seen(key_id):
-            return None
+        record = None if fresh else self.key_cache.get(key_id)
+        if record is not None or self.key_cache.unknown.seen(key_id):
+            return record
         with self.observer.store_call("get_key"):
             record = await store_call(self.store, lambda: self.store.get_key(key_id))
-        if record is None:
-            self._unknown.add(key_id)
-        if record is not None and self.settings.key_cache_seconds > 0:
-            self._keys[key_id] = (self._clock(), record)
-            self._keys.move_to_end(key_id)
-            while len(self._keys) > KEY_CACHE_SIZE:
-                self._keys.popitem(last=False)
-        else:
-            self._keys.pop(key_id, None)
+        self.key_cache.put(key_id, record)
         return record
 
     def forget_cached_keys(self) -> None:
         """After a SnapStart restore: what was cached before the snapshot is as old as the snapshot
         (and the monotonic clock does not count the time it was stored)."""
-        self._keys.clear()
-        self._unknown = UnknownKeys(self._clock)
+        self.key_cache.clear()
         self._refusals = RefusalCache()
 
     def models_for(self, record: KeyRecord) -> list[ModelEntry]:

@@ -18,7 +18,8 @@ from hypothesis import event as event_note
 from hypothesis import strategies as st
 from mangum import Mangum
 
-from chatgw.cli.main import LocalContext, load_event
+from chatgw.aws_lambda.context import LambdaContext
+from chatgw.cli.invoke import load_event
 from tests.hardening.asgi import ENVELOPE_KEYS
 from tests.hardening.conftest import Fuzzed
 from tests.support.loops import close_loop
@@ -109,7 +110,7 @@ def test_lambda_events(
             event["multiValueQueryStringParameters"] = {"api_key": [fuzzed.key]}
         else:
             event["rawQueryString"] = f"api_key={fuzzed.key}&x=%ff"
-    response = handler(event, LocalContext())
+    response = handler(event, LambdaContext.local())
     status = response["statusCode"]
     event_note(f"status {status}")
     headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}

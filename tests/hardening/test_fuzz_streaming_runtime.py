@@ -13,7 +13,7 @@ from typing import Any
 
 from chatgw.aws_lambda.fake_runtime_api import FakeRuntimeAPI
 from chatgw.aws_lambda.stream_runtime import serve
-from chatgw.cli.main import load_event
+from chatgw.cli.invoke import load_event
 from tests.hardening.asgi import ENVELOPE_KEYS
 from tests.hardening.conftest import BODY_LIMIT, Fuzzed
 

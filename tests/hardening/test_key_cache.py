@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from chatgw import service as service_module
+from chatgw.access.key_cache import KeyCache
 from chatgw.access.keys import format_key, hash_secret, new_secret, parse_key
 from chatgw.compose import Container
 from chatgw.errors import AuthenticationFailed, PermissionDenied
@@ -150,8 +150,8 @@ def test_a_cached_key_is_read_once_per_cache_time(cached: Cached) -> None:
     assert cached.store.reads == 3
 
 
-def test_the_cache_is_bounded_and_drops_its_oldest_entry(cached: Cached, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(service_module, "KEY_CACHE_SIZE", 3)
+def test_the_cache_is_bounded_and_drops_its_oldest_entry(cached: Cached) -> None:
+    cached.service.key_cache = KeyCache(cached.clock, DELAY, size=3)
     keys = [add_key(cached.gw) for _ in range(4)]
     assert [cached.outcome(k) for k in keys] == ["200"] * 4 and cached.store.reads == 4
     # the first key was dropped to make room for the fourth: disabling it shows at once ...

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
+from chatgw.access.key_cache import UNKNOWN_KEY_CACHE_SIZE, UNKNOWN_KEY_SECONDS
 from chatgw.access.keys import Limits, pattern_matches
 from chatgw.compose import Container
 from chatgw.errors import AuthenticationFailed
-from chatgw.service import UNKNOWN_KEY_CACHE_SIZE, UNKNOWN_KEY_SECONDS, Service
+from chatgw.service import Service
 from tests.conftest import add_key
 from tests.fakes.backends import ScriptedBackend
 from tests.fakes.fake_openai import FakeOpenAI
@@ -129,7 +130,7 @@ def test_unknown_key_ids_are_cached_briefly(gw: Container) -> None:
     assert attempt(unknown) == "401" and counting.reads == 2  # forgotten after the brief window
     for i in range(UNKNOWN_KEY_CACHE_SIZE + 10):  # bounded: a flood of ids evicts the oldest
         attempt(f"cgw_{i:012d}_" + "B" * 33)
-    assert len(service._unknown._seen) == UNKNOWN_KEY_CACHE_SIZE
+    assert len(service.key_cache.unknown) == UNKNOWN_KEY_CACHE_SIZE
     real = add_key(gw)
     assert attempt(real) == "200"
 

@@ -35,9 +35,9 @@ BUFFERED_DRIVER = """
 import json, logging, sys
 logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)  # as the managed runtime at DEBUG
 from chatgw.aws_lambda.buffered import handler
-from chatgw.cli.main import LocalContext
+from chatgw.aws_lambda.context import LambdaContext
 for event in json.loads(sys.stdin.read()):
-    response = handler(event, LocalContext())
+    response = handler(event, LambdaContext.local())
     print(json.dumps(response), flush=True)
 """
 

@@ -17,7 +17,7 @@ import pytest
 from chatgw.access.keys import Limits, new_key
 from chatgw.api.openai_chat.inbound import conversation_of
 from chatgw.catalog import Catalog, ModelEntry
-from chatgw.cli import admin
+from chatgw.cli import main as chatgw_cli
 from chatgw.compose import Container, build
 from chatgw.errors import UpstreamError
 from chatgw.metering.estimate import estimate_prompt_tokens
@@ -111,7 +111,7 @@ def test_a_missed_settlement_is_logged_and_replayed_exactly_once(
     log.write_text(json.dumps({"msg": "usage_event", **line}) + "\n")
     state = ["--state-dir", str(gateway.settings.state_dir)]
     for expected in ({"recorded": 1, "already_recorded": 0}, {"recorded": 0, "already_recorded": 1}):
-        assert admin.main(["replay", str(log), "--json", *state]) == 0
+        assert chatgw_cli.main(["replay", str(log), "--json", *state]) == 0
         assert json.loads(capsys.readouterr().out) == expected
     assert [e.request_id for e in gateway.store.usage_events(key_id)] == [first.request_id]
     # Another container (this one remembers its refusal until the minute ends, by design).

@@ -15,8 +15,8 @@ import pytest
 from mangum import Mangum
 
 from chatgw.access.keys import Limits
+from chatgw.aws_lambda.context import LambdaContext
 from chatgw.aws_lambda.fake_runtime_api import FakeRuntimeAPI
-from chatgw.cli.main import LocalContext
 from chatgw.compose import Container
 from chatgw.errors import StoreUnavailable, UpstreamError
 from chatgw.observability import logs
@@ -92,7 +92,7 @@ def run_buffered(container: Container, event: dict[str, Any]) -> int:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        response = Mangum(container.app, lifespan="off")(event, LocalContext())
+        response = Mangum(container.app, lifespan="off")(event, LambdaContext.local())
     finally:
         asyncio.set_event_loop(None)
         close_loop(loop)

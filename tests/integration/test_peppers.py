@@ -22,7 +22,7 @@ import pytest
 
 from chatgw.access.keys import new_key
 from chatgw.access.peppers import PEPPER_FILE, FileSource, PepperBook, PepperError, SecretSource, parse, rotated
-from chatgw.cli import admin
+from chatgw.cli import main as chatgw_cli
 from chatgw.compose import Container, build
 from chatgw.settings import Settings
 from tests.dynamo_fixtures import MotoServer
@@ -66,7 +66,7 @@ class Cli:
 
     def __call__(self, *argv: str) -> tuple[int, str, str]:
         self.capsys.readouterr()
-        code = admin.main([*argv, *self.store_args])
+        code = chatgw_cli.main([*argv, *self.store_args])
         out, err = self.capsys.readouterr()
         return code, out, err
 
@@ -135,7 +135,7 @@ def test_the_stack_output_names_the_secret(env: None, secret_arn: str, tmp_path:
         "Outputs": {"PepperSecretArn": {"Value": secret_arn}},
     }
     cfn.create_stack(StackName="chatgw-peppers", TemplateBody=json.dumps(template))
-    args = admin.parser().parse_args(["keys", "list", "--stack", "chatgw-peppers"])
+    args = chatgw_cli.parser().parse_args(["keys", "list", "--stack", "chatgw-peppers"])
     source = pepper_source(args, Settings.from_env(), create=False)
     assert isinstance(source, SecretSource) and source.secret_id == secret_arn
     assert source.load().current == "v1"

@@ -20,8 +20,8 @@ import boto3
 import httpx
 import pytest
 
-from chatgw.cli import admin
-from chatgw.cli.smoke import root_of
+from chatgw.cli import main as chatgw_cli
+from chatgw.cli.smoke_checks import root_of
 from tests.conftest import Gateway, free_port, stop, wait_healthy
 from tests.dynamo_fixtures import MotoServer, Tables
 
@@ -30,7 +30,7 @@ PACED_ECHO = json.dumps({"echo": {"backend": "echo", "delay_ms": 20}})
 
 def smoke(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
     capsys.readouterr()
-    code = admin.main(["smoke", *argv, "--json", "--timeout", "30"])
+    code = chatgw_cli.main(["smoke", *argv, "--json", "--timeout", "30"])
     report = json.loads(capsys.readouterr().out)
     return code, {c["name"]: c for c in report["checks"]}
 
@@ -119,7 +119,7 @@ def test_smoke_fails_the_streaming_check_behind_a_buffering_proxy(
 
 
 def test_a_table_and_an_exit_code(gateway: Gateway, capsys: pytest.CaptureFixture[str]) -> None:
-    code = admin.main(["smoke", "--url", gateway.base_url, "--key", gateway.key[:-2] + "zz"])
+    code = chatgw_cli.main(["smoke", "--url", gateway.base_url, "--key", gateway.key[:-2] + "zz"])
     out, err = capsys.readouterr()
     assert code == 1
     assert out.splitlines()[0].split() == ["CHECK", "RESULT", "DETAIL"]
@@ -127,8 +127,8 @@ def test_a_table_and_an_exit_code(gateway: Gateway, capsys: pytest.CaptureFixtur
 
 
 def test_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
-    assert admin.main(["smoke"]) == 2
-    assert admin.main(["smoke", "--url", "http://127.0.0.1:9"]) == 2
+    assert chatgw_cli.main(["smoke"]) == 2
+    assert chatgw_cli.main(["smoke", "--url", "http://127.0.0.1:9"]) == 2
     assert "--key" in capsys.readouterr().err
 
 

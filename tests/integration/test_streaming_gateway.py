@@ -169,7 +169,7 @@ def test_a_stream_lambda_drops_is_metered_as_client_closed(
 def test_every_sample_event_through_the_streaming_runtime(
     event: Path, fake: FakeRuntimeAPI, make_container: Callable[..., Container]
 ) -> None:
-    from chatgw.cli.main import PLACEHOLDER
+    from chatgw.cli.invoke import PLACEHOLDER
 
     container = make_container()
     key = add_key(container)

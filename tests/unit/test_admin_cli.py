@@ -13,7 +13,8 @@ import pytest
 
 from chatgw.access.keys import parse_key, secret_matches
 from chatgw.access.limits import day_of, month_of
-from chatgw.cli import admin
+from chatgw.cli import main as chatgw_cli
+from chatgw.cli.stores import open_store
 from chatgw.settings import Settings
 from chatgw.store import Store, UsageEvent
 from chatgw.store.dynamodb.tables import make_client
@@ -28,7 +29,7 @@ class Cli:
 
     def run(self, *argv: str) -> tuple[int, str, str]:
         self.capsys.readouterr()
-        code = admin.main([*argv, *self.store_args])
+        code = chatgw_cli.main([*argv, *self.store_args])
         out, err = self.capsys.readouterr()
         return code, out, err
 
@@ -38,8 +39,8 @@ class Cli:
         return json.loads(out)
 
     def store(self) -> Store:
-        parsed = admin.parser().parse_args(["keys", "list", *self.store_args])
-        return admin.open_store(parsed, Settings.from_env())
+        parsed = chatgw_cli.parser().parse_args(["keys", "list", *self.store_args])
+        return open_store(parsed, Settings.from_env())
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
@@ -76,7 +77,7 @@ def _pepper_of(cli: Cli, key_id: str) -> bytes:
     record = store.get_key(key_id)
     store.close()
     assert record is not None
-    parsed = admin.parser().parse_args(["keys", "list", *cli.store_args])
+    parsed = chatgw_cli.parser().parse_args(["keys", "list", *cli.store_args])
     pepper = pepper_source(parsed, Settings.from_env(), create=False).load().get(record.pepper_version)
     assert pepper is not None
     assert (pepper == PEPPER.encode()) == (record.pepper_version is None)
@@ -196,9 +197,9 @@ def test_bad_values_exit_2_with_a_message(cli: Cli, argv: list[str]) -> None:
 
 
 def test_conflicting_store_options_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = admin.main(["keys", "list", "--state-dir", str(tmp_path), "--keys-table", "k", "--usage-table", "u"])
+    code = chatgw_cli.main(["keys", "list", "--state-dir", str(tmp_path), "--keys-table", "k", "--usage-table", "u"])
     assert code == 2
-    assert admin.main(["keys", "list", "--keys-table", "k"]) == 2
+    assert chatgw_cli.main(["keys", "list", "--keys-table", "k"]) == 2
     assert "go together" in capsys.readouterr().err
 
 
@@ -257,9 +258,9 @@ def test_tables_create_against_an_endpoint(
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", moto_server.endpoint)
     keys, usage = f"k-{uuid.uuid4().hex[:8]}", f"u-{uuid.uuid4().hex[:8]}"
     argv = ["tables", "create", "--keys-table", keys, "--usage-table", usage, "--region", "us-east-1"]
-    assert admin.main(argv) == 0
+    assert chatgw_cli.main(argv) == 0
     assert f"created  {keys}" in capsys.readouterr().out
-    assert admin.main(argv) == 0
+    assert chatgw_cli.main(argv) == 0
     assert f"exists   {keys}" in capsys.readouterr().out
     client = make_client(region="us-east-1")
     for table in (keys, usage):
@@ -274,7 +275,7 @@ def test_tables_create_against_an_endpoint(
     ttl = client.describe_time_to_live(TableName=usage)["TimeToLiveDescription"]
     assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}
     # The new tables work for the CLI straight away.
-    assert admin.main(["keys", "create", "--name", "x", "--keys-table", keys, "--usage-table", usage]) == 0
+    assert chatgw_cli.main(["keys", "create", "--name", "x", "--keys-table", keys, "--usage-table", usage]) == 0
 
 
 def test_stack_outputs_name_the_tables(
@@ -311,11 +312,11 @@ def test_stack_outputs_name_the_tables(
         StackName=f"chatgw-{suffix}", TemplateBody=json.dumps(template)
     )
     argv = ["keys", "create", "--name", "x", "--json", "--stack", f"chatgw-{suffix}", "--region", "us-east-1"]
-    assert admin.main(argv) == 0
+    assert chatgw_cli.main(argv) == 0
     key_id = json.loads(capsys.readouterr().out)["key_id"]
     items = make_client(region="us-east-1").scan(TableName=f"sk-{suffix}")["Items"]
     assert [i["key_id"]["S"] for i in items] == [key_id]
-    assert admin.main(["keys", "list", "--stack", "no-such-stack", "--region", "us-east-1"]) == 1
+    assert chatgw_cli.main(["keys", "list", "--stack", "no-such-stack", "--region", "us-east-1"]) == 1
     assert "no-such-stack" in capsys.readouterr().err
 
 

@@ -163,7 +163,7 @@ def test_serve_sends_small_writes_at_once() -> None:
     first waited 40 ms for the client's delayed ACK (headers and body are two writes)."""
     import asyncio
 
-    from chatgw.cli.main import listen
+    from chatgw.cli.serve import listen
 
     listening = listen("127.0.0.1", 0)
 

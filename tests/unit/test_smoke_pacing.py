@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from chatgw.cli.smoke import Check, Smoke, report
+from chatgw.cli.smoke import report
+from chatgw.cli.smoke_checks import Check, Smoke
 
 KEY = "cgw_smoketest0001_" + "k" * 33
 

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from chatgw import __version__
 from chatgw.access.keys import KeyRecord
 from chatgw.api.http import Envelope, deadline_for, error_response, presented_key, report_of, request_id_of
 from chatgw.api.openai_chat import routes as openai_chat
@@ -24,7 +25,7 @@ from chatgw.settings import Settings
 def create_app(service: Service, settings: Settings) -> FastAPI:
     app = FastAPI(
         title="chatgw",
-        version="0.1.0",
+        version=__version__,
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
