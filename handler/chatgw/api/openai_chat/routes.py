@@ -25,6 +25,7 @@ from chatgw.settings import Settings
 from chatgw.streaming import AnswerStream
 
 Authenticate = Callable[[Request, Deadline | None], Awaitable[KeyRecord]]
+Route = Callable[[Request], Awaitable[Response]]
 CHAT_OPENAPI = {
     "requestBody": {
         "required": True,
@@ -38,9 +39,9 @@ def model_object(name: str, development: bool) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": "chatgw-development" if development else "chatgw"}
 
 
-def router(service: Service, settings: Settings, authenticate: Authenticate) -> APIRouter:
-    routes = APIRouter()
-
+def chat_route(
+    service: Service, settings: Settings, authenticate: Authenticate
+) -> Callable[[Request], Awaitable[Response]]:
     async def chat(request: Request) -> Response:
         started = time.monotonic()
         deadline = deadline_for(request.scope, settings)  # counted from the request's arrival
@@ -81,6 +82,12 @@ def router(service: Service, settings: Settings, authenticate: Authenticate) -> 
         settle = BackgroundTask(service.record, event, call.deadline)
         return JSONResponse(answer_body, headers=prepared.headers, background=settle)
 
+    return chat
+
+
+def router(service: Service, settings: Settings, authenticate: Authenticate) -> APIRouter:
+    routes = APIRouter()
+    chat = chat_route(service, settings, authenticate)
     routes.add_api_route("/v2/llms/chat/completions", chat, methods=["POST"], openapi_extra=CHAT_OPENAPI)
     routes.add_api_route("/v1/chat/completions", chat, methods=["POST"], openapi_extra=CHAT_OPENAPI)
 
