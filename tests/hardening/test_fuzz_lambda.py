@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from mangum import Mangum
 
 from chatgw.cli.main import LocalContext, load_event
-from tests.hardening.asgi import ENVELOPE_KEYS
-from tests.hardening.conftest import Fuzzed
+from tests.support.asgi import ENVELOPE_KEYS
+from tests.support.fuzz import Fuzzed
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 SHAPES = ["rest-v1-chat.json", "http-v2-chat.json", "function-url-chat.json"]

@@ -13,15 +13,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import missing_tool
-from tests.integration.test_template import SAM_BIN, SAM_ENV, TEMPLATE, _CfnLoader
+from tests.support.template import SAM_BIN, SAM_ENV, TEMPLATE, CfnLoader
+from tests.support.tools import missing_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 AWS_SPECIFIC = re.compile(r"^(List<)?AWS::")
 
 
 def parameters() -> dict[str, dict[str, Any]]:
-    loaded: dict[str, Any] = yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)
+    loaded: dict[str, Any] = yaml.load(TEMPLATE.read_text(), Loader=CfnLoader)
     return dict(loaded["Parameters"])
 
 

@@ -22,8 +22,8 @@ import pytest
 
 from chatgw.cli import admin
 from chatgw.cli.smoke import root_of
-from tests.conftest import Gateway, free_port, stop, wait_healthy
-from tests.dynamo_fixtures import MotoServer, Tables
+from tests.support.dynamo import MotoServer, Tables
+from tests.support.servers import Gateway, free_port, stop, wait_healthy
 
 PACED_ECHO = json.dumps({"echo": {"backend": "echo", "delay_ms": 20}})
 

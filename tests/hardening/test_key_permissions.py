@@ -1,6 +1,6 @@
-"""Issue 16's findings about what a key may do: `n` multiplying the per-request cap, disabled or
-expired keys listing models, mapping the catalog through 403 vs 404, unknown key ids costing a
-store read each, allow-list patterns read as globs."""
+"""What a key may do: `n` cannot multiply the per-request cap, disabled or expired keys list no
+models, the catalog cannot be mapped through 403 vs 404, unknown key ids do not cost a store read
+each, allow-list patterns are literal names, not globs (docs/hardening.md, the security table)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ from chatgw.access.keys import Limits, pattern_matches
 from chatgw.compose import Container
 from chatgw.errors import AuthenticationFailed
 from chatgw.service import UNKNOWN_KEY_CACHE_SIZE, UNKNOWN_KEY_SECONDS, Service
-from tests.conftest import add_key
 from tests.fakes.backends import ScriptedBackend
 from tests.fakes.fake_openai import FakeOpenAI
-from tests.hardening.test_faults_upstream import Upstreamed
-from tests.hardening.test_faults_upstream import up as up
-from tests.hardening.test_key_cache import CountingStore
-from tests.unit.test_http_api import CHAT, USER, assert_envelope, auth, call
+from tests.support.asgi_client import CHAT, USER, assert_envelope, auth, call
+from tests.support.counting_store import CountingStore
+from tests.support.keys import add_key
+from tests.support.upstream import Upstreamed
+from tests.support.upstream import up as up
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def gw(make_container: Callable[..., Container]) -> Container:
     return make_container()
 
 
-# finding 4: `n` multiplies the per-request cap ------------------------------------------------
+# `n` multiplies the per-request cap ------------------------------------------------
 
 
 def completion_tokens(gw: Container, key: str, **body: object) -> int:
@@ -61,7 +61,7 @@ def test_streams_too(gw: Container) -> None:
     assert assert_envelope(r, 400, "invalid_request_error")["error"]["param"] == "n"
 
 
-# finding 7: disabled or expired keys listing models --------------------------------------------
+# disabled or expired keys listing models --------------------------------------------
 
 LIST_ROUTES = ["/v2/llms", "/v1/models", "/v2/llms/models", "/v1/models/echo", "/v2/llms/models/echo"]
 
@@ -76,7 +76,7 @@ def test_unusable_keys_are_refused_on_every_route(gw: Container, fields: dict[st
     assert_envelope(r, 403, "permission_error")
 
 
-# finding 8: mapping the catalog, and unknown key ids costing a store read each -----------------
+# mapping the catalog, and unknown key ids costing a store read each -----------------
 
 
 @pytest.fixture
@@ -134,7 +134,7 @@ def test_unknown_key_ids_are_cached_briefly(gw: Container) -> None:
     assert attempt(real) == "200"
 
 
-# finding 9: allow-list patterns are literal unless they hold `*` -------------------------------
+# allow-list patterns are literal unless they hold `*` -------------------------------
 
 
 @pytest.mark.parametrize(
@@ -155,7 +155,7 @@ def test_allow_list_patterns(pattern: str, model: str, allowed: bool) -> None:
     assert pattern_matches(pattern, model) is allowed
 
 
-# finding 9: account parameters reach the operator's upstream account only when allowed ---------
+# account parameters reach the operator's upstream account only when allowed ---------
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""`chatgw keys create|update --shards N` (issue 13): the shard count is part of the key's limits,
+"""`chatgw keys create|update --shards N` (docs/store.md, "Hot keys"): the shard count is part of the key's limits,
 shown, changed (with a new shard epoch: the change is exact, tests/contract/test_dynamodb_reshard.py),
 cleared; on SQLite, which has no shards, a one-line error that changes nothing."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.test_admin_cli import Cli, cli
+from tests.support.cli import Cli, cli
 
 __all__ = ["cli"]  # the admin CLI fixture (SQLite and DynamoDB), used here by name
 

@@ -17,47 +17,8 @@ from chatgw.cli import admin
 from chatgw.settings import Settings
 from chatgw.store import Store, UsageEvent
 from chatgw.store.dynamodb.tables import make_client
-
-PEPPER = "cli-pepper"
-
-
-class Cli:
-    def __init__(self, store_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-        self.store_args = store_args
-        self.capsys = capsys
-
-    def run(self, *argv: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        code = admin.main([*argv, *self.store_args])
-        out, err = self.capsys.readouterr()
-        return code, out, err
-
-    def json(self, *argv: str) -> Any:
-        code, out, err = self.run(*argv, "--json")
-        assert code == 0, err
-        return json.loads(out)
-
-    def store(self) -> Store:
-        parsed = admin.parser().parse_args(["keys", "list", *self.store_args])
-        return admin.open_store(parsed, Settings.from_env())
-
-
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def cli(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> Cli:
-    for name in ("CHATGW_KEYS_TABLE", "CHATGW_USAGE_TABLE", "CHATGW_MODELS", "CHATGW_STATE_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CHATGW_KEY_PEPPER", PEPPER)
-    if request.param == "sqlite":
-        (tmp_path / "state").mkdir()  # a reader refuses a --state-dir that is no folder (a typo)
-        return Cli(["--state-dir", str(tmp_path / "state")], capsys)
-    tables = request.getfixturevalue("dynamo_tables")
-    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", tables.endpoint)
-    return Cli(["--keys-table", tables.keys, "--usage-table", tables.usage], capsys)
+from tests.support.cli import PEPPER, Cli
+from tests.support.cli import cli as cli
 
 
 def _hash_of(cli: Cli, key_id: str) -> str:

@@ -26,7 +26,7 @@ from chatgw.observability import logs
 from chatgw.observability.metrics import ALL, REQUESTS, EmfSink, Metric
 from chatgw.observability.observer import Observer, Report, cause_of, refusal_reason
 from chatgw.observability.prometheus import PrometheusSink
-from tests.conftest import free_port, stop, wait_healthy
+from tests.support.servers import free_port, stop, wait_healthy
 
 
 class Recorder:

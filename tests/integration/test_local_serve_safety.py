@@ -1,5 +1,6 @@
-"""Finding 9, on a laptop: the SQLite file was created 0644 (key hashes and the ledger readable by
-other local users), and `chatgw serve` had no header-read timeout (slow connections stayed open)."""
+"""`chatgw serve` on a shared laptop: the SQLite files are private to their owner (key hashes and the
+ledger are not for other local users), and a connection whose headers never finish is closed
+(docs/hardening.md, the security table: 9b, 9c)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from chatgw.cli.server import HEADER_TIMEOUT_ENV, uvicorn_options
 from chatgw.compose import Container
 from chatgw.store.base import UsageEvent
 from chatgw.store.sqlite import SqliteStore
-from tests.conftest import free_port, wait_healthy
+from tests.support.servers import free_port, wait_healthy
 
 
 def mode(path: Path) -> int:

@@ -1,5 +1,5 @@
-"""Issue 16, finding 9: one key held many long streams at once (each holds a Lambda environment up to
-15 minutes) and could exhaust the account's concurrency. A key with `--max-concurrent 2` now gets a
+"""`max_concurrent`: one key holding many long streams at once (each holds a Lambda environment up to
+15 minutes) could exhaust the account's concurrency. A key with `--max-concurrent 2` gets a
 429 for a third request while two streams are open, and a new request is admitted once one of them
 has ended. `chatgw serve` in a subprocess (keys made with the real CLI), over HTTP, on SQLite and on
 DynamoDB (a moto server on loopback); the upstream is the fake OpenAI server, whose streams wait on
@@ -32,11 +32,11 @@ from chatgw.store import Store
 from chatgw.store.dynamodb.store import DynamoStore
 from chatgw.store.dynamodb.tables import make_client
 from chatgw.store.sqlite import SqliteStore
-from tests.conftest import eventually
 from tests.fakes.backends import ScriptedBackend
 from tests.fakes.fake_openai import FakeOpenAI, Script
-from tests.hardening.asgi import CHAT, Reply, call
-from tests.integration.test_limits_e2e import PEPPER, Served, _serve, store_args
+from tests.support.asgi import CHAT, Reply, call
+from tests.support.polling import eventually
+from tests.support.served import PEPPER, Served, serve, store_args
 
 PROMPT = "please answer with a handful of words so that the stream has several chunks"
 MESSAGE = "Too many requests in flight for this key: 2 at once."
@@ -48,7 +48,7 @@ def served(request: pytest.FixtureRequest, tmp_path: Path, fake_openai: FakeOpen
     env["CHATGW_MODELS"] = json.dumps({"m": fake_openai.catalog_entry("m")})
     for name in ("CHATGW_KEYS_TABLE", "CHATGW_USAGE_TABLE"):
         env.pop(name, None)
-    with _serve(store_args(request, env, tmp_path), env, tmp_path) as served_:
+    with serve(store_args(request, env, tmp_path), env, tmp_path) as served_:
         yield served_
 
 

@@ -1,5 +1,5 @@
-"""Finding 6: characters that `str.splitlines` takes for line breaks (U+2028, U+2029, U+0085) broke
-stream framing between chained gateways. SSE splits lines on CR and LF only; the gateway now reads
+"""Characters that `str.splitlines` takes for line breaks (U+2028, U+2029, U+0085) must not break
+stream framing between chained gateways. SSE splits lines on CR and LF only; the gateway reads
 that way and also escapes those characters in the JSON it writes."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import pytest
 
 from chatgw.api.sse import frame
 from chatgw.compose import Container
-from tests.conftest import ThreadServer, add_key, openai_client
+from tests.support.keys import add_key
+from tests.support.sdk import openai_client
+from tests.support.servers import ThreadServer
 
 TRICKY = "a\u2028b \u2029c \x85d e\u2028"
 

@@ -1,7 +1,7 @@
-"""Finding 3: leaving a stream early dodged token budgets. The client left after the first chunk;
-the gateway closed the upstream and booked an estimate that counted message text only (a 360 KB
-`tools` payload was 7 prompt tokens). Now the upstream is read on after the client left (bounded
-in time and size, while nobody waits) for its own usage, and the estimate counts the whole request."""
+"""Leaving a stream early must not dodge token budgets. Closing the upstream when the client leaves
+and booking an estimate of the message text only would let a 360 KB `tools` payload pass as 7
+prompt tokens. So the upstream is read on after the client left (bounded in time and size, while
+nobody waits) for its own usage, and the estimate counts the whole request."""
 
 from __future__ import annotations
 
@@ -17,11 +17,13 @@ from chatgw.access.limits import month_of
 from chatgw.compose import Container
 from chatgw.store.base import UsageQuery
 from chatgw.streaming import DRAIN_MAX_CHARS
-from tests.conftest import ThreadServer, add_key, eventually
 from tests.fakes.backends import ScriptedBackend
 from tests.fakes.fake_openai import FakeOpenAI, Script
-from tests.hardening.test_faults_upstream import USER, Upstreamed, events_of
-from tests.hardening.test_faults_upstream import up as up
+from tests.support.keys import add_key
+from tests.support.polling import eventually
+from tests.support.servers import ThreadServer
+from tests.support.upstream import USER, Upstreamed, events_of
+from tests.support.upstream import up as up
 
 SCHEMA = {
     "type": "object",
@@ -74,7 +76,7 @@ def test_a_budget_reserves_the_whole_request(up: Upstreamed, fake_openai: FakeOp
 
 
 def test_the_drain_is_bounded_in_size(make_container: Callable[..., Container]) -> None:
-    from tests.hardening.asgi import CHAT, run
+    from tests.support.asgi import CHAT, run
 
     words = ["x" * 100_000] * 30  # 3 MB of answer after the client left
     backend = ScriptedBackend(words, usage=False)

@@ -3,7 +3,7 @@ DynamoDB store) initialised for a snapshot, whose `restore/next` returns in N fo
 process, as Lambda resumes N environments from one snapshot. Each copy runs the after-restore hooks
 and serves INVOCATIONS events; the parent (the snapshot itself) only waits for them.
 
-    python -m tests.integration.snapfork COPIES INVOCATIONS
+    python -m tests.support.snapfork COPIES INVOCATIONS
 
 The app is chatgw's, wrapped so that every response says which process answered, its container id
 in the logs and three draws of `random`. A before-snapshot hook registered ahead of chatgw's own (so

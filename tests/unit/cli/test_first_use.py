@@ -15,7 +15,7 @@ import pytest
 from chatgw.access.keys import new_key
 from chatgw.store.sqlite import SqliteStore
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("CHATGW_")}
 
 

@@ -3,44 +3,17 @@ authentication and permissions."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 
 from chatgw.access.keys import Limits
 from chatgw.compose import Container
-from tests.conftest import add_key
-
-CHAT = "/v2/llms/chat/completions"
-USER = [{"role": "user", "content": "The capital of France is Paris"}]
-
-
-def call(container: Container, method: str, path: str, **kw: Any) -> httpx.Response:
-    async def go() -> httpx.Response:
-        transport = httpx.ASGITransport(app=container.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            return await client.request(method, path, **kw)
-
-    return asyncio.run(go())
-
-
-def assert_envelope(response: httpx.Response, status: int, type_: str, code: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert "detail" not in body
-    assert set(body) == {"error", "messages", "field_errors", "request_id"}
-    assert body["error"]["type"] == type_
-    assert set(body["error"]) == {"message", "type", "param", "code"}
-    if code is not None:
-        assert body["error"]["code"] == code
-    assert body["messages"] == [body["error"]["message"]]
-    assert body["request_id"] == response.headers["x-request-id"]
-    return body
+from tests.support.asgi_client import CHAT, USER, assert_envelope, auth, call
+from tests.support.keys import add_key
 
 
 @pytest.fixture
@@ -51,10 +24,6 @@ def gw(make_container: Callable[..., Container]) -> Container:
 @pytest.fixture
 def key(gw: Container) -> str:
     return add_key(gw)
-
-
-def auth(key: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {key}"}
 
 
 def test_buffered_completion(gw: Container, key: str) -> None:

@@ -27,7 +27,7 @@ def test_a_bad_catalog_is_one_line(tmp_path: Path, models: str, fragment: str) -
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[3],
     )
     assert out.returncode == 2
     assert "Traceback" not in out.stderr

@@ -1,5 +1,5 @@
-"""Finding 5: the echo model was a memory bomb on a default deployment (a 6 MB message with n=128
-made a 768 MB body), and a stack without a catalog served it as if it were a model."""
+"""The echo model's answers are bounded (unbounded, a 6 MB message with n=128 made a 768 MB body on a
+default deployment), and a stack without a catalog says echo is no model instead of serving it as one."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from chatgw.backends.echo import MAX_N, MAX_OUTPUT_CHARS
 from chatgw.catalog import NOTHING_CONFIGURED
 from chatgw.compose import Container
-from tests.conftest import add_key
-from tests.unit.test_http_api import CHAT, assert_envelope, auth, call
+from tests.support.asgi_client import CHAT, assert_envelope, auth, call
+from tests.support.keys import add_key
 
 BIG = "x" * (5 * 1024 * 1024)  # one 5 MB word: a body under the 6 MB limit
 

@@ -13,7 +13,7 @@ import pytest
 from chatgw.api.openai_chat.wire import ChatRequest
 from chatgw.metering.estimate import FILE_REFERENCE_TOKENS, IMAGE_TOKENS, count_tokens, estimate_prompt_tokens
 
-ESTIMATOR = Path(__file__).resolve().parents[2] / "bench" / "estimator"
+ESTIMATOR = Path(__file__).resolve().parents[3] / "bench" / "estimator"
 CORPUS: dict[str, str] = json.loads((ESTIMATOR / "corpus.json").read_text())
 REFERENCE: dict[str, dict[str, int]] = json.loads((ESTIMATOR / "reference.json").read_text())
 

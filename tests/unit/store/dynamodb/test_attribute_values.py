@@ -1,5 +1,5 @@
-"""The store's attribute-value conversion gives what boto3.dynamodb.types gives (issue 15: the store
-no longer imports boto3 at init)."""
+"""The store's attribute-value conversion gives what boto3.dynamodb.types gives (the store
+imports no boto3 at init: docs/bench.md)."""
 
 from __future__ import annotations
 
