@@ -1,5 +1,5 @@
 """Write request units per chat request on DynamoDB, measured from what the adapter actually sends
-(tests/wru.py: item sizes per DynamoDB's rules, 1 KB rounding, transactions doubled, updates billed
+(tests/support/write_units.py: item sizes per DynamoDB's rules, 1 KB rounding, transactions doubled, updates billed
 on the larger of the item before and after)."""
 
 from __future__ import annotations

@@ -43,7 +43,9 @@ def key_id(key: str) -> str:
 
 
 def break_keys_table(container: Container) -> None:
-    raw_db(container).execute("ALTER TABLE keys RENAME TO keys_gone")
+    db = raw_db(container)
+    db.execute("ALTER TABLE keys RENAME TO keys_gone")
+    db.close()  # left to the garbage collector, its ResourceWarning failed whichever test was running
 
 
 def close_store(container: Container) -> None:

@@ -80,7 +80,7 @@ def test_sam_guided_takes_every_default_on_enter() -> None:
     if not (SAM_BIN / "python").exists():
         missing_tool("sam", "`make sam-install` puts the AWS SAM CLI in .venv-sam (make test does it)")
     out = subprocess.run(
-        [str(SAM_BIN / "python"), str(Path(__file__).with_name("sam_guided.py")), str(TEMPLATE)],
+        [str(SAM_BIN / "python"), str(Path(__file__).parents[1] / "support" / "sam_guided.py"), str(TEMPLATE)],
         capture_output=True,
         text=True,
         timeout=120,

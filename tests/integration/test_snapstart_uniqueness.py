@@ -1,6 +1,6 @@
 """What environments restored from one SnapStart snapshot must not share, proved the way a snapshot
 makes them: the streaming runtime (real app, DynamoDB store on moto) is forked at `restore/next` into
-two copies (tests/integration/snapfork.py) that each finish the restore and serve requests."""
+two copies (tests/support/snapfork.py) that each finish the restore and serve requests."""
 
 from __future__ import annotations
 

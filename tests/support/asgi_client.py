@@ -10,8 +10,6 @@ import httpx
 from chatgw.compose import Container
 
 CHAT = "/v2/llms/chat/completions"
-
-
 USER = [{"role": "user", "content": "The capital of France is Paris"}]
 
 

@@ -17,8 +17,6 @@ from tests.support.asgi import CHAT, Reply, call
 from tests.support.keys import add_key
 
 USER = [{"role": "user", "content": "Say something."}]
-
-
 MODEL = {"backend": "bedrock", "model_id": "anthropic.claude-fake-v1:0", "region": "us-east-1"}
 
 

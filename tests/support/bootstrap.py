@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
+from tests.support.tools import ROOT
 
 BOOTSTRAP = ROOT / "handler" / "bootstrap"
-
-
 MANAGED_RUNTIME_COMMAND = [sys.executable, "/var/runtime/bootstrap.py"]
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 from tests.support.tools import ROOT
 
 EVENTS = sorted((ROOT / "events").glob("*.json"))
-
-
 EXPECTED = {
     "rest-v1-chat.json": 200,
     "rest-v1-chat-stream.json": 200,

@@ -76,11 +76,7 @@ class Sharded(DynamoStore):
 
 
 SHARDS = 3
-
-
 ADAPTERS = ("sqlite", "dynamodb", "dynamodb-3-shards")
-
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -11,14 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.tools import missing_tool
-
-ROOT = Path(__file__).resolve().parents[2]
-
+from tests.support.tools import ROOT, missing_tool
 
 TEMPLATE = ROOT / "template.yaml"
-
-
 SAM_BIN = ROOT / ".venv-sam" / "bin"
 
 

@@ -17,8 +17,6 @@ from tests.support.keys import add_key
 from tests.support.polling import eventually
 
 UPSTREAM_KEY = "sk-upstream-hardening-3f9c2a7d1e"
-
-
 USER = [{"role": "user", "content": "What is the capital of France?"}]
 
 
