@@ -99,6 +99,11 @@ deploy: build
 test: lint typecheck template-lint chromium
 	CHATGW_TEST_STRICT=1 $(BIN)/pytest
 
+# The quick loop while editing: the unit tests (tests/unit mirrors handler/chatgw) and one contract suite
+# per port (tests/contract), without lint, typecheck, Chromium or SAM, and without the tests marked slow.
+unit: $(STAMP)
+	$(BIN)/pytest -p no:cacheprovider -m "not slow" tests/unit tests/contract $(PYTEST_ARGS)
+
 # The suite beside a CPU hog on every core (tests/under_load.sh: bounded, killed when pytest ends,
 # whatever its result): no test may depend on how fast the machine is. Heavy on a shared machine.
 test-under-load: install sam-install chromium

@@ -6,46 +6,24 @@ twice when botocore retries it."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from typing import Any
 
 import pytest
 
 from chatgw.access.keys import Limits, new_key
-from chatgw.catalog import Catalog, ModelEntry
-from chatgw.compose import Container, build
 from chatgw.settings import Settings
 from chatgw.store.base import UsageQuery
 from chatgw.store.codec import event_from_dict
 from chatgw.store.dynamodb.store import DynamoStore
 from chatgw.store.dynamodb.tables import make_client
-from tests.conftest import free_port
-from tests.dynamo_fixtures import Tables
 from tests.fakes.backends import ScriptedBackend
-from tests.hardening.asgi import CHAT, assert_envelope, captured_logs, run
-from tests.hardening.faulty_proxy import THROTTLED, UNAVAILABLE, Fault, FaultyProxy, faulty_proxy, operation
+from tests.support.asgi import CHAT, assert_envelope, captured_logs, run
+from tests.support.dynamo import Tables
+from tests.support.dynamo_gateway import DynGateway, gateway_on
+from tests.support.faulty_proxy import THROTTLED, UNAVAILABLE, Fault, faulty_proxy, operation
+from tests.support.servers import free_port
 
 TIMEOUT_S = 0.5
-
-
-@dataclass
-class DynGateway:
-    container: Container
-    store: DynamoStore
-    backend: ScriptedBackend
-    proxy: FaultyProxy
-
-    def key(self, **fields: Any) -> str:
-        key, record = new_key("dyn", **fields)
-        self.store.create_key(record)
-        return key
-
-    def chat(self, key: str, stream: bool = False) -> Any:
-        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
-        headers = [(b"x-api-key", key.encode()), (b"content-type", b"application/json")]
-        return run(self.container.app, "POST", CHAT, headers, json.dumps(body).encode())
 
 
 def dynamo_store(endpoint: str, tables: Tables) -> DynamoStore:
@@ -56,11 +34,6 @@ def dynamo_store(endpoint: str, tables: Tables) -> DynamoStore:
         read_timeout=TIMEOUT_S,
     )
     return DynamoStore(client, tables.keys, tables.usage)
-
-
-def gateway_on(store: DynamoStore, settings: Settings, backend: ScriptedBackend) -> Container:
-    catalog = Catalog({"m": ModelEntry("m", backend, "scripted")})
-    return build(replace(settings, key_cache_seconds=0), store=store, catalog=catalog)
 
 
 @pytest.fixture

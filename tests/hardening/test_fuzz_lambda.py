@@ -20,8 +20,8 @@ from mangum import Mangum
 
 from chatgw.aws_lambda.context import LambdaContext
 from chatgw.cli.invoke import load_event
-from tests.hardening.asgi import ENVELOPE_KEYS
-from tests.hardening.conftest import Fuzzed
+from tests.support.asgi import ENVELOPE_KEYS
+from tests.support.fuzz import Fuzzed
 from tests.support.loops import close_loop
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"

@@ -18,7 +18,8 @@ from chatgw.access.keys import format_key, hash_secret, new_secret, parse_key
 from chatgw.compose import Container
 from chatgw.errors import AuthenticationFailed, PermissionDenied
 from chatgw.service import SECRET_RECHECK_SECONDS, Service
-from tests.conftest import add_key
+from tests.support.counting_store import CountingStore
+from tests.support.keys import add_key
 
 DELAY = 30.0  # the default CHATGW_KEY_CACHE_SECONDS, as README.md documents it
 JUST_BEFORE = DELAY - 0.001
@@ -33,21 +34,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-class CountingStore:
-    """The real store, counting key reads (the cache's whole point is to save them)."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-        self.reads = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.store, name)
-
-    def get_key(self, key_id: str) -> Any:
-        self.reads += 1
-        return self.store.get_key(key_id)
 
 
 class Cached:

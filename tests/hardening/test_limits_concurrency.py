@@ -19,7 +19,7 @@ from chatgw.api.openai_chat.inbound import conversation_of
 from chatgw.compose import Container, build
 from chatgw.metering.estimate import estimate_prompt_tokens
 from tests.fakes.backends import ScriptedBackend
-from tests.hardening.asgi import CHAT, Reply, call
+from tests.support.asgi import CHAT, Reply, call
 
 BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
 

@@ -23,11 +23,11 @@ import boto3
 import pytest
 
 from chatgw.aws_lambda.fake_runtime_api import FakeRuntimeAPI
-from tests.conftest import stop
-from tests.dynamo_fixtures import Tables
 from tests.fakes.fake_bedrock import FakeBedrock
 from tests.fakes.fake_openai import FakeOpenAI
-from tests.integration.lambda_events import rest_v1_event
+from tests.support.dynamo import Tables
+from tests.support.lambda_events import rest_v1_event
+from tests.support.servers import stop
 
 CHAT = "/v2/llms/chat/completions"
 

@@ -22,8 +22,8 @@ from chatgw.compose import Container, build
 from chatgw.errors import UpstreamError
 from chatgw.metering.estimate import estimate_prompt_tokens
 from tests.fakes.backends import ScriptedBackend
-from tests.hardening.asgi import CHAT, captured_logs, run
-from tests.hardening.test_faults import failing_table
+from tests.support.asgi import CHAT, captured_logs, run
+from tests.support.failing_store import failing_table
 
 USER = [{"role": "user", "content": "hi"}]
 RESERVE = estimate_prompt_tokens(conversation_of({"model": "m", "messages": USER})) + 20  # prompt + max_tokens
@@ -121,7 +121,7 @@ def test_a_missed_settlement_is_logged_and_replayed_exactly_once(
 
 
 def _eventually_events(gateway: Container, key_id: str, count: int) -> list[Any]:
-    from tests.conftest import eventually
+    from tests.support.polling import eventually
 
     def events() -> list[Any]:
         found = gateway.store.usage_events(key_id)

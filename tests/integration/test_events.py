@@ -12,19 +12,8 @@ import pytest
 
 from chatgw.cli import main as cli
 from chatgw.cli.invoke import PLACEHOLDER
-from tests.conftest import ROOT
-
-EVENTS = sorted((ROOT / "events").glob("*.json"))
-EXPECTED = {
-    "rest-v1-chat.json": 200,
-    "rest-v1-chat-stream.json": 200,
-    "rest-v1-list-llms.json": 200,
-    "rest-v1-missing-key.json": 401,
-    "rest-v1-malformed-body.json": 400,
-    "http-v2-chat.json": 200,
-    "function-url-chat.json": 200,
-    "function-url-chat-stream.json": 200,
-}
+from tests.support.events import EVENTS, EXPECTED
+from tests.support.tools import ROOT
 
 
 def test_every_event_file_is_covered() -> None:

@@ -21,9 +21,9 @@ from chatgw.compose import Container
 from chatgw.errors import StoreUnavailable, UpstreamError
 from chatgw.observability import logs
 from chatgw.observability.metrics import EmfSink
-from tests.conftest import add_key
 from tests.fakes.backends import ScriptedBackend
-from tests.integration.lambda_events import RuntimeThread, rest_v1_event
+from tests.support.keys import add_key
+from tests.support.lambda_events import RuntimeThread, rest_v1_event
 from tests.support.loops import close_loop
 
 CHAT = "/v2/llms/chat/completions"
@@ -307,7 +307,7 @@ def test_chatgw_invoke_prints_the_log_and_emf_lines_of_lambda(stream: bool, tmp_
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.support.tools import ROOT
 
     event = ROOT / "events" / ("rest-v1-chat-stream.json" if stream else "rest-v1-chat.json")
     argv = [sys.executable, "-m", "chatgw.cli.main", "invoke", str(event), "--state-dir", str(tmp_path)]

@@ -23,7 +23,7 @@ from chatgw.errors import (
     UpstreamTimeout,
 )
 from tests.fakes.fake_openai import FakeOpenAI, Script
-from tests.hardening.asgi import captured_logs
+from tests.support.asgi import captured_logs
 from tests.support.backend_calls import (
     answer_text,
     chat,

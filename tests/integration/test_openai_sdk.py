@@ -11,7 +11,9 @@ from openai import OpenAI
 from chatgw.access.keys import Limits
 from chatgw.api.openai_chat.inbound import conversation_of
 from chatgw.metering.estimate import estimate_prompt_tokens
-from tests.conftest import Gateway, eventually, openai_client, running_gateway
+from tests.support.polling import eventually
+from tests.support.sdk import openai_client
+from tests.support.servers import Gateway, running_gateway
 
 MESSAGES = [
     {"role": "system", "content": "You are a helpful assistant."},

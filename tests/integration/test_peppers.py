@@ -25,7 +25,7 @@ from chatgw.access.peppers import PEPPER_FILE, FileSource, PepperBook, PepperErr
 from chatgw.cli import main as chatgw_cli
 from chatgw.compose import Container, build
 from chatgw.settings import Settings
-from tests.dynamo_fixtures import MotoServer
+from tests.support.dynamo import MotoServer
 
 LEGACY_PEPPER = "the-old-env-pepper"
 

@@ -22,8 +22,8 @@ import pytest
 
 from chatgw.cli import main as chatgw_cli
 from chatgw.cli.smoke_checks import root_of
-from tests.conftest import Gateway, free_port, stop, wait_healthy
-from tests.dynamo_fixtures import MotoServer, Tables
+from tests.support.dynamo import MotoServer, Tables
+from tests.support.servers import Gateway, free_port, stop, wait_healthy
 
 PACED_ECHO = json.dumps({"echo": {"backend": "echo", "delay_ms": 20}})
 
@@ -100,7 +100,7 @@ def test_against_the_default_unpaced_echo_the_streaming_check_does_not_fail(
     assert streamed["ok"]
     # Skipped as a rule; on a busy machine the echo's pieces can leave in several spread-out writes, and
     # then the check passes as a stream: whether it is skipped is decided by real timing, which a test
-    # cannot hold still (tests/unit/test_smoke_pacing.py decides it with an injected clock).
+    # cannot hold still (tests/unit/cli/test_smoke_pacing.py decides it with an injected clock).
     if streamed["skipped"]:
         assert "cannot show streaming pacing" in streamed["detail"]
     else:

@@ -15,25 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from chatgw.settings import Settings
-from tests.conftest import missing_tool
+from tests.support.template import (
+    ROOT,
+    SAM_BIN,
+    SAM_ENV,
+    TEMPLATE,
+    resources_of,
+    translate,
+)
+from tests.support.template import sam as sam
+from tests.support.template import template as template
+from tests.support.tools import missing_tool
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = ROOT / "template.yaml"
-SAM_BIN = ROOT / ".venv-sam" / "bin"
-
-
-@pytest.fixture
-def sam() -> Path:
-    """The SAM CLI's venv (`make sam-install`, which `make test` runs first): missing fails under `make test`."""
-    if not (SAM_BIN / "sam").exists():
-        missing_tool("sam", "`make sam-install` puts the AWS SAM CLI in .venv-sam (make test does it)")
-    return SAM_BIN
-
-
-SAM_ENV = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "us-east-1"}
 ROUTES = {
     ("/v2/llms/chat/completions", "post"),
     ("/v1/chat/completions", "post"),
@@ -42,31 +37,6 @@ ROUTES = {
     ("/health", "get"),
     ("/{proxy+}", "x-amazon-apigateway-any-method"),
 }
-
-
-class _CfnLoader(yaml.SafeLoader):
-    pass
-
-
-def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    if isinstance(node, yaml.ScalarNode):
-        return {name: loader.construct_scalar(node)}
-    if isinstance(node, yaml.SequenceNode):
-        return {name: loader.construct_sequence(node, deep=True)}
-    return {name: loader.construct_mapping(node, deep=True)}  # type: ignore[arg-type]
-
-
-_CfnLoader.add_multi_constructor("!", _intrinsic)
-
-
-@pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    return yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)
-
-
-def resources_of(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
-    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
 
 
 def test_cfn_lint_passes() -> None:
@@ -89,34 +59,6 @@ def test_sam_validate_lint_passes(sam: Path) -> None:
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-TRANSLATE = """
-import json, sys
-from samtranslator.translator.transform import transform
-from samtranslator.yaml_helper import yaml_parse
-
-class NoManagedPolicies:
-    def load(self):
-        return {}
-
-template = yaml_parse(open(sys.argv[1]).read())
-template["Resources"]["Function"]["Properties"]["CodeUri"] = "s3://bucket/code.zip"
-json.dump(transform(template, json.loads(sys.argv[2]), NoManagedPolicies()), sys.stdout, default=str)
-"""
-
-
-def translate(sam: Path, parameters: dict[str, str]) -> dict[str, Any]:
-    result = subprocess.run(
-        [str(sam / "python"), "-c", TRANSLATE, str(TEMPLATE), json.dumps(parameters)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=SAM_ENV,
-    )
-    assert result.returncode == 0, result.stderr
-    translated: dict[str, Any] = json.loads(result.stdout)
-    return translated
 
 
 def resolve(value: Any, translated: dict[str, Any], parameters: dict[str, str]) -> Any:
@@ -319,7 +261,7 @@ def test_sam_build_packages_the_function_without_a_container(sam: Path, tmp_path
     native = glob.glob(str(package / "pydantic_core" / "*.so"))
     assert native and all("cpython-313-aarch64" in name for name in native)  # arm64, Python 3.13
     # What ships is exactly the lock (handler/requirements.txt, `make lock`): same names, same versions.
-    from tests.unit.test_packaging import locked
+    from tests.support.lock import locked
 
     shipped = {}
     for dist in package.glob("*.dist-info"):

@@ -23,7 +23,7 @@ from chatgw.access.keys import new_key
 from chatgw.cli import main as chatgw_cli
 from chatgw.store.base import UsageEvent
 from chatgw.store.sqlite import SqliteStore
-from tests.conftest import ROOT, missing_tool
+from tests.support.tools import ROOT, missing_tool
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"

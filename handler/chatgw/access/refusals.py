@@ -1,5 +1,5 @@
 """The container's memory of refusals: a key the store refused in the current minute window is
-refused again here, without a store call, until that window ends (SPEC 3). On DynamoDB a failed
+refused again here, without a store call, until that window ends. On DynamoDB a failed
 conditional write is billed like a successful one, so a client hammering a refused key would
 otherwise cost one write unit per attempt.
 

@@ -1,4 +1,4 @@
-"""The retry policy of the upstream backends (SPEC 5): before the first byte only, on 429, 5xx and
+"""The retry policy of the upstream backends (README, Models and backends): before the first byte only, on 429, 5xx and
 connection errors, at most `max_retries` more tries, with jittered exponential backoff, honouring
 the upstream's Retry-After, and never past the deadline."""
 

@@ -136,7 +136,7 @@ class BedrockBackend:
     def _client(self) -> Any:
         client = self._deps.aws_client("bedrock-runtime", self.region)
         if not getattr(client, "_chatgw_retries_off", False):
-            # This backend retries itself (SPEC 5: at most 2 more tries, within the deadline);
+            # This backend retries itself (at most `max_retries` more tries, within the deadline);
             # botocore's own retry handler would multiply that.
             client.meta.events.unregister("needs-retry.bedrock-runtime", unique_id="retry-config-bedrock-runtime")
             client._chatgw_retries_off = True

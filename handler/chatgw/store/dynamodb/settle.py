@@ -1,4 +1,4 @@
-"""Settlement on DynamoDB without a transaction (issue 13; docs/store.md "Settlement").
+"""Settlement on DynamoDB without a transaction (docs/store.md, "Admission, precisely").
 
     W1  PutItem     EV#<request_id>  IF attribute_not_exists(pk)        the event: the exactly-once gate
     then, only if W1 wrote a new event, at once (two threads):

@@ -1,0 +1,166 @@
+"""The observer's rules on their own: sampling, outcomes, refusal reasons, cause classes, sinks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from chatgw.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    PermissionDenied,
+    RateLimited,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+)
+from chatgw.observability import logs
+from chatgw.observability.metrics import ALL, REQUESTS, EmfSink, Metric
+from chatgw.observability.observer import Observer, Report, cause_of, refusal_reason
+from chatgw.observability.prometheus import PrometheusSink
+from tests.support.servers import free_port, stop, wait_healthy
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.emitted: list[tuple[list[tuple[Metric, float]], dict[str, str]]] = []
+
+    def emit(self, values: Any, dimensions: Any) -> None:
+        self.emitted.append((list(values), dict(dimensions)))
+
+
+@pytest.fixture
+def lines() -> Iterator[list[dict[str, Any]]]:
+    found: list[dict[str, Any]] = []
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            found.append(json.loads(logs.JsonFormatter().format(record)))
+
+    logger = logging.getLogger(logs.LOGGER_NAME)
+    handler, level = Handler(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield found
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def finished(status: int, **fields: Any) -> Report:
+    report = Report("rid", "/v1/chat/completions", chat=True, status=status, **fields)
+    return report
+
+
+def test_successful_lines_are_sampled_and_every_other_line_is_written(lines: list[dict[str, Any]]) -> None:
+    recorder = Recorder()
+    observer = Observer(recorder, sample_rate=0.25, rng=iter([0.5, 0.1, 0.9]).__next__)
+    observer.finish(finished(200))  # 0.5: not sampled
+    observer.finish(finished(200))  # 0.1: sampled
+    observer.finish(finished(502))  # errors always (no draw)
+    observer.finish(finished(429))
+    assert [line["status"] for line in lines] == [200, 502, 429]
+    assert len([e for e in recorder.emitted if e[0][0][0] is REQUESTS]) == 4  # metrics are never sampled
+
+
+@pytest.mark.parametrize(
+    ("report", "outcome"),
+    [
+        (finished(200), "ok"),
+        (finished(200, usage_status="client_closed"), "client_closed"),
+        (finished(200, usage_status="error"), "upstream_error"),
+        (finished(200, usage_status="error", code="upstream_timeout"), "upstream_timeout"),
+        (finished(400), "invalid"),
+        (finished(413), "invalid"),
+        (finished(401), "auth"),
+        (finished(403), "permission"),
+        (finished(429), "rate_limited"),
+        (finished(502), "upstream_error"),
+        (finished(503), "store_unavailable"),
+        (finished(504), "upstream_timeout"),
+        (finished(500), "internal_error"),
+    ],
+)
+def test_outcomes(report: Report, outcome: str) -> None:
+    assert report.outcome() == outcome
+
+
+def test_refusal_reasons() -> None:
+    assert refusal_reason(AuthenticationFailed("x")) == "auth"
+    assert refusal_reason(PermissionDenied("x")) == "permission"
+    assert refusal_reason(InvalidRequest("x")) == "invalid"
+    assert refusal_reason(RateLimited("x", retry_after=1, cause="requests")) == "rate"
+    assert refusal_reason(RateLimited("x", retry_after=1, cause="tokens")) == "tokens"
+    assert refusal_reason(RateLimited("x", retry_after=1, cause="budget")) == "budget"
+    assert refusal_reason(RateLimited("x", retry_after=1, cause="concurrent")) == "concurrent"
+    assert refusal_reason(UpstreamRateLimited("x", retry_after=1)) is None  # the upstream's, not ours
+    assert refusal_reason(UpstreamRejected("x")) is None
+    assert refusal_reason(UpstreamError("x")) is None
+
+
+def test_cause_classes() -> None:
+    assert cause_of(UpstreamError("x", cause="connect")) == "connect"
+    assert cause_of(UpstreamTimeout("x")) == "timeout"
+    assert cause_of(UpstreamRateLimited("x", retry_after=1)) == "429"
+    assert cause_of(UpstreamError("x")) == "error"
+    assert cause_of(KeyError("x")) == "backend_bug"
+
+
+def test_every_metric_has_a_detailed_set_without_a_key_id() -> None:
+    for metric in ALL:
+        assert metric.dimension_sets and all("key_id" not in s and "key" not in s for s in metric.dimension_sets)
+
+
+def test_emf_line_is_one_json_object_with_every_dimension_set() -> None:
+    written: list[str] = []
+    EmfSink(write=written.append).emit([(REQUESTS, 1)], {"outcome": "ok", "model": "m", "backend": "b"})
+    (line,) = written
+    blob = json.loads(line)
+    assert blob["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [[], ["outcome"], ["model", "backend", "outcome"]]
+    assert blob["chatgw.requests"] == [1.0] and "service" not in blob
+
+
+def test_prometheus_sink_text() -> None:
+    sink = PrometheusSink()
+    Observer(sink).finish(finished(200, catalog_model="echo", backend="echo", prompt_tokens=3, completion_tokens=2))
+    text = sink.text().decode()
+    assert 'chatgw_requests_total{backend="echo",model="echo",outcome="ok"} 1.0' in text
+    assert 'gen_ai_client_token_usage_count{backend="echo",model="echo",token_type="input"} 1.0' in text
+
+
+def test_serve_metrics_exposes_prometheus_text(tmp_path: Any) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "chatgw.cli.main",
+            "serve",
+            "--metrics",
+            "--port",
+            str(port),
+            "--state-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_healthy(base)
+        key = (tmp_path / "dev-key").read_text().strip()
+        chat = {"model": "echo", "messages": [{"role": "user", "content": "hi there"}]}
+        assert httpx.post(f"{base}/v1/chat/completions", json=chat, headers={"x-api-key": key}).status_code == 200
+        response = httpx.get(f"{base}/metrics")
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+        assert 'chatgw_requests_total{backend="echo",model="echo",outcome="ok"} 1.0' in response.text
+        assert "gen_ai_client_operation_duration_seconds_bucket" in response.text
+    finally:
+        stop(process)
