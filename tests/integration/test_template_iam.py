@@ -249,7 +249,7 @@ def test_every_call_the_gateway_makes_is_allowed_by_its_role(
     assert seen["rpm"] == [200, "requests"]
     assert (seen["tpm"], seen["budget"], seen["max_concurrent"]) == ("tokens", "budget", "concurrent")
     assert seen["never_fits"] == "tokens"
-    assert seen["sharded"] == [200] * 4 and set(seen["sharded_large"]) <= {200, 429}
+    assert seen["sharded"] == [200] * 4 and seen["sharded_large"] == [429, 429]  # over one shard's share
     deployment = stack.deployment
     usage_table = deployment.arn_of("UsageTable")
     # the check saw what it is about: the ledger read of "never fits", settlement, every service

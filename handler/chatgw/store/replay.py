@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from chatgw.store.base import Store, UsageEvent
 from chatgw.store.codec import event_from_dict
 
 MARKER = '"usage_event"'
 """What every `usage_event` line holds (the JSON key)."""
-LOGGED = "logged"
-"""Named pending by every event read from a log, so that the store records it through its replay
-path (store/dynamodb/settle.py): a line with no aggregate write pending was either never stored
-(then the replay stores it and applies every part, each behind a one-time mark, so a retried batch
-is safe even when a write failed half way) or stored whole (then it records nothing)."""
 
 
 class NotAUsageEvent(ValueError):
@@ -34,10 +29,9 @@ def usage_event_of(line: str) -> UsageEvent | None:
         return None
     try:
         data = json.loads(line[start:])
-        event = event_from_dict(data["usage_event"])
+        return event_from_dict(data["usage_event"])
     except (ValueError, KeyError, TypeError) as exc:
         raise NotAUsageEvent(str(exc)) from None
-    return replace(event, pending=event.pending or (LOGGED,))
 
 
 @dataclass
@@ -49,10 +43,16 @@ class Replayed:
 
 
 def replay(store: Store, events: Iterable[UsageEvent], into: Replayed | None = None) -> Replayed:
-    """Record each event once; a store failure propagates (nothing is lost: replay again)."""
+    """Record each event once; a store failure propagates (nothing is lost: replay again).
+
+    A store with a replay path of its own takes it (DynamoDB: store/dynamodb/settle.py, where a line
+    with no aggregate write pending was either never stored, and the replay stores it and applies
+    every part behind a one-time mark, so that a retried batch is safe even when a write failed half
+    way, or stored whole, and it records nothing); SQLite records an event in one transaction."""
     result = into if into is not None else Replayed()
+    record = getattr(store, "replay_usage", store.record_usage)
     for event in events:
-        if store.record_usage(event):
+        if record(event):
             result.recorded += 1
         else:
             result.already_recorded += 1

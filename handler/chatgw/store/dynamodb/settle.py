@@ -177,7 +177,7 @@ class Settler:
 
     def settle(self, event: UsageEvent) -> bool:
         if event.pending:
-            return self._replay(event)
+            return self.replay(event)
         nonce = secrets.token_hex(6)
         try:
             self.call(self.client.put_item, ambiguous_ok=True, **event_put(self.table, event, self.ttl, nonce))
@@ -246,7 +246,7 @@ class Settler:
         params = month_update(self.table, event, with_window=False, shard=tail)
         self.call(self.client.update_item, ambiguous_ok=False, **params)
 
-    def _replay(self, event: UsageEvent) -> bool:
+    def replay(self, event: UsageEvent) -> bool:
         """Apply the parts a `usage_event` line names as pending, each once: a mark on the event
         item first (a second replay finds it and skips), then the write. The event is put first if
         it is missing; a replay that put it (now or on an earlier try: its `w` says "replay") knows
