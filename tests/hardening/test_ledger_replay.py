@@ -18,7 +18,7 @@ from tests.dynamo_fixtures import Tables
 from tests.hardening.asgi import captured_logs
 from tests.hardening.faulty_proxy import THROTTLED, Fault, in_bursts, operation
 from tests.hardening.test_faults_dynamodb import DynGateway, steady  # noqa: F401  (the fixture)
-from tests.integration.test_template_iam import cloudwatch_event
+from tests.integration.lambda_events import cloudwatch_logs_event
 
 REQUESTS = 13
 
@@ -82,7 +82,7 @@ def test_the_replay_function_heals_the_ledger_from_the_logged_lines(
     truth |= {e["request_id"]: (e["prompt_tokens"], e["completion_tokens"]) for e in events}
     assert len(truth) == REQUESTS
     expected = (REQUESTS, sum(p for p, _ in truth.values()), sum(c for _, c in truth.values()))
-    delivery = cloudwatch_event(["START RequestId: 1 Version: 7", *lines, "END RequestId: 1"])
+    delivery = cloudwatch_logs_event(["START RequestId: 1 Version: 7", *lines, "END RequestId: 1"])
 
     first = ledger_replay.handler(delivery)
     again = ledger_replay.handler(delivery)  # CloudWatch Logs or Lambda delivers the batch again
@@ -97,7 +97,7 @@ def test_an_unreadable_line_is_skipped_and_the_rest_recorded(steady: DynGateway,
     kid, _answers, lines = throttled_burst(dyn)
     broken = '{"msg": "usage_event", "usage_event": {"request_id": "cut short'
     with captured_logs() as logs:
-        result = ledger_replay.handler(cloudwatch_event([broken, *lines]))
+        result = ledger_replay.handler(cloudwatch_logs_event([broken, *lines]))
     assert result["unreadable"] == 1 and result["recorded"] >= 1
     (skipped,) = logs.named("ledger_replay_unreadable")
     assert skipped["level"] == "ERROR" and "cut short" not in json.dumps(skipped)
@@ -111,7 +111,7 @@ def test_a_store_failure_fails_the_invoke_and_the_retry_records_once(steady: Dyn
     the retries complete it, nothing counted twice."""
     dyn = steady
     kid, _answers, lines = throttled_burst(dyn)
-    delivery = cloudwatch_event(lines)
+    delivery = cloudwatch_logs_event(lines)
     months = Fault(operation("UpdateItem", containing=b'"M#'), answer=THROTTLED)
     with dyn.proxy.injecting(months), pytest.raises(StoreUnavailable):
         ledger_replay.handler(delivery, store=dyn.store)

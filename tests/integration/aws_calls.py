@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from tests.integration.cfn_policy import REGION
+from tests.integration.cfn_template import REGION
 
 BEDROCK_ACTIONS = {"Converse": "InvokeModel", "ConverseStream": "InvokeModelWithResponseStream"}
 """Bedrock's Converse calls are authorized as the model invocations they make."""

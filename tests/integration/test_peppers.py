@@ -26,7 +26,7 @@ from chatgw.cli import admin
 from chatgw.compose import Container, build, open_store
 from chatgw.settings import Settings
 from tests.dynamo_fixtures import MotoServer
-from tests.integration.cfn_policy import moto_stack_outputs, pepper_secret
+from tests.integration.cfn_template import moto_stack_outputs, pepper_secret
 
 LEGACY_PEPPER = "the-old-env-pepper"
 

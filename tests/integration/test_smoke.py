@@ -24,7 +24,7 @@ from chatgw.cli import admin
 from chatgw.cli.smoke import root_of
 from tests.conftest import Gateway, free_port, stop, wait_healthy
 from tests.dynamo_fixtures import MotoServer, Tables
-from tests.integration.cfn_policy import moto_stack_outputs, pepper_secret
+from tests.integration.cfn_template import moto_stack_outputs, pepper_secret
 
 PACED_ECHO = json.dumps({"echo": {"backend": "echo", "delay_ms": 20}})
 

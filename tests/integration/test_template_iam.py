@@ -12,8 +12,6 @@ the statements instead. A missing grant here is a 503 `store_unavailable` in AWS
 from __future__ import annotations
 
 import asyncio
-import base64
-import gzip
 import json
 import os
 import uuid
@@ -34,7 +32,8 @@ from tests.fakes.fake_bedrock import FakeBedrock
 from tests.fakes.fake_openai import FakeOpenAI
 from tests.hardening.asgi import CHAT, Reply, call
 from tests.integration.aws_calls import AwsCall, aws_calls
-from tests.integration.cfn_policy import Deployment, allows, generated_secret, load
+from tests.integration.cfn_template import Deployment, allows, generated_secret, load
+from tests.integration.lambda_events import cloudwatch_logs_event, usage_event_line
 
 BEDROCK_MODEL = "anthropic.claude-test"
 
@@ -181,26 +180,6 @@ async def gateway_outcomes(container: Container, keys: dict[str, str]) -> dict[s
     return seen
 
 
-def logged_line(event: Any) -> str:
-    """A `usage_event` line as the gateway logs it (observability/logs.py's JSON formatter)."""
-    return json.dumps({"level": "ERROR", "msg": "usage_event", "usage_event": event.to_log(), "reason": "Deadline"})
-
-
-def cloudwatch_event(lines: list[str], group: str = "/aws/lambda/chatgw-gateway") -> dict[str, Any]:
-    """What CloudWatch Logs hands a subscribed function: base64(gzip(json)) of the batch."""
-    payload = {
-        "messageType": "DATA_MESSAGE",
-        "owner": "123456789012",
-        "logGroup": group,
-        "logStream": "2026/01/01/[$LATEST]0123456789abcdef",
-        "subscriptionFilters": ["chatgw-usage-events"],
-        "logEvents": [
-            {"id": str(i), "timestamp": 1_700_000_000_000 + i, "message": line + "\n"} for i, line in enumerate(lines)
-        ],
-    }
-    return {"awslogs": {"data": base64.b64encode(gzip.compress(json.dumps(payload).encode())).decode()}}
-
-
 async def pending_events(container: Container, key: str) -> list[Any]:
     """Two settlements whose writes are all pending, as a settlement that outlived its budget logs them."""
     assert (await chat(container, key)).status == 200
@@ -213,9 +192,9 @@ def replay_outcomes(container: Container, pending: list[Any], tmp_path: Path) ->
     from chatgw.aws_lambda.ledger_replay import handler
 
     log = tmp_path / "serve.log"
-    log.write_text(logged_line(pending[0]) + "\n")
+    log.write_text(usage_event_line(pending[0]) + "\n")
     assert cli(["replay", str(log)]) == 0
-    assert handler(cloudwatch_event([logged_line(pending[1])]), store=container.store)["recorded"] == 1
+    assert handler(cloudwatch_logs_event([usage_event_line(pending[1])]), store=container.store)["recorded"] == 1
 
 
 def refused(calls: list[AwsCall], deployment: Deployment, role: str) -> list[AwsCall]:

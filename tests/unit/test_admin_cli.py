@@ -17,7 +17,7 @@ from chatgw.cli import admin
 from chatgw.settings import Settings
 from chatgw.store import Store, UsageEvent
 from chatgw.store.dynamodb.tables import make_client
-from tests.integration.cfn_policy import moto_stack_outputs
+from tests.integration.cfn_template import moto_stack_outputs
 
 PEPPER = "cli-pepper"
 
