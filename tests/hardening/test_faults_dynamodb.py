@@ -20,6 +20,7 @@ from tests.fakes.backends import ScriptedBackend
 from tests.support.asgi import CHAT, assert_envelope, captured_logs, run
 from tests.support.dynamo import Tables
 from tests.support.dynamo_gateway import DynGateway, gateway_on
+from tests.support.dynamo_gateway import steady as steady
 from tests.support.faulty_proxy import THROTTLED, UNAVAILABLE, Fault, faulty_proxy, operation
 from tests.support.servers import free_port
 
@@ -132,18 +133,6 @@ def test_lost_answer_to_a_usage_write_is_not_counted_twice(dyn: DynGateway) -> N
     assert event.request_id == reply.request_id
     (row,) = dyn.store.usage(UsageQuery("day", event.at.strftime("%Y-%m-%d"), key_id=kid))
     assert (row.requests, row.total_tokens) == (1, event.total_tokens)
-
-
-@pytest.fixture
-def steady(dynamo_tables: Tables, settings: Settings) -> Iterator[DynGateway]:
-    """As `dyn`, with timeouts a loaded machine cannot reach: these tests tell a refused write (it
-    was not applied) from an unsure one (a timeout), so a slow answer must not look like a fault."""
-    with faulty_proxy(dynamo_tables.endpoint) as proxy:
-        client = make_client(endpoint_url=proxy.endpoint, region="us-east-1", connect_timeout=30, read_timeout=30)
-        store = DynamoStore(client, dynamo_tables.keys, dynamo_tables.usage)
-        backend = ScriptedBackend(["a", " b", " c"])
-        yield DynGateway(gateway_on(store, settings, backend), store, backend, proxy)
-        store.close()
 
 
 @pytest.mark.parametrize("part", ["M#", "D#"])

@@ -22,6 +22,7 @@ import pytest
 
 from chatgw.cli import main as chatgw_cli
 from chatgw.cli.smoke_checks import root_of
+from tests.support.cfn_template import moto_stack_outputs, pepper_secret
 from tests.support.dynamo import MotoServer, Tables
 from tests.support.servers import Gateway, free_port, stop, wait_healthy
 
@@ -153,8 +154,7 @@ def test_smoke_on_a_stack_finds_its_calls_in_the_ledger(
     for name in ("CHATGW_KEYS_TABLE", "CHATGW_USAGE_TABLE", "CHATGW_STATE_DIR", "CHATGW_PEPPER_SECRET"):
         monkeypatch.delenv(name, raising=False)
     secrets = boto3.client("secretsmanager", region_name="us-east-1")
-    pepper = json.dumps({"current": "v1", "v1": uuid.uuid4().hex})
-    arn = secrets.create_secret(Name=f"pepper-{uuid.uuid4().hex[:8]}", SecretString=pepper)["ARN"]
+    arn = secrets.create_secret(Name=f"pepper-{uuid.uuid4().hex[:8]}", SecretString=pepper_secret())["ARN"]
     port = free_port()
     env = {
         **os.environ,
@@ -174,15 +174,11 @@ def test_smoke_on_a_stack_finds_its_calls_in_the_ledger(
     try:
         base = f"http://127.0.0.1:{port}"
         wait_healthy(base, process=process)
-        outputs = {
-            "OpenAIBaseUrl": f"{base}/v2/llms",
-            "KeysTableName": dynamo_tables.keys,
-            "UsageTableName": dynamo_tables.usage,
-            "PepperSecretArn": arn,
-        }
+        # template.yaml's own outputs, the API's URL pointed at the local server
+        physical = {"KeysTable": dynamo_tables.keys, "UsageTable": dynamo_tables.usage, "PepperSecret": arn}
         template = {
             "Resources": {"T": {"Type": "AWS::SNS::Topic"}},
-            "Outputs": {name: {"Value": value} for name, value in outputs.items()},
+            "Outputs": moto_stack_outputs(physical, {"OpenAIBaseUrl": f"{base}/v2/llms"}),
         }
         stack = f"chatgw-smoke-{uuid.uuid4().hex[:6]}"
         boto3.client("cloudformation", region_name="us-east-1").create_stack(

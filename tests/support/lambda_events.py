@@ -1,10 +1,12 @@
-"""Raw Lambda events of the three shapes API Gateway and function URLs send, and a helper that runs
-the streaming runtime against a fake Runtime API in a thread of its own."""
+"""Raw Lambda events of the three shapes API Gateway and function URLs send, CloudWatch Logs'
+subscription event, and a helper that runs the streaming runtime against a fake Runtime API in a
+thread of its own."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import json
 import threading
 from collections.abc import Callable
@@ -126,3 +128,32 @@ def probe_app() -> ASGI:
         return StreamingResponse(events(), media_type="text/event-stream")
 
     return Starlette(routes=[Route("/hello", hello), Route("/sse", sse)])
+
+
+def usage_event_line(event: Any) -> str:
+    """The `usage_event` line the gateway logs for `event` when the store refuses it (service.py's
+    call, through observability/logs.py's JSON formatter)."""
+    import logging
+
+    from chatgw.observability import logs
+    from tests.support.asgi import captured_logs
+
+    with captured_logs() as captured:
+        logs.event("usage_event", logging.ERROR, usage_event=event.to_log(), reason="StoreUnavailable")
+    (line,) = captured.lines
+    return line
+
+
+def cloudwatch_logs_event(lines: list[str], group: str = "/aws/lambda/chatgw-gateway") -> dict[str, Any]:
+    """What CloudWatch Logs hands a subscribed function: base64(gzip(json)) of the batch."""
+    payload = {
+        "messageType": "DATA_MESSAGE",
+        "owner": "123456789012",
+        "logGroup": group,
+        "logStream": "2026/01/01/[$LATEST]0123456789abcdef",
+        "subscriptionFilters": ["chatgw-usage-events"],
+        "logEvents": [
+            {"id": str(i), "timestamp": 1_700_000_000_000 + i, "message": line + "\n"} for i, line in enumerate(lines)
+        ],
+    }
+    return {"awslogs": {"data": base64.b64encode(gzip.compress(json.dumps(payload).encode())).decode()}}

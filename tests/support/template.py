@@ -63,7 +63,8 @@ class NoManagedPolicies:
         return {}
 
 template = yaml_parse(open(sys.argv[1]).read())
-template["Resources"]["Function"]["Properties"]["CodeUri"] = "s3://bucket/code.zip"
+for name in ("Function", "LedgerReplayFunction"):
+    template["Resources"][name]["Properties"]["CodeUri"] = "s3://bucket/code.zip"
 json.dump(transform(template, json.loads(sys.argv[2]), NoManagedPolicies()), sys.stdout, default=str)
 """
 

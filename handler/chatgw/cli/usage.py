@@ -156,27 +156,22 @@ def _range(args: argparse.Namespace) -> tuple[date, date, list[UsageQuery]]:
 
 def cmd_replay(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     """Record the `usage_event` log lines of files ("-" for stdin); safe to run twice."""
-    from chatgw.store.codec import event_from_dict
+    from chatgw.store.replay import NotAUsageEvent, Replayed, replay, usage_event_of
 
-    recorded = duplicates = 0
+    result = Replayed()
     for name in args.files:
         stream = sys.stdin if name == "-" else open(name, encoding="utf-8")  # noqa: SIM115
         with stream:
             for number, line in enumerate(stream, 1):
-                start = line.find("{")
-                if start < 0 or '"usage_event"' not in line:
-                    continue
                 try:
-                    data = json.loads(line[start:])
-                    event = event_from_dict(data["usage_event"])
-                except (ValueError, KeyError, TypeError) as exc:
+                    event = usage_event_of(line)
+                except NotAUsageEvent as exc:
                     raise CliError(f"{name}:{number}: not a usage_event line ({exc})") from None
-                if store.record_usage(event):
-                    recorded += 1
-                else:
-                    duplicates += 1
-    result = {"recorded": recorded, "already_recorded": duplicates}
-    print(json.dumps(result) if args.json else f"recorded {recorded} events, {duplicates} already recorded")
+                if event is not None:
+                    replay(store, [event], into=result)
+    recorded, duplicates = result.recorded, result.already_recorded
+    summary = {"recorded": recorded, "already_recorded": duplicates}
+    print(json.dumps(summary) if args.json else f"recorded {recorded} events, {duplicates} already recorded")
     return 0
 
 

@@ -17,6 +17,7 @@ from chatgw.cli import main as chatgw_cli
 from chatgw.settings import Settings
 from chatgw.store import Store, UsageEvent
 from chatgw.store.dynamodb.tables import make_client
+from tests.support.cfn_template import moto_stack_outputs
 from tests.support.cli import PEPPER, Cli
 from tests.support.cli import cli as cli
 
@@ -263,10 +264,8 @@ def test_stack_outputs_name_the_tables(
     }
     template = {
         "Resources": {"Keys": table(f"sk-{suffix}"), "Usage": table(f"su-{suffix}")},
-        "Outputs": {
-            "KeysTableName": {"Value": {"Ref": "Keys"}},
-            "UsageTableName": {"Value": {"Ref": "Usage"}},
-        },
+        # template.yaml's own outputs (KeysTableName, UsageTableName), resolved to these tables
+        "Outputs": moto_stack_outputs({"KeysTable": f"sk-{suffix}", "UsageTable": f"su-{suffix}"}),
     }
     boto3.client("cloudformation", region_name="us-east-1").create_stack(
         StackName=f"chatgw-{suffix}", TemplateBody=json.dumps(template)
