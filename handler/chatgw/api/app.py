@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatgw import __version__
@@ -51,11 +51,11 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
 def install_error_handlers(app: FastAPI, observer: Observer) -> None:
     def handler(
         convert: Callable[[Any], ChatgwError],
-    ) -> Callable[[Request, Any], Awaitable[JSONResponse]]:
-        async def handle(request: Request, exc: Any) -> JSONResponse:
+    ) -> Callable[[Request, Any], Awaitable[Response]]:
+        async def handle(request: Request, exc: Any) -> Response:
             error = convert(exc)
             observer.refused(report_of(request.scope), error, request.url.path)
-            return error_response(error, request_id_of(request.scope))
+            return error_response(error, request_id_of(request.scope), path=request.url.path)
 
         return handle
 

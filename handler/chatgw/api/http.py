@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
+from typing import Protocol
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatgw.deadline import Deadline
@@ -38,8 +40,40 @@ def report_of(scope: Scope) -> Report:
     return Report.of_scope(scope, request_id_of(scope))
 
 
-def error_response(exc: ChatgwError, request_id: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(exc.envelope(request_id), status_code=exc.status, headers={**exc.headers, **(headers or {})})
+class ErrorStyle(Protocol):
+    """How a door writes an error before the first byte: its envelope, status and headers."""
+
+    def response(self, exc: ChatgwError, request_id: str, headers: dict[str, str]) -> Response: ...
+
+
+class OpenAIErrors:
+    """The chat door's (and the Responses door's) envelope: OpenAI's `error` plus the seed's fields."""
+
+    def response(self, exc: ChatgwError, request_id: str, headers: dict[str, str]) -> Response:
+        return JSONResponse(exc.envelope(request_id), status_code=exc.status, headers={**exc.headers, **headers})
+
+
+OPENAI_ERRORS = OpenAIErrors()
+STYLES: list[tuple[Callable[[str], bool], ErrorStyle]] = []
+"""(path test, style) of the doors whose envelope is not OpenAI's, registered by each door's package."""
+
+
+def register_error_style(matches: Callable[[str], bool], style: ErrorStyle) -> None:
+    STYLES.append((matches, style))
+
+
+def style_for(path: str) -> ErrorStyle:
+    for matches, style in STYLES:
+        if matches(path):
+            return style
+    return OPENAI_ERRORS
+
+
+def error_response(
+    exc: ChatgwError, request_id: str, headers: dict[str, str] | None = None, path: str = ""
+) -> Response:
+    """The error in the envelope of the door `path` belongs to (OpenAI's for every other path)."""
+    return style_for(path).response(exc, request_id, headers or {})
 
 
 class Envelope:
@@ -73,7 +107,8 @@ class Envelope:
             logs.event("unhandled", logging.ERROR, request_id=request_id, error_type=type(exc).__name__)
             if not started:
                 report.code = InternalError.code
-                response = error_response(InternalError("The gateway failed to handle this request."), request_id)
+                error = InternalError("The gateway failed to handle this request.")
+                response = error_response(error, request_id, path=str(scope.get("path", "")))
                 await response(scope, receive, send_with_id)
         finally:
             self.observer.finish(report)
