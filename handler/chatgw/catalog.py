@@ -20,6 +20,7 @@ from chatgw.conversation import Conversation
 from chatgw.errors import ModelNotFound, UnsupportedParameter
 from chatgw.metering.price import Price
 from chatgw.observability import logs
+from chatgw.store.base import DOOR_MARK
 
 COMMON_FIELDS = (
     "backend",
@@ -180,6 +181,8 @@ def load_catalog(source: str | None, deps: BackendDeps) -> Catalog:
     for name, spec in data.items():
         if not isinstance(spec, dict):
             raise CatalogError(f"CHATGW_MODELS: model '{name}': must be an object")
+        if DOOR_MARK in name:  # the ledger's per-model rows put it between a model and its door
+            raise CatalogError(f"CHATGW_MODELS: model {name!r}: a name may not hold the control character U+001F")
         kind = spec.get("backend")
         if kind not in ADAPTERS:
             raise CatalogError(

@@ -311,6 +311,7 @@ class Service:
             ttft_ms=ttft_ms,
             estimated=estimated,
             reserved=prepared.reserved,
+            door=call.seen.door,
         )
         call.seen.metered(event, served_model=entry.name)
         return event

@@ -118,7 +118,7 @@ def completion(seen: Seen) -> dict[str, Any]:
 
 def request_metrics(seen: Seen) -> dict[str, Any]:
     ((value, dims, sets),) = seen.metric("chatgw.requests")
-    assert value == 1 and sets == [[], ["outcome"], ["model", "backend", "outcome"]]
+    assert value == 1 and sets == [[], ["outcome"], ["door", "outcome"], ["model", "backend", "outcome"]]
     return dims
 
 
@@ -139,10 +139,11 @@ def test_ok(runner: str, stream: bool, gateway: Container, seen: Seen) -> None:
     assert line["level"] == "INFO" and line["outcome"] == "ok" and line["status"] == 200
     assert line["key_id"] == key.split("_")[1] and line["model"] == line["served_model"] == "echo"
     assert line["backend"] == "echo" and line["streamed"] is stream and line["fallback"] is False
+    assert line["door"] == "chat"
     assert line["prompt_tokens"] > 0 and line["completion_tokens"] == len(PROMPT.split())
     assert line["client_closed"] is False and line["latency_ms"] >= 0 and line["lambda_request_id"]
     assert (line["ttft_ms"] is not None) is stream
-    assert request_metrics(seen) == {"outcome": "ok", "model": "echo", "backend": "echo"}
+    assert request_metrics(seen) == {"outcome": "ok", "model": "echo", "backend": "echo", "door": "chat"}
     ((errors, _, _),) = seen.metric("chatgw.server_errors")
     assert errors == 0
     assert len(seen.metric("gen_ai.client.operation.duration")) == 1
@@ -212,7 +213,7 @@ def test_502_upstream_failure(runner: str, stream: bool, gateway: Container, see
     line = completion(seen)
     assert line["outcome"] == "upstream_error" and line["status"] == 502 and line["level"] == "WARNING"
     assert line["served_model"] == "broken" and line["backend"] == "fake"
-    assert request_metrics(seen) == {"outcome": "upstream_error", "model": "broken", "backend": "fake"}
+    assert request_metrics(seen) == {"outcome": "upstream_error", "model": "broken", "backend": "fake", "door": "chat"}
     ((errors, _, _),) = seen.metric("chatgw.server_errors")
     assert errors == 1
     assert [(v, d) for v, d, _ in seen.metric("chatgw.upstream.errors")] == [(1, {"backend": "fake", "cause": "5xx"})]
@@ -235,7 +236,7 @@ def test_503_store_unavailable(runner: str, gateway: Container, seen: Seen, monk
     assert store_error["code"] == "store_unavailable"
     line = completion(seen)
     assert line["outcome"] == "store_unavailable" and line["status"] == 503 and line["key_id"] == key.split("_")[1]
-    assert request_metrics(seen) == {"outcome": "store_unavailable", "model": "none", "backend": "none"}
+    assert request_metrics(seen) == {"outcome": "store_unavailable", "model": "none", "backend": "none", "door": "chat"}
     assert [(v, d) for v, d, _ in seen.metric("chatgw.store.errors")] == [(1, {"operation": "get_key"})]
     assert not seen.metric("chatgw.refusals")
     assert_nothing_secret(seen, key)
@@ -252,7 +253,7 @@ def test_client_gone_mid_stream(make_container: Callable[..., Container], seen: 
     line = completion(seen)
     assert line["outcome"] == "client_closed" and line["client_closed"] is True and line["streamed"] is True
     assert line["status"] == 200 and line["completion_tokens"] > 0  # drained or estimated: counted either way
-    assert request_metrics(seen) == {"outcome": "client_closed", "model": "slow", "backend": "fake"}
+    assert request_metrics(seen) == {"outcome": "client_closed", "model": "slow", "backend": "fake", "door": "chat"}
     assert_nothing_secret(seen, key)
 
 
@@ -271,7 +272,7 @@ def test_failure_after_the_first_byte(runner: str, make_container: Callable[...,
     assert line["level"] == "WARNING" and line["streamed"] is True and line["ttft_ms"] is not None
     (failed,) = seen.logged("upstream_error")
     assert failed["cause"] == "connect" and failed["fallback"] is False
-    assert request_metrics(seen) == {"outcome": "upstream_error", "model": "flaky", "backend": "fake"}
+    assert request_metrics(seen) == {"outcome": "upstream_error", "model": "flaky", "backend": "fake", "door": "chat"}
     ((errors, _, _),) = seen.metric("chatgw.server_errors")
     assert errors == 1
     assert [(v, d) for v, d, _ in seen.metric("chatgw.upstream.errors")] == [
@@ -298,7 +299,7 @@ def test_fallback(runner: str, stream: bool, make_container: Callable[..., Conta
     (failed,) = seen.logged("upstream_error")
     assert failed["model"] == "primary" and failed["cause"] == "5xx" and failed["fallback"] is True
     assert [(v, d) for v, d, _ in seen.metric("chatgw.fallbacks")] == [(1, {"model": "primary"})]
-    assert request_metrics(seen) == {"outcome": "ok", "model": "echo", "backend": "echo"}
+    assert request_metrics(seen) == {"outcome": "ok", "model": "echo", "backend": "echo", "door": "chat"}
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["invoke", "invoke_stream"])

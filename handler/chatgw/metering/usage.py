@@ -8,7 +8,7 @@ from datetime import datetime
 from chatgw.conversation import Answer, Conversation, Usage
 from chatgw.metering.estimate import answer_text, count_tokens, estimate_prompt_tokens
 from chatgw.metering.price import Price
-from chatgw.store.base import UsageEvent, UsageStatus
+from chatgw.store.base import DEFAULT_DOOR, UsageEvent, UsageStatus
 
 NONE = Usage(0, 0)
 
@@ -41,6 +41,7 @@ def usage_event(
     ttft_ms: int | None,
     estimated: bool,
     reserved: int,
+    door: str | None,
 ) -> UsageEvent:
     return UsageEvent(
         key_id=key_id,
@@ -61,4 +62,5 @@ def usage_event(
         reasoning_tokens=usage.reasoning,
         cost=price.of(usage) if price is not None else None,
         reserved_tokens=reserved,
+        door=door or DEFAULT_DOOR,
     )

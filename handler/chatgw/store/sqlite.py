@@ -15,7 +15,7 @@ from pathlib import Path
 from chatgw.access.keys import KeyRecord, Limits
 from chatgw.access.limits import Admission, day_of, decide, generation_of, minute_window, month_of
 from chatgw.errors import StoreUnavailable
-from chatgw.store.base import KeyExists, KeyNotFound, UsageEvent, UsageQuery, UsageRow
+from chatgw.store.base import KeyExists, KeyNotFound, UsageEvent, UsageQuery, UsageRow, split_ledger_model
 from chatgw.store.codec import event_from_dict, key_from_dict, key_to_dict
 from chatgw.store.on_loop import WouldBlock
 
@@ -290,7 +290,7 @@ class SqliteStore:
             if cur.rowcount == 0:
                 return False
             for period in (day_of(event.at), month_of(event.at)):
-                for model in (ALL_MODELS, event.booked_model):
+                for model in (ALL_MODELS, event.ledger_model):
                     db.execute(
                         "INSERT INTO aggregates (key_id, period, model, requests, prompt_tokens, completion_tokens,"
                         " cached_tokens, cache_write_tokens, reasoning_tokens, cost)"
@@ -336,7 +336,8 @@ class SqliteStore:
             UsageRow(
                 key_id=r[0],
                 period=r[1],
-                model=r[2] or None,
+                model=split_ledger_model(r[2])[0] if r[2] else None,
+                door=split_ledger_model(r[2])[1] if r[2] else None,
                 requests=r[3],
                 prompt_tokens=r[4],
                 completion_tokens=r[5],

@@ -120,10 +120,15 @@ def test_every_metric_has_a_detailed_set_without_a_key_id() -> None:
 
 def test_emf_line_is_one_json_object_with_every_dimension_set() -> None:
     written: list[str] = []
-    EmfSink(write=written.append).emit([(REQUESTS, 1)], {"outcome": "ok", "model": "m", "backend": "b"})
+    EmfSink(write=written.append).emit([(REQUESTS, 1)], {"outcome": "ok", "model": "m", "backend": "b", "door": "chat"})
     (line,) = written
     blob = json.loads(line)
-    assert blob["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [[], ["outcome"], ["model", "backend", "outcome"]]
+    assert blob["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [
+        [],
+        ["outcome"],
+        ["door", "outcome"],
+        ["model", "backend", "outcome"],
+    ]
     assert blob["chatgw.requests"] == [1.0] and "service" not in blob
 
 
@@ -131,8 +136,8 @@ def test_prometheus_sink_text() -> None:
     sink = PrometheusSink()
     Observer(sink).finish(finished(200, catalog_model="echo", backend="echo", prompt_tokens=3, completion_tokens=2))
     text = sink.text().decode()
-    assert 'chatgw_requests_total{backend="echo",model="echo",outcome="ok"} 1.0' in text
-    assert 'gen_ai_client_token_usage_count{backend="echo",model="echo",token_type="input"} 1.0' in text
+    assert 'chatgw_requests_total{backend="echo",door="none",model="echo",outcome="ok"} 1.0' in text
+    assert 'gen_ai_client_token_usage_count{backend="echo",door="none",model="echo",token_type="input"} 1.0' in text
 
 
 def test_serve_metrics_exposes_prometheus_text(tmp_path: Any) -> None:
@@ -160,7 +165,7 @@ def test_serve_metrics_exposes_prometheus_text(tmp_path: Any) -> None:
         assert httpx.post(f"{base}/v1/chat/completions", json=chat, headers={"x-api-key": key}).status_code == 200
         response = httpx.get(f"{base}/metrics")
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
-        assert 'chatgw_requests_total{backend="echo",model="echo",outcome="ok"} 1.0' in response.text
+        assert 'chatgw_requests_total{backend="echo",door="chat",model="echo",outcome="ok"} 1.0' in response.text
         assert "gen_ai_client_operation_duration_seconds_bucket" in response.text
     finally:
         stop(process)
