@@ -18,7 +18,7 @@ from chatgw import __version__
 from chatgw.access.keys import new_key
 from chatgw.access.peppers import Peppers
 from chatgw.cli import admin
-from chatgw.settings import Settings
+from chatgw.settings import Settings, private_dir
 from chatgw.store.base import Store
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def dev_key(store: Store, state_dir: Path, peppers: Peppers, *, create: bool = T
         tags={"purpose": "development"},
     )
     store.create_key(record)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(state_dir)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(key + "\n")
@@ -106,8 +106,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sinks.append(PrometheusSink())
     settings, container = _build(args, sinks=sinks)
     if sinks:
-        endpoint = MetricsEndpoint(sinks[0])  # an ASGI app: Starlette routes to it as it is
+        from chatgw.observability.prometheus import exposure_warning, metrics_token
+
+        token, token_file = metrics_token(settings.metrics_token, settings.state_dir)
+        endpoint = MetricsEndpoint(sinks[0], token)  # an ASGI app: Starlette routes to it as it is
         container.app.add_route("/metrics", endpoint, methods=["GET"])  # type: ignore[arg-type]
+        if warning := exposure_warning(args.host):
+            print(warning, file=sys.stderr, flush=True)
     store = container.store
     key, created = _dev_key(args, settings, container)
     base = f"http://{args.host}:{args.port}"
@@ -116,7 +121,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"models: {models}", flush=True)
     path = dev_key_path(store, settings.state_dir)
     if sinks:
-        print(f"metrics (Prometheus text format): {base}/metrics", flush=True)
+        where = f"token in {token_file}" if token_file else "token: CHATGW_METRICS_TOKEN"
+        print(f"metrics (Prometheus text format): {base}/metrics  (Authorization: Bearer; {where})", flush=True)
     if created:
         print(f"development key (shown once, saved in {path}):\n  {key}", flush=True)
     elif key:
