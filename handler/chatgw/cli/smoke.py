@@ -2,15 +2,17 @@
 
 `--url BASE_URL --key KEY`, or `--stack NAME` (the stack's `OpenAIBaseUrl`; a temporary key is made
 in its keys table and deleted afterwards, and the usage ledger is checked for the calls). Prints a
-table of checks and exits 1 when any fails (a skipped check is not a failure).
+table of checks and exits 1 when any fails (a check that could not be judged is not a failure, but it
+is shown as WARN, never as a pass, and the summary says it was not checked).
 
 Streaming is judged by how the events arrived: spread out over several reads and over a good part
 of the stream's time, not all at once at the end (what a buffering hop between the function and the
 client produces). A model that produces its whole answer at once (the `echo` development model
 without `delay_ms`) cannot show that: when the events arrived together and the whole stream took
-about as long as a request that calls no model (the model list), the streaming check is skipped
-with that reason (through a buffering hop, a paced model's stream takes its generation time).
-Give smoke a real model, or echo with `delay_ms`, to judge streaming.
+about as long as a request that calls no model (the model list), the streaming check is not judged
+(through a buffering hop, a paced model's stream takes its generation time): a WARN row with that
+reason, and a summary line saying streaming went unchecked. Give smoke a real model, or echo with
+`delay_ms`, to judge streaming.
 """
 
 from __future__ import annotations
@@ -238,16 +240,23 @@ def _ms(seconds: float | None) -> str:
 
 
 def report(checks: list[Check], as_json: bool) -> int:
+    """The table (or JSON) and the exit code: 1 when a check failed. A check that could not be judged
+    (streaming, on a model that answers at once) is not a failure, but it is never reported as a
+    pass: a WARN row and a summary line that says what went unproven, since the streaming check is
+    the one thing only a deployment shows."""
     failed = [c for c in checks if not c.ok]
+    unchecked = [c.name for c in checks if c.skipped]
     if as_json:
-        print(json.dumps({"ok": not failed, "checks": [c.__dict__ for c in checks]}, indent=2))
+        blob = {"ok": not failed, "complete": not unchecked, "unchecked": unchecked}
+        print(json.dumps({**blob, "checks": [c.__dict__ for c in checks]}, indent=2))
     else:
-        rows = [[c.name, "skip" if c.skipped else "pass" if c.ok else "FAIL", c.detail] for c in checks]
+        rows = [[c.name, "WARN" if c.skipped else "pass" if c.ok else "FAIL", c.detail] for c in checks]
         print_table(["CHECK", "RESULT", "DETAIL"], rows)
-        skipped = sum(c.skipped for c in checks)
-        tail = f" ({skipped} skipped)" if skipped else ""
-        passed = len(checks) - len(failed) - skipped
-        print(f"\n{passed} of {len(checks)} checks passed{tail}", file=sys.stderr)
+        passed = len(checks) - len(failed) - len(unchecked)
+        summary = f"\n{passed} of {len(checks)} checks passed"
+        if unchecked:
+            summary += f"; WARN: NOT CHECKED: {', '.join(unchecked)} (see its row: the deployment is not proven)"
+        print(summary, file=sys.stderr)
     return 1 if failed else 0
 
 
