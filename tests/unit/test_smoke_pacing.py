@@ -1,8 +1,9 @@
 """`chatgw smoke`'s streaming check on a model that cannot show pacing (the buffered answer took about
 as long as the model list): not judged, shown as a WARN row with the reason and a summary line saying
 streaming went unchecked (not a failure, never a pass); still a failure when a paced model's chunks
-arrive together (a buffering hop) or the stream itself is broken. The gateway is an httpx.MockTransport and the clock is injected: each answer 'takes' the
-seconds the test gives it, and no wall time is measured."""
+arrive together (a buffering hop) or the stream itself is broken. The gateway is an
+httpx.MockTransport and the clock is injected: each answer 'takes' the seconds the test gives it, and
+no wall time is measured."""
 
 from __future__ import annotations
 
