@@ -191,3 +191,8 @@ def test_a_metrics_token_from_the_environment_is_used_and_checked(tmp_path: Any)
     assert not (tmp_path / "state").exists()  # nothing generated when one is configured
     with pytest.raises(SettingsError, match="at least 16"):
         Settings.from_env({"CHATGW_METRICS_TOKEN": "short"})
+    token, path = metrics_token("", tmp_path / "state")
+    assert path == tmp_path / "state" / "metrics-token" and len(token) >= 32
+    assert metrics_token("", tmp_path / "state") == (token, path)  # kept across restarts
+    path.write_text("\n")  # emptied: a new one, never an empty token
+    assert len(metrics_token("", tmp_path / "state")[0]) >= 32

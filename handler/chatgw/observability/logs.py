@@ -108,7 +108,7 @@ _throttles: dict[str, Throttle] = {}
 
 def throttled_event(msg: str, subject: str, level: int = logging.INFO, **fields: Any) -> None:
     """`event`, at most once per `subject` per minute per container (see `Throttle`)."""
-    throttle = _throttles.setdefault(msg, Throttle())
+    throttle = _throttles.get(msg) or _throttles.setdefault(msg, Throttle())
     held = throttle.admit(subject)
     if held is not None:
         event(msg, level, **fields, **({"suppressed": held} if held else {}))

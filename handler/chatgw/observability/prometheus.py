@@ -92,8 +92,8 @@ def metrics_token(configured: str, state_dir: Path) -> tuple[str, Path | None]:
     if configured:
         return configured, None
     path = state_dir / TOKEN_FILE
-    if path.exists():
-        return path.read_text().strip(), path
+    if path.exists() and len(kept := path.read_text().strip()) >= 16:
+        return kept, path
     private_dir(state_dir)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
