@@ -255,7 +255,9 @@ class SecretSource:
                     RemoveFromVersionId=read["VersionId"],
                 )
             except Exception as exc:
-                if _aws_problem(exc) not in ("InvalidParameterException", "ResourceNotFoundException"):
+                # Refused (InvalidParameterException) because AWSCURRENT moved, or failed for another
+                # reason: which one is read from the stage itself rather than from the error's code.
+                if self._current_version(client) == read["VersionId"]:
                     raise PepperError(f"cannot rotate the pepper {self.label}: {_aws_problem(exc)}") from None
                 continue  # another rotation moved AWSCURRENT first: build on its value
             with contextlib.suppress(Exception):  # tidy only: a stale AWSPENDING label harms nothing
@@ -264,6 +266,12 @@ class SecretSource:
                 )
             return new
         raise PepperError(f"cannot rotate the pepper {self.label}: it kept changing ({ROTATE_ATTEMPTS} tries)")
+
+    def _current_version(self, client: Any) -> str | None:
+        try:
+            return str(client.get_secret_value(SecretId=self.secret_id, VersionStage=AWS_CURRENT)["VersionId"])
+        except Exception as exc:
+            raise PepperError(f"cannot rotate the pepper {self.label}: {_aws_problem(exc)}") from None
 
 
 AWS_CURRENT, PENDING = "AWSCURRENT", "AWSPENDING"
