@@ -48,12 +48,18 @@ def build(
     from chatgw.api.app import create_app
 
     logs.configure(settings.log_level)
+    opened = store is None
     store = store if store is not None else open_store(settings)
-    deps = deps if deps is not None else BackendDeps()
-    catalog = catalog if catalog is not None else load_catalog(settings.models, deps)
-    peppers = peppers if peppers is not None else PepperBook(source_for(settings, create=True))
-    service = Service(store, catalog, settings, observer=observer_for(settings, sinks or []), peppers=peppers)
-    return Container(settings, store, catalog, service, create_app(service, settings), deps)
+    try:
+        deps = deps if deps is not None else BackendDeps()
+        catalog = catalog if catalog is not None else load_catalog(settings.models, deps)
+        peppers = peppers if peppers is not None else PepperBook(source_for(settings, create=True))
+        service = Service(store, catalog, settings, observer=observer_for(settings, sinks or []), peppers=peppers)
+        return Container(settings, store, catalog, service, create_app(service, settings), deps)
+    except BaseException:
+        if opened:  # a bad catalog or an unreadable pepper: the store opened here is not left open
+            store.close()
+        raise
 
 
 def observer_for(settings: Settings, sinks: list[Sink]) -> Observer:
