@@ -27,7 +27,7 @@ SAM_STAMP := $(SAM_VENV)/.installed-$(SAM_VERSION)
 # `sam build` without a container needs python3.13 on PATH: PY313 above.
 
 
-.PHONY: install run test test-under-load lint typecheck unit build deploy bench bench-quick clean sam-install template-lint chromium lock
+.PHONY: install run test test-under-load lint typecheck unit build deploy bench bench-quick clean sam-install template-lint chromium lock clients
 
 # Everything: the gateway, uvicorn and the test and lint toolchain (pytest, moto, mypy, ruff, cfn-lint, ...).
 install: $(STAMP)
@@ -96,13 +96,32 @@ deploy: build
 
 # CHATGW_TEST_STRICT=1: a tool a test needs (the SAM CLI, python3.13 for `sam build`) that is missing
 # fails the run instead of skipping; CHATGW_TEST_WITHOUT=python3.13 leaves one out on purpose, by name.
-test: lint typecheck template-lint chromium
+test: lint typecheck template-lint chromium clients
 	CHATGW_TEST_STRICT=1 $(BIN)/pytest
+
+# The quick loop while editing: the unit tests (tests/unit mirrors handler/chatgw) and one contract suite
+# per port (tests/contract), without lint, typecheck, Chromium or SAM, and without the tests marked slow.
+unit: $(STAMP)
+	$(BIN)/pytest -p no:cacheprovider -m "not slow" tests/unit tests/contract $(PYTEST_ARGS)
 
 # The suite beside a CPU hog on every core (tests/under_load.sh: bounded, killed when pytest ends,
 # whatever its result): no test may depend on how fast the machine is. Heavy on a shared machine.
-test-under-load: install sam-install chromium
+test-under-load: install sam-install chromium clients
 	CHATGW_TEST_STRICT=1 tests/under_load.sh $(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+# The real CLI clients the doors are tested with (Claude Code, Codex: native binaries in their npm
+# packages, exact versions in tests/clients/package-lock.json). npm comes from Debian when missing.
+CLIENTS := tests/clients
+CLIENTS_STAMP := $(CLIENTS)/node_modules/.installed
+
+clients: $(CLIENTS_STAMP)
+
+$(CLIENTS_STAMP): $(CLIENTS)/package.json $(CLIENTS)/package-lock.json
+	@if ! command -v npm >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm; \
+		else echo "make clients: npm is missing (apt-get install nodejs npm as root)"; exit 1; fi; fi
+	cd $(CLIENTS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 # `chatgw usage --html` is checked in headless Chromium (Debian's package; CI runs as root).
 chromium:

@@ -14,15 +14,14 @@ import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from chatgw.api.openai_chat.wire import ChatRequest
+from chatgw.api.openai_chat.inbound import conversation_of
 from chatgw.backends import _drain, build_backend
-from chatgw.backends.base import BackendDeps, Deadline
+from chatgw.backends.base import BackendDeps
+from chatgw.deadline import Deadline
 
 from .procs import PY, Server, free_port, running
 
-REQUEST = ChatRequest.model_validate(
-    {"model": "fake-20", "messages": [{"role": "user", "content": "x"}], "stream": True}
-)
+REQUEST = conversation_of({"model": "fake-20", "messages": [{"role": "user", "content": "x"}], "stream": True})
 
 
 async def cpu_per_stream(port: int, streams: int, reads: int) -> float:

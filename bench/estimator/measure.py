@@ -4,7 +4,7 @@
     python -m bench.estimator.measure [--write]
 
 Prints, per sample, the estimate, the real counts and the ratios; `--write` stores the real counts in
-`reference.json` (read by tests/unit/test_tokens.py, which needs no tokenizer) and the table in
+`reference.json` (read by tests/unit/metering/test_estimate.py, which needs no tokenizer) and the table in
 `results.md`."""
 
 from __future__ import annotations

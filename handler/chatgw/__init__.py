@@ -1,3 +1,5 @@
 """chatgw: a serverless, OpenAI-compatible chat-completions gateway."""
 
-__version__ = "0.1.0"
+from chatgw.version import __version__
+
+__all__ = ["__version__"]

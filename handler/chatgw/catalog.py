@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chatgw.api.openai_chat.wire import ChatRequest
 from chatgw.backends import ADAPTERS, BackendDeps, CatalogError, ChatBackend, build_backend
+from chatgw.conversation import Conversation
 from chatgw.errors import ModelNotFound, UnsupportedParameter
+from chatgw.metering.price import Price
 from chatgw.observability import logs
 
 COMMON_FIELDS = (
@@ -45,32 +46,6 @@ NOTHING_CONFIGURED = (
 
 
 @dataclass(frozen=True, slots=True)
-class Price:
-    """USD per million tokens. Cached input (read from the provider's prompt cache) and cache
-    writes have their own rates; unset, they cost as ordinary input."""
-
-    input: float
-    output: float
-    cached_input: float | None = None
-    cache_write: float | None = None
-
-    def cost(
-        self, prompt_tokens: int, completion_tokens: int, *, cached_tokens: int = 0, cache_write_tokens: int = 0
-    ) -> float:
-        """`prompt_tokens` includes the cached and cache-write tokens (OpenAI's convention)."""
-        plain = max(0, prompt_tokens - cached_tokens - cache_write_tokens)
-        cached_rate = self.input if self.cached_input is None else self.cached_input
-        write_rate = self.input if self.cache_write is None else self.cache_write
-        total = (
-            plain * self.input
-            + cached_tokens * cached_rate
-            + cache_write_tokens * write_rate
-            + completion_tokens * self.output
-        )
-        return round(total / 1_000_000, 12)
-
-
-@dataclass(frozen=True, slots=True)
 class ModelEntry:
     name: str
     backend: ChatBackend
@@ -84,12 +59,12 @@ class ModelEntry:
     def development(self) -> bool:
         return self.backend.kind == "echo"
 
-    def check(self, request: ChatRequest) -> None:
+    def check(self, request: Conversation) -> None:
         """Raise `UnsupportedParameter` for what this model may not take: an account parameter
         the catalog does not allow for it, or what its backend cannot honour."""
         for param in ACCOUNT_PARAMS:
-            value = getattr(request, param)
-            if param not in request.given() or param in self.account_params or self.development:
+            value = request.params.get(param)
+            if param not in request.given or param in self.account_params or self.development:
                 continue
             if value is None or value in HARMLESS.get(param, ()):
                 continue

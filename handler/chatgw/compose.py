@@ -55,11 +55,11 @@ def build(
         catalog = catalog if catalog is not None else load_catalog(settings.models, deps)
         peppers = peppers if peppers is not None else PepperBook(source_for(settings, create=True))
         service = Service(store, catalog, settings, observer=observer_for(settings, sinks or []), peppers=peppers)
-        return Container(settings, store, catalog, service, create_app(service, settings), deps)
     except BaseException:
-        if opened:  # a bad catalog or an unreadable pepper: the store opened here is not left open
+        if opened:  # a catalog or pepper that stops the start leaves no open database behind
             store.close()
         raise
+    return Container(settings, store, catalog, service, create_app(service, settings), deps)
 
 
 def observer_for(settings: Settings, sinks: list[Sink]) -> Observer:

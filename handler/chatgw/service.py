@@ -1,24 +1,24 @@
 """The use case: authorize a key, admit the request, call the model, meter the usage.
-Knows nothing of HTTP: it takes a validated request and raises errors of `errors.py`."""
+Knows nothing of HTTP nor of any door's wire format: it takes a `Conversation` and raises errors of
+`errors.py`; the door renders the `Answer`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from chatgw.access.key_cache import KeyCache
 from chatgw.access.keys import KeyRecord, check_usable, model_allowed, parse_key, secret_matches
 from chatgw.access.limits import need_of, raise_if_refused, rate_headers
 from chatgw.access.peppers import LEGACY, PepperBook
 from chatgw.access.refusals import RefusalCache
-from chatgw.api.openai_chat.completion import Completion, Usage, completion_body
-from chatgw.api.openai_chat.wire import ChatRequest
-from chatgw.backends.base import Deadline
 from chatgw.catalog import Catalog, ModelEntry
+from chatgw.conversation import Answer, Conversation, Usage
+from chatgw.deadline import Deadline
 from chatgw.errors import (
     PERMISSION_MESSAGE,
     RETRYABLE_UPSTREAM,
@@ -30,8 +30,10 @@ from chatgw.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from chatgw.fallbacks import ChainLog, fallback_chain, output_cap, reserves_tokens, with_cap, worst_case
-from chatgw.metering.estimate import count_tokens, estimate_prompt_tokens
+from chatgw.fallbacks import ChainLog, fallback_chain
+from chatgw.metering.reservations import output_cap, reserves_tokens, with_cap, worst_case
+from chatgw.metering.usage import NONE as NO_USAGE
+from chatgw.metering.usage import usage_event, usage_of
 from chatgw.observability import logs
 from chatgw.observability.observer import Observer, Report
 from chatgw.settings import Settings
@@ -39,37 +41,9 @@ from chatgw.store.base import Store, UsageEvent, UsageStatus
 from chatgw.store.deadline import settlement_deadline, until
 from chatgw.store.on_loop import store_call
 
-KEY_CACHE_SIZE = 10_000
-UNKNOWN_KEY_SECONDS = 5.0
-UNKNOWN_KEY_CACHE_SIZE = 4_096
 SECRET_RECHECK_SECONDS = 1.0
 """A secret that does not match a cached record re-reads it (at most this often per key): a rotated
 key's new secret works at once, not after the cache time, and wrong secrets cost few reads."""
-
-
-class UnknownKeys:
-    """Key ids the store did not know, remembered briefly (a bounded LRU): a flood of random
-    well-formed keys costs one store read per id and `UNKNOWN_KEY_SECONDS`, not one per request.
-    Ids are random, so nobody presents a real one before it exists: nothing valid is refused."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self._seen: OrderedDict[str, float] = OrderedDict()
-
-    def seen(self, key_id: str) -> bool:
-        at = self._seen.get(key_id)
-        if at is None:
-            return False
-        if self._clock() - at < UNKNOWN_KEY_SECONDS:
-            return True
-        del self._seen[key_id]
-        return False
-
-    def add(self, key_id: str) -> None:
-        self._seen[key_id] = self._clock()
-        self._seen.move_to_end(key_id)
-        while len(self._seen) > UNKNOWN_KEY_CACHE_SIZE:
-            self._seen.popitem(last=False)
 
 
 @dataclass(slots=True)
@@ -101,7 +75,7 @@ class Prepared:
     """A request that passed every check and was admitted: ready for the backend."""
 
     record: KeyRecord
-    request: ChatRequest
+    conversation: Conversation
     chain: list[ModelEntry]
     headers: dict[str, str]
     reserved: int = 0
@@ -127,8 +101,7 @@ class Service:
         self._clock = clock
         self.wall_clock = wall_clock
         """What time it is for a new request (`Call.now`): limits' windows, the ledger's dates."""
-        self._keys: OrderedDict[str, tuple[float, KeyRecord]] = OrderedDict()
-        self._unknown = UnknownKeys(clock)
+        self.key_cache = KeyCache(clock, settings.key_cache_seconds)
         self._refusals = RefusalCache()
 
     # who is calling ------------------------------------------------------------------
@@ -149,7 +122,7 @@ class Service:
             record = await self._key(key_id)
             pepper = await self._pepper(record) if record is not None else b""
             wrong = record is not None and not secret_matches(secret, record.secret_hash, pepper)
-            if wrong and self._cached_for(key_id) >= SECRET_RECHECK_SECONDS:  # rotated since it was cached?
+            if wrong and self.key_cache.age(key_id) >= SECRET_RECHECK_SECONDS:  # rotated since it was cached?
                 record = await self._key(key_id, fresh=True)
                 pepper = await self._pepper(record) if record is not None else b""
         if record is None or not secret_matches(secret, record.secret_hash, pepper):
@@ -182,34 +155,19 @@ class Service:
             raise AuthenticationFailed("Invalid API key.")
         return pepper
 
-    def _cached_for(self, key_id: str) -> float:
-        hit = self._keys.get(key_id)
-        return self._clock() - hit[0] if hit is not None else 0.0
-
     async def _key(self, key_id: str, fresh: bool = False) -> KeyRecord | None:
-        hit = self._keys.get(key_id)
-        if not fresh and hit is not None and self._clock() - hit[0] < self.settings.key_cache_seconds:
-            return hit[1]
-        if self._unknown.seen(key_id):
-            return None
+        record = None if fresh else self.key_cache.get(key_id)
+        if record is not None or self.key_cache.unknown.seen(key_id):
+            return record
         with self.observer.store_call("get_key"):
             record = await store_call(self.store, lambda: self.store.get_key(key_id))
-        if record is None:
-            self._unknown.add(key_id)
-        if record is not None and self.settings.key_cache_seconds > 0:
-            self._keys[key_id] = (self._clock(), record)
-            self._keys.move_to_end(key_id)
-            while len(self._keys) > KEY_CACHE_SIZE:
-                self._keys.popitem(last=False)
-        else:
-            self._keys.pop(key_id, None)
+        self.key_cache.put(key_id, record)
         return record
 
     def forget_cached_keys(self) -> None:
         """After a SnapStart restore: what was cached before the snapshot is as old as the snapshot
         (and the monotonic clock does not count the time it was stored)."""
-        self._keys.clear()
-        self._unknown = UnknownKeys(self._clock)
+        self.key_cache.clear()
         self._refusals = RefusalCache()
 
     def models_for(self, record: KeyRecord) -> list[ModelEntry]:
@@ -217,7 +175,7 @@ class Service:
 
     # what it may do --------------------------------------------------------------------
 
-    async def prepare(self, record: KeyRecord, request: ChatRequest, call: Call) -> Prepared:
+    async def prepare(self, record: KeyRecord, request: Conversation, call: Call) -> Prepared:
         entry = self.catalog.get(request.model)
         if not model_allowed(record, entry.name):  # as if missing: a key cannot map the catalog
             raise ModelNotFound(f"The model `{request.model}` does not exist.", param="model")
@@ -231,33 +189,35 @@ class Service:
         headers = await self._admit(record, call, reserve)
         return Prepared(record, request, chain, headers, reserve)
 
-    def _reservation(self, record: KeyRecord, entry: ModelEntry, request: ChatRequest) -> tuple[ChatRequest, int]:
+    def _reservation(self, record: KeyRecord, entry: ModelEntry, request: Conversation) -> tuple[Conversation, int]:
         """A token-limited key's request reserves its worst case, and is sent with the output cap
         that worst case assumed (docs/store.md, "Reservations")."""
         if not reserves_tokens(record.limits):
             return request, 0
-        cap = output_cap(request, record, entry, self.settings.default_max_output_tokens)
+        cap = output_cap(request, record, entry.max_output_tokens, self.settings.default_max_output_tokens)
         return with_cap(request, cap), worst_case(request, cap)
 
     @staticmethod
-    def _apply_token_cap(record: KeyRecord, request: ChatRequest) -> ChatRequest:
+    def _apply_token_cap(record: KeyRecord, request: Conversation) -> Conversation:
         """The key's `max_tokens_per_request` holds for the whole request: `n` choices of
         `max_tokens` each must fit in it. Without a client cap, each choice gets `cap // n`."""
         cap = record.limits.max_tokens_per_request
         if cap is None:
             return request
-        n = request.n or 1
+        n = request.choices
         if n > cap:
+            choices = request.spelled("choices")
             raise InvalidRequest(
-                f"`n` is {n}, above this key's limit of {cap} tokens per request (at least one token per choice).",
-                param="n",
+                f"`{choices}` is {n}, above this key's limit of {cap} tokens per request "
+                "(at least one token per choice).",
+                param=choices,
             )
-        asked = request.token_cap
+        asked = request.max_output_tokens
         if asked is None:
-            return request.model_copy(update={"max_tokens": cap // n})
+            return request.with_cap(cap // n)
         if asked * n > cap:
-            param = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
-            times = f" x `n` ({n}) = {asked * n}" if n > 1 else ""
+            param = request.spelled("max_output_tokens")
+            times = f" x `{request.spelled('choices')}` ({n}) = {asked * n}" if n > 1 else ""
             raise InvalidRequest(
                 f"`{param}` is {asked}{times}, above this key's limit of {cap} tokens per request.", param=param
             )
@@ -284,15 +244,16 @@ class Service:
 
     # the call ------------------------------------------------------------------------
 
-    async def complete(self, prepared: Prepared, call: Call) -> tuple[dict[str, object], UsageEvent]:
-        """The buffered answer and its usage event (which the caller records after responding)."""
-        request = prepared.request
+    async def complete(self, prepared: Prepared, call: Call) -> tuple[Answer, Usage, UsageEvent]:
+        """The buffered answer, its usage, and its usage event (which the caller records after
+        responding)."""
+        request = prepared.conversation
         chain = ChainLog(call.request_id, request.model)
         last_error: ChatgwError | None = None
         for entry in prepared.chain:
             try:
                 async with asyncio.timeout(max(0.0, call.deadline.remaining())):
-                    completion = await entry.backend.complete(request, call.deadline)
+                    answer = await entry.backend.complete(request, call.deadline)
             except TimeoutError:
                 last_error = UpstreamTimeout(f"The model `{entry.name}` did not answer before the deadline.")
             except RETRYABLE_UPSTREAM as exc:
@@ -312,16 +273,9 @@ class Service:
             else:
                 chain.served(entry)
                 chain.flush()
-                usage, estimated = self.usage_of(request, completion)
-                body = completion_body(
-                    completion,
-                    completion_id=f"chatcmpl-{call.request_id}",
-                    created=int(call.now.timestamp()),
-                    model=request.model,
-                    usage=usage,
-                )
+                usage, estimated = usage_of(request, answer)
                 event = self.event(prepared, call, entry, status="ok", usage=usage, estimated=estimated)
-                return body, event
+                return answer, usage, event
             assert last_error is not None
             chain.failed(entry, last_error)
             self.upstream_failed(call, entry, last_error, falling_back=entry is not prepared.chain[-1])
@@ -329,13 +283,6 @@ class Service:
         chain.flush()
         await self.record(self.event(prepared, call, prepared.chain[-1], status="error"), call.deadline)
         raise chain.whole_chain_failed(last_error)
-
-    @staticmethod
-    def usage_of(request: ChatRequest, completion: Completion) -> tuple[Usage, bool]:
-        if completion.usage is not None:
-            return completion.usage, False
-        text = "".join((c.content or "") + str(c.tool_calls or "") for c in completion.choices)
-        return Usage(estimate_prompt_tokens(request), count_tokens(text)), True
 
     # the ledger ----------------------------------------------------------------------
 
@@ -350,35 +297,21 @@ class Service:
         estimated: bool = False,
         ttft_ms: int | None = None,
     ) -> UsageEvent:
-        usage = usage or Usage(0, 0)
-        price = entry.price
-        cost = None
-        if price is not None:
-            cost = price.cost(
-                usage.prompt_tokens,
-                usage.completion_tokens,
-                cached_tokens=usage.cached_tokens,
-                cache_write_tokens=usage.cache_write_tokens,
-            )
-        event = UsageEvent(
+        event = usage_event(
             key_id=prepared.record.key_id,
             request_id=call.request_id,
             at=call.now,
-            model=prepared.request.model,
+            model=prepared.conversation.model,
+            served_model=entry.name,
             backend=entry.backend.kind,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
+            price=entry.price,
+            usage=usage or NO_USAGE,
             status=status,
-            streamed=bool(prepared.request.stream),
+            streamed=prepared.conversation.stream,
             latency_ms=call.elapsed_ms(),
             ttft_ms=ttft_ms,
             estimated=estimated,
-            served_model=entry.name,
-            cached_tokens=usage.cached_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            cost=cost,
-            reserved_tokens=prepared.reserved,
+            reserved=prepared.reserved,
         )
         call.seen.metered(event, served_model=entry.name)
         return event

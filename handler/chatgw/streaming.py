@@ -1,21 +1,21 @@
-"""A streamed chat completion: the backend pieces pumped through a queue by a producer task,
-turned into `chat.completion.chunk` frames, with keep-alives, the deadline, fallbacks before the
-first piece, in-band errors after it, and exact (or estimated) usage whatever way it ends."""
+"""A streamed answer: the backend's events pumped through a queue by a producer task, turned into
+the door's frames by its `Grammar`, with keep-alives, the deadline, fallbacks before the first event,
+in-band errors after it, and exact (or estimated) usage whatever way it ends."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from typing import Literal
+from collections.abc import AsyncIterator, Callable
+from typing import Literal, Protocol
 
-from chatgw.api.openai_chat.completion import Piece, Usage, chunk_body
-from chatgw.api.sse import DONE, KEEPALIVE, frame
 from chatgw.catalog import ModelEntry
+from chatgw.conversation import Event, Usage
 from chatgw.errors import RETRYABLE_UPSTREAM, ChatgwError, UpstreamError, UpstreamTimeout
 from chatgw.fallbacks import ChainLog
-from chatgw.metering.estimate import count_tokens, estimate_prompt_tokens
+from chatgw.metering.estimate import event_text
+from chatgw.metering.usage import estimated_usage
 from chatgw.observability import logs
 from chatgw.service import Call, Prepared, Service
 from chatgw.store.base import UsageStatus
@@ -27,39 +27,52 @@ DRAIN_MAX_CHARS = 1_000_000
 """After the client left: at most this much answer text (about 1 MB) is read for the usage."""
 
 
-class ChatStream:
-    def __init__(self, service: Service, prepared: Prepared, call: Call) -> None:
+class Grammar(Protocol):
+    """A door's stream format: the frames of each event, of the end, and of an error after the
+    first byte (an HTTP error before it is the door's ordinary error response)."""
+
+    keepalive: bytes
+
+    def event(self, event: Event) -> bytes: ...
+
+    def end(self, usage: Callable[[], Usage]) -> bytes: ...
+
+    def error(self, error: ChatgwError, request_id: str) -> bytes: ...
+
+
+class AnswerStream:
+    def __init__(self, service: Service, prepared: Prepared, call: Call, grammar: Grammar) -> None:
         self.service = service
         self.prepared = prepared
         self.call = call
+        self.grammar = grammar
         self.entry: ModelEntry = prepared.chain[0]
         self.status: UsageStatus = "client_closed"
-        self._queue: asyncio.Queue[Piece | ChatgwError | End] = asyncio.Queue(QUEUE_SIZE)
+        self._queue: asyncio.Queue[Event | ChatgwError | End] = asyncio.Queue(QUEUE_SIZE)
         self._producer: asyncio.Task[None] | None = None
-        self._first: Piece | End | None = None
+        self._first: Event | End | None = None
         self._usage: Usage | None = None
         self._text: list[str] = []
         self._ttft_ms: int | None = None
         self._recorded = False
         self._ended = False
         """The end or an error was taken from the queue: the backend has nothing more to give."""
-        self._first_chunk = True
 
     # producer ------------------------------------------------------------------------
 
     async def _produce(self) -> None:
-        request, deadline = self.prepared.request, self.call.deadline
+        request, deadline = self.prepared.conversation, self.call.deadline
         chain = ChainLog(self.call.request_id, request.model)
         try:
             async with asyncio.timeout(max(0.0, deadline.remaining())):
                 for entry in self.prepared.chain:
                     self.entry = entry
                     produced = False
-                    pieces = entry.backend.stream(request, deadline)
+                    events = entry.backend.stream(request, deadline)
                     try:
-                        async for piece in pieces:
+                        async for event in events:
                             produced = True
-                            await self._queue.put(piece)
+                            await self._queue.put(event)
                         await self._queue.put(END)
                         chain.served(entry)
                         return
@@ -71,7 +84,7 @@ class ChatStream:
                             raise chain.whole_chain_failed(exc) from None
                         self.service.upstream_failed(self.call, entry, exc, falling_back=True)
                     finally:
-                        await pieces.aclose()  # type: ignore[attr-defined]
+                        await events.aclose()  # type: ignore[attr-defined]
         except TimeoutError:
             timeout = UpstreamTimeout(f"The model `{request.model}` did not finish before the deadline.")
             chain.failed(self.entry, timeout)
@@ -93,7 +106,7 @@ class ChatStream:
             chain.flush()
 
     async def start(self, first_byte_wait: float) -> None:
-        """Start the backend; wait (up to `first_byte_wait`) for its first piece, so that an error
+        """Start the backend; wait (up to `first_byte_wait`) for its first event, so that an error
         before anything was produced becomes an ordinary HTTP error (raised here)."""
         self._producer = asyncio.create_task(self._produce())
         try:
@@ -108,7 +121,7 @@ class ChatStream:
 
     # consumer ------------------------------------------------------------------------
 
-    async def _next(self, keepalive_s: float) -> Piece | ChatgwError | End | None:
+    async def _next(self, keepalive_s: float) -> Event | ChatgwError | End | None:
         """The next item, at once if one is ready; None after `keepalive_s` of silence."""
         if self._first is not None:
             item, self._first = self._first, None
@@ -122,67 +135,57 @@ class ChatStream:
             return None
 
     async def frames(self, keepalive_s: float) -> AsyncIterator[bytes]:
-        """The SSE body. Ends with `[DONE]`, or with an in-band error and no `[DONE]`.
-        A write is sent as soon as a piece arrives; pieces the backend has already produced
-        by then (queued) go out in that same write, one SSE event each: nothing waits."""
-        request = self.prepared.request
-        cid, created, model = f"chatcmpl-{self.call.request_id}", int(self.call.now.timestamp()), request.model
+        """The body, in the door's grammar. Ends with the grammar's end, or with an in-band error.
+        A write is sent as soon as an event arrives; events the backend has already produced
+        by then (queued) go out in that same write: nothing waits."""
+        grammar = self.grammar
         while True:
             item = await self._next(keepalive_s)
             if item is None:
-                yield KEEPALIVE
+                yield grammar.keepalive
                 continue
             out: list[bytes] = []
             while True:
-                if item == END:  # the last pieces, the usage chunk and [DONE]: one write
+                if item == END:  # the last events, the end (usage, [DONE], ...): one write
                     self._ended = True
-                    if request.include_usage:
-                        usage, _ = self.usage()
-                        out.append(
-                            frame(chunk_body(Piece(), completion_id=cid, created=created, model=model, usage=usage))
-                        )
-                    out.append(DONE)
+                    out.append(grammar.end(self._usage_now))
                     yield b"".join(out)
-                    self.status = "ok"  # the client took [DONE]: a client gone by then left early
+                    self.status = "ok"  # the client took the end: a client gone by then left early
                     return
                 if isinstance(item, ChatgwError):
                     self._ended = True
                     self.status = "error"
                     self.call.seen.code = item.code  # the in-band error's code, for the completion line
-                    out.append(frame({"error": item.envelope(self.call.request_id)["error"]}))
+                    out.append(grammar.error(item, self.call.request_id))
                     yield b"".join(out)
                     return
-                assert isinstance(item, Piece)
-                if item.usage is not None:
-                    self._usage = item.usage
-                if item.choices:
-                    if self._first_chunk:
-                        self._first_chunk = False
-                        item.choices[0].delta.setdefault("role", "assistant")
-                    self._observe(item)
-                    out.append(frame(chunk_body(item, completion_id=cid, created=created, model=model)))
+                assert isinstance(item, Event)
+                self._observe(item)
+                out.append(grammar.event(item))
                 if self._queue.empty():
                     break
                 item = self._queue.get_nowait()
-            if out:
-                yield b"".join(out)
+            data = b"".join(out)
+            if data:
+                yield data
 
-    def _observe(self, piece: Piece) -> None:
-        for choice in piece.choices:
-            content = choice.delta.get("content")
-            if content:
+    def _observe(self, event: Event) -> None:
+        if event.usage is not None:
+            self._usage = event.usage
+        if event.deltas:
+            text = event_text(event)
+            if text:
                 if self._ttft_ms is None:
                     self._ttft_ms = self.call.elapsed_ms()
-                self._text.append(content)
-            for call in choice.delta.get("tool_calls") or ():
-                if self._ttft_ms is None:
-                    self._ttft_ms = self.call.elapsed_ms()
-                self._text.append(str((call.get("function") or {}).get("arguments") or ""))
+                self._text.append(text)
+
+    def _usage_now(self) -> Usage:
+        return self.usage()[0]
 
     def usage(self) -> tuple[Usage, bool]:
         if self._usage is not None:
             return self._usage, False
-        return Usage(estimate_prompt_tokens(self.prepared.request), count_tokens("".join(self._text))), True
+        return estimated_usage(self.prepared.conversation, "".join(self._text)), True
 
     # the end -------------------------------------------------------------------------
 
@@ -206,18 +209,13 @@ class ChatStream:
                 while read <= DRAIN_MAX_CHARS:
                     item = self._first if self._first is not None else await self._queue.get()
                     self._first = None
-                    if not isinstance(item, Piece):  # the end, or an error: nothing more will come
+                    if not isinstance(item, Event):  # the end, or an error: nothing more will come
                         return
                     if item.usage is not None:
                         self._usage = item.usage
-                    for choice in item.choices:
-                        text = str(choice.delta.get("content") or "")
-                        text += "".join(
-                            str((c.get("function") or {}).get("arguments") or "")
-                            for c in choice.delta.get("tool_calls") or ()
-                        )
-                        self._text.append(text)
-                        read += len(text)
+                    text = event_text(item)
+                    self._text.append(text)
+                    read += len(text)
 
     async def finish(self) -> None:
         """Close the backend and write the usage event, once."""

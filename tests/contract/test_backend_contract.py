@@ -12,12 +12,14 @@ from typing import Any, TypeVar
 
 import pytest
 
-from chatgw.api.openai_chat.completion import Piece
-from chatgw.api.openai_chat.wire import ChatRequest
 from chatgw.backends import ADAPTERS, build_backend
-from chatgw.backends.base import BackendDeps, ChatBackend, Deadline
+from chatgw.backends.base import BackendDeps, ChatBackend
+from chatgw.conversation import Conversation, Delta, Event
+from chatgw.deadline import Deadline
 from chatgw.errors import UnsupportedParameter
 from tests.fakes import fake_bedrock, fake_openai
+from tests.support.backend_calls import answer_text, chat, stops, streamed_text, usages
+from tests.support.backend_calls import collect as collect_stream
 
 T = TypeVar("T")
 QUESTION = "please answer with a few words of text"
@@ -29,7 +31,7 @@ class Harness:
     options: dict[str, Any]
     deps: Callable[[], BackendDeps]
     slow: Callable[[], None] = lambda: None
-    """Make the next streamed answer stall after a few pieces (until closed), so that closing it is
+    """Make the next streamed answer stall after a few events (until closed), so that closing it is
     the only way it ends."""
     aborted: Callable[[float], bool] | None = None
     """Waits until the upstream saw the client go away (None: the adapter has no upstream)."""
@@ -101,53 +103,51 @@ def run(harness: Harness, scenario: Callable[[ChatBackend], Coroutine[Any, Any, 
     return asyncio.run(main())
 
 
-def ask(stream: bool = False, **params: Any) -> ChatRequest:
-    body = {"model": "contract-model", "messages": [{"role": "user", "content": QUESTION}], **params}
-    if stream:
-        body["stream"] = True
-    return ChatRequest.model_validate(body)
+def ask(stream: bool = False, **params: Any) -> Conversation:
+    return chat("contract-model", QUESTION, stream=stream, **params)
 
 
-async def collect(backend: ChatBackend, request: ChatRequest) -> list[Piece]:
+async def collect(backend: ChatBackend, request: Conversation) -> list[Event]:
     backend.check(request)
-    return [piece async for piece in backend.stream(request, Deadline.in_seconds(30))]
+    events, error = await collect_stream(backend.stream(request, Deadline.in_seconds(30)))
+    if error is not None:
+        raise error
+    return events
 
 
-def streamed_text(pieces: list[Piece]) -> str:
-    return "".join(c.delta.get("content") or "" for p in pieces for c in p.choices)
+# These tests assert on the conversation model: it is the contract every backend keeps, whatever
+# door renders it (the chat door's rendering is tested with the door).
 
 
-def test_buffered_answer_has_text_finish_reason_and_usage(harness: Harness) -> None:
+def test_buffered_answer_has_text_stop_reason_and_usage(harness: Harness) -> None:
     async def scenario(backend: ChatBackend) -> None:
         request = ask()
         backend.check(request)
-        completion = await backend.complete(request, Deadline.in_seconds(30))
-        assert len(completion.choices) == 1
-        choice = completion.choices[0]
-        assert choice.index == 0
-        assert isinstance(choice.content, str) and choice.content
-        assert choice.finish_reason == "stop"
-        assert completion.usage is not None
-        assert completion.usage.prompt_tokens > 0 and completion.usage.completion_tokens > 0
+        answer = await backend.complete(request, Deadline.in_seconds(30))
+        assert len(answer.outputs) == 1
+        output = answer.outputs[0]
+        assert output.index == 0
+        assert answer_text(answer)
+        assert output.stop == "end"
+        assert answer.usage is not None
+        assert answer.usage.input > 0 and answer.usage.output > 0
 
     run(harness, scenario)
 
 
-def test_stream_sends_role_first_then_content_then_finish_then_usage(harness: Harness) -> None:
+def test_stream_opens_then_sends_text_then_one_stop_then_usage(harness: Harness) -> None:
     async def scenario(backend: ChatBackend) -> None:
         buffered = await backend.complete(ask(), Deadline.in_seconds(30))
-        pieces = await collect(backend, ask(stream=True, stream_options={"include_usage": True}))
-        with_choices = [p for p in pieces if p.choices]
-        assert with_choices[0].choices[0].delta.get("role") == "assistant"
-        assert all("role" not in c.delta for p in with_choices[1:] for c in p.choices)
-        finishes = [c.finish_reason for p in with_choices for c in p.choices if c.finish_reason]
-        assert finishes == ["stop"]
-        assert with_choices[-1].choices[0].finish_reason == "stop"
-        assert streamed_text(pieces) == buffered.choices[0].content
-        usages = [p.usage for p in pieces if p.usage is not None]
-        assert len(usages) == 1 and pieces[-1].usage is usages[0]
-        assert usages[0].completion_tokens > 0
-        assert usages[0].prompt_tokens == (buffered.usage.prompt_tokens if buffered.usage else None)
+        events = await collect(backend, ask(stream=True, stream_options={"include_usage": True}))
+        with_deltas = [e for e in events if e.deltas]
+        assert with_deltas[0].deltas == [Delta()]  # the opening step: no text, no tool call, no stop yet
+        assert stops(events) == ["end"]
+        assert with_deltas[-1].deltas[-1].stop == "end"  # nothing but usage after the stop
+        assert streamed_text(events) == answer_text(buffered)
+        said = usages(events)
+        assert len(said) == 1 and events[-1].usage is said[0]
+        assert said[0].output > 0
+        assert said[0].input == (buffered.usage.input if buffered.usage else None)
 
     run(harness, scenario)
 
@@ -156,27 +156,30 @@ def test_max_tokens_is_honoured(harness: Harness) -> None:
     async def scenario(backend: ChatBackend) -> None:
         full = await backend.complete(ask(), Deadline.in_seconds(30))
         capped = await backend.complete(ask(max_tokens=2), Deadline.in_seconds(30))
-        assert capped.choices[0].finish_reason == "length"
-        assert capped.usage is not None and capped.usage.completion_tokens <= 2
-        assert (full.choices[0].content or "").startswith(capped.choices[0].content or "")
-        pieces = await collect(backend, ask(stream=True, max_completion_tokens=2))
-        assert [c.finish_reason for p in pieces for c in p.choices if c.finish_reason] == ["length"]
-        assert streamed_text(pieces) == capped.choices[0].content
+        assert capped.outputs[0].stop == "length"
+        assert capped.usage is not None and capped.usage.output <= 2
+        assert answer_text(full).startswith(answer_text(capped))
+        events = await collect(backend, ask(stream=True, max_completion_tokens=2))
+        assert stops(events) == ["length"]
+        assert streamed_text(events) == answer_text(capped)
 
     run(harness, scenario)
 
 
 def test_stop_sequences_are_honoured(harness: Harness) -> None:
     async def scenario(backend: ChatBackend) -> None:
-        full = (await backend.complete(ask(), Deadline.in_seconds(30))).choices[0].content or ""
+        full = answer_text(await backend.complete(ask(), Deadline.in_seconds(30)))
         stop = full.split()[2]
         expected = full[: full.index(stop)]
         cut = await backend.complete(ask(stop=[stop]), Deadline.in_seconds(30))
         # Whitespace before the stop sequence is the model's business (tokenization): compare without it.
-        assert (cut.choices[0].content or "").rstrip() == expected.rstrip()
-        assert cut.choices[0].finish_reason == "stop"
-        pieces = await collect(backend, ask(stream=True, stop=stop))
-        assert streamed_text(pieces).rstrip() == expected.rstrip()
+        assert answer_text(cut).rstrip() == expected.rstrip()
+        # OpenAI's chat dialect does not tell a stop sequence from the natural end ("stop" for both),
+        # so either is kept; a chat client sees "stop" for both.
+        assert cut.outputs[0].stop in ("stop_sequence", "end")
+        events = await collect(backend, ask(stream=True, stop=stop))
+        assert streamed_text(events).rstrip() == expected.rstrip()
+        assert stops(events) in (["stop_sequence"], ["end"])
 
     run(harness, scenario)
 
@@ -198,9 +201,9 @@ def test_closing_the_stream_closes_the_upstream_call(harness: Harness) -> None:
     async def scenario(backend: ChatBackend) -> None:
         harness.slow()
         stream = backend.stream(ask(stream=True), Deadline.in_seconds(30))
-        first = await anext(stream)  # type: ignore[call-overload]
-        second = await anext(stream)  # type: ignore[call-overload]
-        assert first.choices[0].delta.get("role") == "assistant" and second.choices
+        first = await anext(stream)
+        second = await anext(stream)
+        assert first.deltas == [Delta()] and second.deltas
         await stream.aclose()  # type: ignore[attr-defined]
         if harness.aborted is not None:
             # the upstream stalls until closed, so this is causality; 30 s only bounds a bug

@@ -1,4 +1,4 @@
-"""The DynamoDB adapter's rare branches (issue 14 item 3), driven through the fault proxy in front
+"""The DynamoDB adapter's rare branches, driven through the fault proxy in front
 of moto and through offset clocks: conflict retries, a window opened by a container whose clock is
 ahead, an admission that does not settle, a refusal for no known limit, pagination, and limits of
 zero. Each asserts what a caller sees and what reached the store."""
@@ -17,8 +17,8 @@ from chatgw.store import UsageEvent, UsageQuery
 from chatgw.store.dynamodb.call import RetryPolicy
 from chatgw.store.dynamodb.store import DynamoStore
 from chatgw.store.dynamodb.tables import make_client
-from tests.dynamo_fixtures import Tables
-from tests.hardening.faulty_proxy import (
+from tests.support.dynamo import Tables
+from tests.support.faulty_proxy import (
     CONFLICT,
     Fault,
     FaultyProxy,

@@ -1,4 +1,4 @@
-"""Changing a key's shard count N mid-month keeps the limits exact (issue 13 item 3; docs/store.md
+"""Changing a key's shard count N mid-month keeps the limits exact (docs/store.md,
 "Changing N"): the old layout's items are sealed, their committed totals and live minute carried to
 the new layout's items within its shares, then the key record gets the new N and epoch. Containers
 still on the old key record re-admit on the new layout when they meet a sealed item. Never
@@ -25,8 +25,8 @@ from chatgw.store.dynamodb.reshard import ReshardConflict, _seal, months_of_chan
 from chatgw.store.dynamodb.shards import READY_WAITS, Layout, Layouts, share, spread
 from chatgw.store.dynamodb.store import DynamoStore
 from chatgw.store.dynamodb.tables import make_client
-from tests.dynamo_fixtures import Tables
-from tests.wru import WriteMeter
+from tests.support.dynamo import Tables
+from tests.support.write_units import WriteMeter
 
 BASE = datetime.now(UTC).replace(day=10, hour=12, minute=0, second=0, microsecond=0)
 MONTH = f"{BASE:%Y-%m}"
@@ -131,6 +131,7 @@ def _spend(world: World, store: DynamoStore, record: KeyRecord, tokens: int, at:
     assert store.record_usage(_event(record.key_id, rid, tokens, tokens, at))
 
 
+@pytest.mark.slow  # a thousand moto round trips (20 s on a busy 2-core machine): `make test`, not `make unit`
 def test_growing_one_to_four_admits_at_most_the_budget_left_at_every_step_of_the_change(world: World) -> None:
     """Containers A and B keep the old key record (N=1) all along; C reads the record. Between every
     two store calls of the change (each seal, each carry put, the record's save), A and B try to admit:

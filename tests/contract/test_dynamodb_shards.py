@@ -1,4 +1,4 @@
-"""Hot keys on DynamoDB (issue 13 item 3): a key's counters over N shard items, each with its share
+"""Hot keys on DynamoDB (docs/store.md, "Hot keys"): a key's counters over N shard items, each with its share
 of the limits. Never over-admission; a refusal only when no shard has room; the settlement goes to
 the shard that admitted; reports sum the shards; the write count per item per request."""
 
@@ -18,8 +18,8 @@ from chatgw.store import UsageEvent, UsageQuery
 from chatgw.store.dynamodb.shards import share
 from chatgw.store.dynamodb.store import DynamoStore
 from chatgw.store.dynamodb.tables import make_client
-from tests.dynamo_fixtures import Tables
-from tests.wru import WriteMeter
+from tests.support.dynamo import Tables
+from tests.support.write_units import WriteMeter
 
 BASE = datetime.now(UTC).replace(day=10, hour=12, minute=0, second=0, microsecond=0)
 

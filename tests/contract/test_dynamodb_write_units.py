@@ -1,5 +1,5 @@
 """Write request units per chat request on DynamoDB, measured from what the adapter actually sends
-(tests/wru.py: item sizes per DynamoDB's rules, 1 KB rounding, transactions doubled, updates billed
+(tests/support/write_units.py: item sizes per DynamoDB's rules, 1 KB rounding, transactions doubled, updates billed
 on the larger of the item before and after)."""
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from chatgw.settings import Settings
 from chatgw.store import UsageEvent
 from chatgw.store.dynamodb.store import DynamoStore
 from chatgw.store.dynamodb.tables import make_client
-from tests.dynamo_fixtures import Tables
 from tests.fakes.backends import ScriptedBackend
-from tests.hardening.asgi import CHAT, run
-from tests.wru import WriteMeter, item_size, number_size, units
+from tests.support.asgi import CHAT, run
+from tests.support.dynamo import Tables
+from tests.support.write_units import WriteMeter, item_size, number_size, units
 
 BASE = datetime.now(UTC).replace(day=10, hour=12, minute=0, second=0, microsecond=0)
 EVERY_LIMIT = Limits(

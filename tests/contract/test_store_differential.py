@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,6 +30,7 @@ limits_st = st.builds(
 steps_st = st.lists(st.tuples(st.integers(0, 45), st.integers(0, 30)), min_size=1, max_size=25)
 
 
+@pytest.mark.slow  # 25 random schedules on moto (10 s on a busy 2-core machine): `make test`, not `make unit`
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(limits=limits_st, steps=steps_st)
 def test_sqlite_and_dynamodb_admit_alike(

@@ -1,4 +1,4 @@
-"""Requests in flight (`max_concurrent`, issue 16 item 9) on every Store adapter: counted in the
+"""Requests in flight (`max_concurrent`) on every Store adapter: counted in the
 admission's atomic step, released at settlement exactly once, and a count never released (a
 container killed mid-request) dropped by the two-generation lease (docs/store.md, "Requests in
 flight"). Time is the `now` each call is given: no test waits on the clock."""
@@ -15,8 +15,8 @@ from chatgw.access.limits import LEASE_SECONDS, generation_of
 from chatgw.store import Store
 from chatgw.store.dynamodb.store import DynamoStore
 from chatgw.store.dynamodb.tables import make_client
-from tests.contract.test_store_contract import BASE, Adapter, adapter, event, make_key, pytest_generate_tests, store
-from tests.dynamo_fixtures import Tables
+from tests.support.dynamo import Tables
+from tests.support.store_contract import BASE, Adapter, adapter, event, make_key, pytest_generate_tests, store
 
 __all__ = ["adapter", "pytest_generate_tests", "store"]  # the contract's fixtures and parametrization, by name
 

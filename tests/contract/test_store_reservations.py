@@ -11,7 +11,7 @@ import pytest
 
 from chatgw.access.keys import Limits
 from chatgw.store import Store, UsageQuery
-from tests.contract.test_store_contract import (
+from tests.support.store_contract import (
     BASE,
     Adapter,
     adapter,
@@ -76,7 +76,7 @@ def test_failed_and_abandoned_requests_settle_too(store: Store) -> None:
 @one_item_counters  # reservations above a shard's share: see test_dynamodb_shards.py
 def test_a_settlement_after_the_next_minute_opened_leaves_that_minute_alone(adapter: Adapter) -> None:
     """A long stream admitted in minute 0 settles after a request opened minute 1: minute 1 holds
-    only its own reservation, on both adapters (issue 14.1), and the month gets the actual tokens."""
+    only its own reservation, on both adapters, and the month gets the actual tokens."""
     store = adapter.store
     _, record = make_key(store)
     limits = Limits(tokens_per_minute=100, monthly_token_budget=10_000)

@@ -7,9 +7,9 @@ import itertools
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from chatgw.api.openai_chat.completion import Choice, ChunkChoice, Completion, Piece, Usage
-from chatgw.api.openai_chat.wire import ChatRequest
-from chatgw.backends.base import Deadline, refuse_unsupported
+from chatgw.backends.base import refuse_unsupported
+from chatgw.conversation import Answer, Conversation, Delta, Event, Output, Text, Usage
+from chatgw.deadline import Deadline
 from chatgw.errors import ChatgwError, UpstreamError
 
 
@@ -53,14 +53,14 @@ class ScriptedBackend:
         """Set once the backend is waiting for the gateway to end the call."""
         self.sent = 0
 
-    def check(self, request: ChatRequest) -> None:
-        refuse_unsupported(request, {"max_tokens", "temperature"}, "fake")
+    def check(self, request: Conversation) -> None:
+        refuse_unsupported(request, {"max_output_tokens", "temperature"}, "fake")
 
     async def _hang(self) -> None:
         self.hanging.set()
         await asyncio.Event().wait()  # nothing sets it: only cancellation (or closing) ends this
 
-    async def complete(self, request: ChatRequest, deadline: Deadline) -> Completion:
+    async def complete(self, request: Conversation, deadline: Deadline) -> Answer:
         self.calls += 1
         try:
             await asyncio.sleep(self.delay_s)
@@ -72,19 +72,19 @@ class ScriptedBackend:
         if self.fail is not None:
             raise self.fail
         usage = Usage(5, len(self.words)) if self.send_usage else None
-        return Completion([Choice(0, "".join(self.words), "stop")], usage)
+        return Answer([Output([Text("".join(self.words))], "end")], usage)
 
     def _script(self) -> enumerate[str]:
         if self.endless:
             return enumerate(f" w{i}" for i in itertools.count())
         return enumerate(self.words)
 
-    async def stream(self, request: ChatRequest, deadline: Deadline) -> AsyncIterator[Piece]:
+    async def stream(self, request: Conversation, deadline: Deadline) -> AsyncIterator[Event]:
         self.calls += 1
         try:
             if self.fail is not None and self.fail_after == 0:
                 raise self.fail
-            yield Piece([ChunkChoice(0, {"role": "assistant", "content": ""})])
+            yield Event([Delta()])
             for i, word in self._script():
                 if i == self.hang_after:
                     await self._hang()
@@ -94,10 +94,10 @@ class ScriptedBackend:
                 if self.fail is not None and i == self.fail_after:
                     raise self.fail
                 self.sent += 1
-                yield Piece([ChunkChoice(0, {"content": word})])
-            yield Piece([ChunkChoice(0, {}, "stop")])
+                yield Event([Delta(text=word)])
+            yield Event([Delta(stop="end")])
             if self.send_usage:
-                yield Piece(usage=Usage(5, len(self.words)))
+                yield Event(usage=Usage(5, len(self.words)))
         finally:
             self.closed.set()
 

@@ -1,31 +1,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import pytest
 
 from chatgw.access.keys import new_key
 from chatgw.catalog import Catalog, ModelEntry
-from chatgw.compose import Container, build
+from chatgw.compose import build
 from chatgw.settings import Settings
 from tests.fakes.backends import ScriptedBackend
-
-BODY_LIMIT = 64 * 1024
-
-
-@dataclass
-class Fuzzed:
-    """One gateway shared by the examples of a fuzz test: echo and a scripted model, a key for
-    everything and a key that may only use `echo` without streaming."""
-
-    container: Container
-    key: str
-    narrow_key: str
-
-    @property
-    def app(self) -> object:
-        return self.container.app
+from tests.support.fuzz import BODY_LIMIT, Fuzzed
 
 
 @pytest.fixture(scope="module")

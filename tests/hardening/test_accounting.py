@@ -32,8 +32,8 @@ from chatgw.store.base import Store, UsageEvent, UsageQuery
 from chatgw.store.codec import event_from_dict
 from chatgw.store.sqlite import SqliteStore
 from tests.fakes.backends import ScriptedBackend
-from tests.hardening.asgi import CHAT, call, captured_logs
-from tests.hardening.faulty_proxy import THROTTLED, Fault, faulty_proxy, operation
+from tests.support.asgi import CHAT, call, captured_logs
+from tests.support.faulty_proxy import THROTTLED, Fault, faulty_proxy, operation
 
 WORDS = ["alpha", " beta", " gamma", " delta", " epsilon", " zeta"]
 MODELS = {

@@ -1,4 +1,4 @@
-"""DynamoDB's refusals survived (issue 13 item 4): the fault proxy in front of moto answers
+"""DynamoDB's refusals survived: the fault proxy in front of moto answers
 TransactionConflictException, ProvisionedThroughputExceededException, ThrottlingException and
 RequestLimitExceeded at a seeded rate or in bursts, on every operation of the request path. Each
 request is answered 200 or 503 `store_unavailable` (never let through unchecked), and the ledger
@@ -21,18 +21,11 @@ from chatgw.store.codec import event_from_dict
 from chatgw.store.dynamodb.call import RetryPolicy
 from chatgw.store.dynamodb.store import DynamoStore
 from chatgw.store.dynamodb.tables import make_client
-from tests.dynamo_fixtures import Tables
 from tests.fakes.backends import ScriptedBackend
-from tests.hardening.asgi import assert_envelope, captured_logs
-from tests.hardening.faulty_proxy import (
-    REFUSALS,
-    Fault,
-    at_rate,
-    faulty_proxy,
-    in_bursts,
-    operation,
-)
-from tests.hardening.test_faults_dynamodb import DynGateway, gateway_on
+from tests.support.asgi import assert_envelope, captured_logs
+from tests.support.dynamo import Tables
+from tests.support.dynamo_gateway import DynGateway, gateway_on
+from tests.support.faulty_proxy import REFUSALS, Fault, at_rate, faulty_proxy, in_bursts, operation
 
 EVERY_LIMIT = Limits(requests_per_minute=10_000, tokens_per_minute=10**8, monthly_token_budget=10**12)
 REQUESTS = 16

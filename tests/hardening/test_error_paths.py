@@ -18,13 +18,15 @@ import pytest
 from chatgw.backends.base import BackendDeps
 from chatgw.catalog import Catalog, ModelEntry
 from chatgw.compose import Container, build
-from tests.conftest import add_key, eventually
 from tests.fakes.backends import ScriptedBackend
 from tests.fakes.fake_bedrock import FakeBedrock
 from tests.fakes.fake_bedrock import Script as BedrockScript
 from tests.fakes.fake_openai import FakeOpenAI
 from tests.fakes.fake_openai import Script as OpenAIScript
-from tests.hardening.asgi import CHAT, LogLines, Reply, assert_envelope, call, captured_logs
+from tests.support.asgi import CHAT, LogLines, Reply, assert_envelope, call, captured_logs
+from tests.support.keys import add_key
+from tests.support.loops import close_loop
+from tests.support.polling import eventually
 
 USER = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -62,7 +64,7 @@ def gateways(make_container: Callable[..., Container], monkeypatch: pytest.Monke
     finally:
         for deps in made.deps:
             loop.run_until_complete(deps.aclose())
-        loop.close()
+        close_loop(loop)
 
 
 def completion_line(logs: LogLines, reply: Reply) -> dict[str, Any]:

@@ -5,9 +5,7 @@ backends failing before and after the first byte, too slow, or broken; clients t
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -19,9 +17,12 @@ from chatgw.errors import ChatgwError, UpstreamError, UpstreamRateLimited, Upstr
 from chatgw.store.base import UsageQuery
 from chatgw.store.codec import event_from_dict
 from chatgw.store.sqlite import SqliteStore
-from tests.conftest import ThreadServer, add_key, eventually
 from tests.fakes.backends import ScriptedBackend
-from tests.hardening.asgi import CHAT, assert_envelope, captured_logs, run
+from tests.support.asgi import CHAT, assert_envelope, captured_logs, run
+from tests.support.failing_store import failing_table, raw_db
+from tests.support.keys import add_key
+from tests.support.polling import eventually
+from tests.support.servers import ThreadServer
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -38,30 +39,13 @@ def key_id(key: str) -> str:
     return key.split("_")[1]
 
 
-def raw_db(container: Container) -> sqlite3.Connection:
-    """A second, independent connection to the store's file: the fault comes from outside."""
-    store = container.store
-    assert isinstance(store, SqliteStore)
-    return sqlite3.connect(str(store.path), isolation_level=None)
-
-
-@contextmanager
-def failing_table(container: Container, table: str) -> Iterator[None]:
-    """Every insert into `table` fails inside SQLite, as a full disk or a broken file would."""
-    db = raw_db(container)
-    db.execute(f"CREATE TRIGGER fail_{table} BEFORE INSERT ON {table} BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
-    try:
-        yield
-    finally:
-        db.execute(f"DROP TRIGGER fail_{table}")
-        db.close()
-
-
 # the store --------------------------------------------------------------------------------
 
 
 def break_keys_table(container: Container) -> None:
-    raw_db(container).execute("ALTER TABLE keys RENAME TO keys_gone")
+    db = raw_db(container)
+    db.execute("ALTER TABLE keys RENAME TO keys_gone")
+    db.close()  # left to the garbage collector, its ResourceWarning failed whichever test was running
 
 
 def close_store(container: Container) -> None:

@@ -6,46 +6,25 @@ twice when botocore retries it."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from typing import Any
 
 import pytest
 
 from chatgw.access.keys import Limits, new_key
-from chatgw.catalog import Catalog, ModelEntry
-from chatgw.compose import Container, build
 from chatgw.settings import Settings
 from chatgw.store.base import UsageQuery
 from chatgw.store.codec import event_from_dict
 from chatgw.store.dynamodb.store import DynamoStore
 from chatgw.store.dynamodb.tables import make_client
-from tests.conftest import free_port
-from tests.dynamo_fixtures import Tables
 from tests.fakes.backends import ScriptedBackend
-from tests.hardening.asgi import CHAT, assert_envelope, captured_logs, run
-from tests.hardening.faulty_proxy import THROTTLED, UNAVAILABLE, Fault, FaultyProxy, faulty_proxy, operation
+from tests.support.asgi import CHAT, assert_envelope, captured_logs, run
+from tests.support.dynamo import Tables
+from tests.support.dynamo_gateway import DynGateway, gateway_on
+from tests.support.dynamo_gateway import steady as steady
+from tests.support.faulty_proxy import THROTTLED, UNAVAILABLE, Fault, faulty_proxy, operation
+from tests.support.servers import free_port
 
 TIMEOUT_S = 0.5
-
-
-@dataclass
-class DynGateway:
-    container: Container
-    store: DynamoStore
-    backend: ScriptedBackend
-    proxy: FaultyProxy
-
-    def key(self, **fields: Any) -> str:
-        key, record = new_key("dyn", **fields)
-        self.store.create_key(record)
-        return key
-
-    def chat(self, key: str, stream: bool = False) -> Any:
-        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
-        headers = [(b"x-api-key", key.encode()), (b"content-type", b"application/json")]
-        return run(self.container.app, "POST", CHAT, headers, json.dumps(body).encode())
 
 
 def dynamo_store(endpoint: str, tables: Tables) -> DynamoStore:
@@ -56,11 +35,6 @@ def dynamo_store(endpoint: str, tables: Tables) -> DynamoStore:
         read_timeout=TIMEOUT_S,
     )
     return DynamoStore(client, tables.keys, tables.usage)
-
-
-def gateway_on(store: DynamoStore, settings: Settings, backend: ScriptedBackend) -> Container:
-    catalog = Catalog({"m": ModelEntry("m", backend, "scripted")})
-    return build(replace(settings, key_cache_seconds=0), store=store, catalog=catalog)
 
 
 @pytest.fixture
@@ -159,18 +133,6 @@ def test_lost_answer_to_a_usage_write_is_not_counted_twice(dyn: DynGateway) -> N
     assert event.request_id == reply.request_id
     (row,) = dyn.store.usage(UsageQuery("day", event.at.strftime("%Y-%m-%d"), key_id=kid))
     assert (row.requests, row.total_tokens) == (1, event.total_tokens)
-
-
-@pytest.fixture
-def steady(dynamo_tables: Tables, settings: Settings) -> Iterator[DynGateway]:
-    """As `dyn`, with timeouts a loaded machine cannot reach: these tests tell a refused write (it
-    was not applied) from an unsure one (a timeout), so a slow answer must not look like a fault."""
-    with faulty_proxy(dynamo_tables.endpoint) as proxy:
-        client = make_client(endpoint_url=proxy.endpoint, region="us-east-1", connect_timeout=30, read_timeout=30)
-        store = DynamoStore(client, dynamo_tables.keys, dynamo_tables.usage)
-        backend = ScriptedBackend(["a", " b", " c"])
-        yield DynGateway(gateway_on(store, settings, backend), store, backend, proxy)
-        store.close()
 
 
 @pytest.mark.parametrize("part", ["M#", "D#"])

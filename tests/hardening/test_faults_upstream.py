@@ -6,81 +6,22 @@ reached the upstream leaves one usage event, and the upstream key never shows.""
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from chatgw.backends._retry import BACKOFF_BASE_S
-from chatgw.backends.base import BackendDeps
-from chatgw.compose import Container, build
-from tests.conftest import add_key, eventually, free_port
+from chatgw.compose import Container
 from tests.fakes.fake_openai import FakeOpenAI, Script
-from tests.hardening.asgi import CHAT, Reply, assert_envelope, call, captured_logs, run
-
-UPSTREAM_KEY = "sk-upstream-hardening-3f9c2a7d1e"
-USER = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-@dataclass
-class Upstreamed:
-    """Gateways whose catalog points at an upstream, all on one event loop for the test (as in
-    uvicorn, Mangum and the streaming runtime), their HTTP clients closed on that loop at the end."""
-
-    make_container: Callable[..., Container]
-    loop: asyncio.AbstractEventLoop
-    deps: list[BackendDeps] = field(default_factory=list)
-
-    def gateway(
-        self, base_url: str, *, drain_seconds: float = 30.0, request_timeout_s: float | None = None, **options: Any
-    ) -> tuple[Container, str]:
-        model = {
-            "backend": "openai",
-            "base_url": base_url,
-            "upstream_model": "gpt-upstream",
-            "api_key_env": "HARDENING_UPSTREAM_KEY",
-            "max_retries": 0,
-            **options,
-        }
-        base = self.make_container()
-        deps = BackendDeps()
-        self.deps.append(deps)
-        settings = replace(base.settings, models=json.dumps({"up": model}), drain_seconds=drain_seconds)
-        if request_timeout_s is not None:
-            settings = replace(settings, request_timeout_s=request_timeout_s)
-        return build(settings, store=base.store, deps=deps), add_key(base)
-
-    def chat(self, gw: Container, key: str, stream: bool = False, leave: int | None = None, **extra: Any) -> Reply:
-        body = {"model": "up", "messages": USER, "stream": stream, **extra}
-        headers = [(b"x-api-key", key.encode()), (b"content-type", b"application/json")]
-        return self.loop.run_until_complete(
-            call(gw.app, "POST", CHAT, headers, json.dumps(body).encode(), leave_after_chunks=leave)
-        )
-
-
-@pytest.fixture
-def up(make_container: Callable[..., Container], monkeypatch: pytest.MonkeyPatch) -> Iterator[Upstreamed]:
-    monkeypatch.setenv("HARDENING_UPSTREAM_KEY", UPSTREAM_KEY)
-    loop = asyncio.new_event_loop()
-    upstreamed = Upstreamed(make_container, loop)
-    try:
-        yield upstreamed
-    finally:
-        for deps in upstreamed.deps:
-            loop.run_until_complete(deps.aclose())
-        loop.close()
-
-
-def events_of(gw: Container, key: str) -> list[Any]:
-    return list(eventually(lambda: gw.store.usage_events(key.split("_")[1])))
-
-
-def sse(reply: Reply) -> list[str]:
-    return [e for e in reply.body.decode().split("\n\n") if e]
+from tests.support.asgi import CHAT, Reply, assert_envelope, captured_logs, run
+from tests.support.keys import add_key
+from tests.support.polling import eventually
+from tests.support.servers import free_port
+from tests.support.upstream import UPSTREAM_KEY, USER, Upstreamed, events_of, sse
+from tests.support.upstream import up as up
 
 
 def assert_no_upstream_key(reply: Reply) -> None:
@@ -268,3 +209,61 @@ def test_each_request_on_its_own_event_loop(
         assert reply.status == 200, reply.body
     assert [e.status for e in events_of(gw, key)] == ["ok"] * 4
     gc.collect()
+
+
+def test_one_tool_call_without_usage_is_estimated_alike_buffered_and_streamed(
+    up: Upstreamed, fake_openai: FakeOpenAI
+) -> None:
+    """An upstream that reports no usage: the answer's text is measured once (`metering.estimate`),
+    so a tool call is booked the same whether it was buffered or streamed (it was 59 tokens
+    buffered, from the repr of the call's dict, and 9 streamed)."""
+    gw, key = up.gateway(fake_openai.base_url)
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    forced = {"type": "function", "function": {"name": "get_weather"}}
+    fake_openai.then(Script(send_usage=False))
+    streamed = up.chat(gw, key, True, tools=tools, tool_choice=forced)
+    assert streamed.status == 200
+    calls = [
+        c
+        for e in sse(streamed)
+        if e.startswith("data: {")
+        for choice in json.loads(e.removeprefix("data: "))["choices"]
+        for c in choice["delta"].get("tool_calls") or ()
+    ]
+    name = calls[0]["function"]["name"]
+    arguments = "".join(c["function"]["arguments"] for c in calls)
+    assert name == "get_weather" and arguments
+    answer = {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-upstream",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": calls[0]["id"], "type": "function", "function": {"name": name, "arguments": arguments}}
+                    ],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ],
+    }
+    fake_openai.then(Script(body=answer))
+    buffered = up.chat(gw, key, tools=tools, tool_choice=forced)
+    assert buffered.status == 200
+    assert buffered.json()["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] == arguments
+    events = sorted(events_of_count(gw, key, 2), key=lambda e: e.streamed)
+    assert [e.estimated for e in events] == [True, True]
+    assert events[0].completion_tokens == events[1].completion_tokens > 0
+
+
+def events_of_count(gw: Container, key: str, count: int) -> list[Any]:
+    def enough() -> list[Any] | None:
+        got = list(gw.store.usage_events(key.split("_")[1]))
+        return got if len(got) >= count else None
+
+    return list(eventually(enough) or [])

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from chatgw.api.openai_chat.validation import parse_chat_request
 from chatgw.errors import InvalidRequest
-from tests.hardening.asgi import CHAT, assert_envelope, run
-from tests.hardening.conftest import BODY_LIMIT, Fuzzed
+from tests.support.asgi import CHAT, assert_envelope, run
+from tests.support.fuzz import BODY_LIMIT, Fuzzed
 
 FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 VALID: dict[str, Any] = {"model": "echo", "messages": [{"role": "user", "content": "hello there"}]}

@@ -18,9 +18,11 @@ from hypothesis import event as event_note
 from hypothesis import strategies as st
 from mangum import Mangum
 
-from chatgw.cli.main import LocalContext, load_event
-from tests.hardening.asgi import ENVELOPE_KEYS
-from tests.hardening.conftest import Fuzzed
+from chatgw.aws_lambda.context import LambdaContext
+from chatgw.cli.invoke import load_event
+from tests.support.asgi import ENVELOPE_KEYS
+from tests.support.fuzz import Fuzzed
+from tests.support.loops import close_loop
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 SHAPES = ["rest-v1-chat.json", "http-v2-chat.json", "function-url-chat.json"]
@@ -53,7 +55,7 @@ def lambda_loop() -> Iterator[None]:
     asyncio.set_event_loop(loop)
     yield
     asyncio.set_event_loop(None)
-    loop.close()
+    close_loop(loop)
 
 
 def set_path(event: dict[str, Any], path: str, method: str) -> None:
@@ -108,7 +110,7 @@ def test_lambda_events(
             event["multiValueQueryStringParameters"] = {"api_key": [fuzzed.key]}
         else:
             event["rawQueryString"] = f"api_key={fuzzed.key}&x=%ff"
-    response = handler(event, LocalContext())
+    response = handler(event, LambdaContext.local())
     status = response["statusCode"]
     event_note(f"status {status}")
     headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}

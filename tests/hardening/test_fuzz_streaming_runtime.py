@@ -13,9 +13,9 @@ from typing import Any
 
 from chatgw.aws_lambda.fake_runtime_api import FakeRuntimeAPI
 from chatgw.aws_lambda.stream_runtime import serve
-from chatgw.cli.main import load_event
-from tests.hardening.asgi import ENVELOPE_KEYS
-from tests.hardening.conftest import BODY_LIMIT, Fuzzed
+from chatgw.cli.invoke import load_event
+from tests.support.asgi import ENVELOPE_KEYS
+from tests.support.fuzz import BODY_LIMIT, Fuzzed
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 VALID = json.dumps({"model": "echo", "messages": [{"role": "user", "content": "hello there"}]})

@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 
-from chatgw import service as service_module
+from chatgw.access.key_cache import KeyCache
 from chatgw.access.keys import format_key, hash_secret, new_secret, parse_key
 from chatgw.compose import Container
 from chatgw.errors import AuthenticationFailed, PermissionDenied
 from chatgw.service import SECRET_RECHECK_SECONDS, Service
-from tests.conftest import add_key
+from tests.support.counting_store import CountingStore
+from tests.support.keys import add_key
 
 DELAY = 30.0  # the default CHATGW_KEY_CACHE_SECONDS, as README.md documents it
 JUST_BEFORE = DELAY - 0.001
@@ -33,21 +34,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-class CountingStore:
-    """The real store, counting key reads (the cache's whole point is to save them)."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-        self.reads = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.store, name)
-
-    def get_key(self, key_id: str) -> Any:
-        self.reads += 1
-        return self.store.get_key(key_id)
 
 
 class Cached:
@@ -150,8 +136,8 @@ def test_a_cached_key_is_read_once_per_cache_time(cached: Cached) -> None:
     assert cached.store.reads == 3
 
 
-def test_the_cache_is_bounded_and_drops_its_oldest_entry(cached: Cached, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(service_module, "KEY_CACHE_SIZE", 3)
+def test_the_cache_is_bounded_and_drops_its_oldest_entry(cached: Cached) -> None:
+    cached.service.key_cache = KeyCache(cached.clock, DELAY, size=3)
     keys = [add_key(cached.gw) for _ in range(4)]
     assert [cached.outcome(k) for k in keys] == ["200"] * 4 and cached.store.reads == 4
     # the first key was dropped to make room for the fourth: disabling it shows at once ...

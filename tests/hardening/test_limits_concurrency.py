@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatgw.access.keys import Limits, new_key
-from chatgw.api.openai_chat.wire import ChatRequest
+from chatgw.api.openai_chat.inbound import conversation_of
 from chatgw.compose import Container, build
 from chatgw.metering.estimate import estimate_prompt_tokens
 from tests.fakes.backends import ScriptedBackend
-from tests.hardening.asgi import CHAT, Reply, call
+from tests.support.asgi import CHAT, Reply, call
 
 BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
 
@@ -90,7 +90,7 @@ def test_requests_per_minute_admits_exactly_the_limit(
 
 
 HI = {"model": "capped", "messages": [{"role": "user", "content": "hi"}]}
-ESTIMATE = estimate_prompt_tokens(ChatRequest.model_validate(HI))
+ESTIMATE = estimate_prompt_tokens(conversation_of(HI))
 # ScriptedBackend reports 5 prompt tokens and one token per word. With WORDS > 3 x ESTIMATE - 4 x 5,
 # four settled requests plus one more reservation pass 4 reservations: the count is exact whatever
 # order the requests settle in (4 x (5 + W) + (E + W) > 4 x (E + W)).

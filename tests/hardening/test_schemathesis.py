@@ -16,7 +16,7 @@ from schemathesis.checks import positive_data_acceptance
 from schemathesis.core.failures import FailureGroup
 from schemathesis.core.transport import Response
 
-from tests.hardening.conftest import Fuzzed
+from tests.support.fuzz import Fuzzed
 
 # pytest compiles schemathesis' modules itself (it is a pytest plugin, so they are rewritten on
 # import). Import the lazily imported ones now, at collection, and not in the middle of a test run:

@@ -12,9 +12,9 @@ from chatgw.backends._scrub import MASK, scrub
 from tests.fakes.fake_bedrock import FakeBedrock
 from tests.fakes.fake_bedrock import Script as BedrockScript
 from tests.fakes.fake_openai import FakeOpenAI, Script
-from tests.hardening.test_faults_bedrock import bedrock_gateway as bedrock_gateway
-from tests.hardening.test_faults_upstream import UPSTREAM_KEY, Upstreamed, sse
-from tests.hardening.test_faults_upstream import up as up
+from tests.support.bedrock_gateway import bedrock_gateway as bedrock_gateway
+from tests.support.upstream import UPSTREAM_KEY, Upstreamed, sse
+from tests.support.upstream import up as up
 
 ORG_SECRET = "org-secret-7c1d93b0aa"
 HEADERS = {"x-org-secret": ORG_SECRET, "x-short": "1"}

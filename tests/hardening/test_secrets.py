@@ -21,8 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import eventually, free_port, stop, wait_healthy
 from tests.fakes.fake_openai import FakeOpenAI, Script
+from tests.support.polling import eventually
+from tests.support.servers import free_port, stop, wait_healthy
 
 CHAT = "/v2/llms/chat/completions"
 BANNER = "development key (shown once"
@@ -111,7 +112,7 @@ def sqlite_store(state_dir: Path) -> StoreUnderTest:
 @contextlib.contextmanager
 def dynamodb_store(request: pytest.FixtureRequest) -> Iterator[StoreUnderTest]:
     from chatgw.store.dynamodb.tables import make_client
-    from tests.hardening.faulty_proxy import TABLE_MISSING, Fault, faulty_proxy, operation
+    from tests.support.faulty_proxy import TABLE_MISSING, Fault, faulty_proxy, operation
 
     tables = request.getfixturevalue("dynamo_tables")
     client = make_client(endpoint_url=tables.endpoint, region="us-east-1")

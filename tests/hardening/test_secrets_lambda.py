@@ -23,11 +23,11 @@ import boto3
 import pytest
 
 from chatgw.aws_lambda.fake_runtime_api import FakeRuntimeAPI
-from tests.conftest import stop
-from tests.dynamo_fixtures import Tables
 from tests.fakes.fake_bedrock import FakeBedrock
 from tests.fakes.fake_openai import FakeOpenAI
-from tests.integration.lambda_events import rest_v1_event
+from tests.support.dynamo import Tables
+from tests.support.lambda_events import rest_v1_event
+from tests.support.servers import stop
 
 CHAT = "/v2/llms/chat/completions"
 
@@ -35,9 +35,9 @@ BUFFERED_DRIVER = """
 import json, logging, sys
 logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)  # as the managed runtime at DEBUG
 from chatgw.aws_lambda.buffered import handler
-from chatgw.cli.main import LocalContext
+from chatgw.aws_lambda.context import LambdaContext
 for event in json.loads(sys.stdin.read()):
-    response = handler(event, LocalContext())
+    response = handler(event, LambdaContext.local())
     print(json.dumps(response), flush=True)
 """
 

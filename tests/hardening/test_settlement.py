@@ -15,18 +15,18 @@ from typing import Any
 import pytest
 
 from chatgw.access.keys import Limits, new_key
-from chatgw.api.openai_chat.wire import ChatRequest
+from chatgw.api.openai_chat.inbound import conversation_of
 from chatgw.catalog import Catalog, ModelEntry
-from chatgw.cli import admin
+from chatgw.cli import main as chatgw_cli
 from chatgw.compose import Container, build
 from chatgw.errors import UpstreamError
 from chatgw.metering.estimate import estimate_prompt_tokens
 from tests.fakes.backends import ScriptedBackend
-from tests.hardening.asgi import CHAT, captured_logs, run
-from tests.hardening.test_faults import failing_table
+from tests.support.asgi import CHAT, captured_logs, run
+from tests.support.failing_store import failing_table
 
 USER = [{"role": "user", "content": "hi"}]
-RESERVE = estimate_prompt_tokens(ChatRequest(model="m", messages=USER)) + 20  # the prompt estimate plus max_tokens
+RESERVE = estimate_prompt_tokens(conversation_of({"model": "m", "messages": USER})) + 20  # prompt + max_tokens
 BUDGET = 2 * RESERVE - 1
 
 
@@ -111,7 +111,7 @@ def test_a_missed_settlement_is_logged_and_replayed_exactly_once(
     log.write_text(json.dumps({"msg": "usage_event", **line}) + "\n")
     state = ["--state-dir", str(gateway.settings.state_dir)]
     for expected in ({"recorded": 1, "already_recorded": 0}, {"recorded": 0, "already_recorded": 1}):
-        assert admin.main(["replay", str(log), "--json", *state]) == 0
+        assert chatgw_cli.main(["replay", str(log), "--json", *state]) == 0
         assert json.loads(capsys.readouterr().out) == expected
     assert [e.request_id for e in gateway.store.usage_events(key_id)] == [first.request_id]
     # Another container (this one remembers its refusal until the minute ends, by design).
@@ -121,7 +121,7 @@ def test_a_missed_settlement_is_logged_and_replayed_exactly_once(
 
 
 def _eventually_events(gateway: Container, key_id: str, count: int) -> list[Any]:
-    from tests.conftest import eventually
+    from tests.support.polling import eventually
 
     def events() -> list[Any]:
         found = gateway.store.usage_events(key_id)

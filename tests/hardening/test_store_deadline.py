@@ -1,5 +1,5 @@
-"""Store calls live within the request's deadline (issue 13 item 4, "within their deadline or a
-503"): the DynamoDB store's retries start no attempt and take no backoff sleep past the deadline
+"""Store calls live within the request's deadline, or a 503 (docs/store.md, "Deadlines"): the DynamoDB
+store's retries start no attempt and take no backoff sleep past the deadline
 the service sets (store/deadline.py), a whole admission gives up with a 503 `store_unavailable`,
 each call's read timeout is cut to what is left, and a settlement is bounded by its own budget,
 after which the `usage_event` line is the record and the ledger stays exact.
@@ -29,19 +29,11 @@ from chatgw.store.codec import event_from_dict
 from chatgw.store.dynamodb.call import RetryPolicy, call
 from chatgw.store.dynamodb.store import DynamoStore
 from chatgw.store.dynamodb.tables import make_client
-from tests.dynamo_fixtures import Tables
 from tests.fakes.backends import ScriptedBackend
-from tests.hardening.asgi import assert_envelope, captured_logs
-from tests.hardening.faulty_proxy import (
-    REFUSALS,
-    THROTTLED,
-    Fault,
-    condition_failed,
-    faulty_proxy,
-    in_bursts,
-    operation,
-)
-from tests.hardening.test_faults_dynamodb import DynGateway, gateway_on
+from tests.support.asgi import assert_envelope, captured_logs
+from tests.support.dynamo import Tables
+from tests.support.dynamo_gateway import DynGateway, gateway_on
+from tests.support.faulty_proxy import REFUSALS, THROTTLED, Fault, condition_failed, faulty_proxy, in_bursts, operation
 
 LIMITED = Limits(requests_per_minute=10_000, tokens_per_minute=10**8, monthly_token_budget=10**12)
 

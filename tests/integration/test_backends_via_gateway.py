@@ -13,12 +13,14 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.conftest import Gateway, eventually, openai_client, running_gateway
 from tests.fakes.fake_bedrock import FakeBedrock
 from tests.fakes.fake_bedrock import Script as BedrockScript
 from tests.fakes.fake_openai import FakeOpenAI
 from tests.fakes.fake_openai import Script as OpenAIScript
 from tests.fakes.model import ANSWER
+from tests.support.polling import eventually
+from tests.support.sdk import openai_client
+from tests.support.servers import Gateway, running_gateway
 
 MODELS = ["gpt-fake", "claude-fake"]
 QUESTION = "What is the capital of France?"

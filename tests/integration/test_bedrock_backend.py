@@ -13,11 +13,11 @@ from typing import Any, TypeVar
 
 import pytest
 
-from chatgw.api.openai_chat.completion import Piece
-from chatgw.api.openai_chat.wire import ChatRequest
 from chatgw.backends import CatalogError, build_backend
-from chatgw.backends.base import BackendDeps, Deadline
+from chatgw.backends.base import BackendDeps
 from chatgw.backends.bedrock_converse import BedrockBackend
+from chatgw.conversation import Conversation, Delta, Event
+from chatgw.deadline import Deadline
 from chatgw.errors import (
     ChatgwError,
     UpstreamError,
@@ -26,6 +26,16 @@ from chatgw.errors import (
     UpstreamTimeout,
 )
 from tests.fakes.fake_bedrock import FakeBedrock, Script
+from tests.support.backend_calls import (
+    answer_text,
+    chat,
+    collect,
+    finish_reasons,
+    rendered_answer,
+    rendered_chunks,
+    stops,
+    tool_call_chunks,
+)
 
 T = TypeVar("T")
 MODEL_ID = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-fake-v1:0"
@@ -42,12 +52,8 @@ TOOLS = [
 PNG = b"\x89PNG\r\n\x1a\nfake-image-bytes"
 
 
-def ask(stream: bool = False, **params: Any) -> ChatRequest:
-    body: dict[str, Any] = {"model": "claude", "messages": [{"role": "user", "content": "say something"}]}
-    body.update(params)
-    if stream:
-        body["stream"] = True
-    return ChatRequest.model_validate(body)
+def ask(stream: bool = False, **params: Any) -> Conversation:
+    return chat("claude", "say something", stream=stream, **params)
 
 
 def run(server: FakeBedrock, scenario: Callable[[BedrockBackend], Coroutine[Any, Any, T]], **options: Any) -> T:
@@ -64,7 +70,7 @@ def run(server: FakeBedrock, scenario: Callable[[BedrockBackend], Coroutine[Any,
     return asyncio.run(main())
 
 
-def buffered(server: FakeBedrock, request: ChatRequest | None = None, seconds: float = 20, **options: Any) -> Any:
+def buffered(server: FakeBedrock, request: Conversation | None = None, seconds: float = 20, **options: Any) -> Any:
     async def scenario(backend: BedrockBackend) -> Any:
         request_ = request or ask()
         backend.check(request_)
@@ -73,15 +79,11 @@ def buffered(server: FakeBedrock, request: ChatRequest | None = None, seconds: f
     return run(server, scenario, **options)
 
 
-def streamed(server: FakeBedrock, request: ChatRequest | None = None) -> tuple[list[Piece], ChatgwError | None]:
-    async def scenario(backend: BedrockBackend) -> tuple[list[Piece], ChatgwError | None]:
-        pieces: list[Piece] = []
-        try:
-            async for piece in backend.stream(request or ask(stream=True), Deadline.in_seconds(20)):
-                pieces.append(piece)
-        except ChatgwError as exc:
-            return pieces, exc
-        return pieces, None
+def streamed(server: FakeBedrock, request: Conversation | None = None) -> tuple[list[Event], ChatgwError | None]:
+    """The events that arrived, and the error the generator raised after them (if any)."""
+
+    async def scenario(backend: BedrockBackend) -> tuple[list[Event], ChatgwError | None]:
+        return await collect(backend.stream(request or ask(stream=True), Deadline.in_seconds(20)))
 
     return run(server, scenario)
 
@@ -141,16 +143,18 @@ def test_the_request_is_mapped_to_converse(fake_bedrock: FakeBedrock) -> None:
 
 
 def test_a_tool_call_round_trip(fake_bedrock: FakeBedrock) -> None:
+    """As a chat client makes it: the answer rendered by the chat door, its tool call sent back."""
     first = buffered(fake_bedrock, ask(tools=TOOLS, tool_choice="required"))
-    choice = first.choices[0]
-    assert choice.finish_reason == "tool_calls" and choice.content is None
-    (call,) = choice.tool_calls
+    choice = rendered_answer(first)["choices"][0]
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
+    (call,) = choice["message"]["tool_calls"]
     assert call["id"] == "call_fake_1" and call["type"] == "function"
     assert call["function"]["name"] == "lookup"
     assert json.loads(call["function"]["arguments"]) == {"query": "say something"}
     assert fake_bedrock.requests[0].body["toolConfig"]["toolChoice"] == {"any": {}}
 
     follow_up = ask(
+        stream=True,
         tools=TOOLS,
         messages=[
             {"role": "user", "content": "say something"},
@@ -160,7 +164,7 @@ def test_a_tool_call_round_trip(fake_bedrock: FakeBedrock) -> None:
         ],
     )
     fake_bedrock.then(Script())
-    pieces, error = streamed(fake_bedrock, ChatRequest.model_validate({**follow_up.model_dump(), "stream": True}))
+    events, error = streamed(fake_bedrock, follow_up)
     assert error is None
     messages = fake_bedrock.requests[1].body["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "user"]
@@ -171,13 +175,14 @@ def test_a_tool_call_round_trip(fake_bedrock: FakeBedrock) -> None:
         {"toolResult": {"toolUseId": "call_fake_1", "content": [{"text": "sunny, 21 C"}]}},
         {"text": "and so?"},
     ]
-    assert [c.finish_reason for p in pieces for c in p.choices if c.finish_reason] == ["tool_calls"]
+    assert finish_reasons(rendered_chunks(events)) == ["tool_calls"]
 
 
 def test_streamed_tool_calls_become_openai_deltas(fake_bedrock: FakeBedrock) -> None:
-    pieces, error = streamed(fake_bedrock, ask(stream=True, tools=TOOLS))
+    """Rendered by the chat door, as a chat client gets them."""
+    events, error = streamed(fake_bedrock, ask(stream=True, tools=TOOLS))
     assert error is None
-    calls = [c for p in pieces for choice in p.choices for c in choice.delta.get("tool_calls", [])]
+    calls = tool_call_chunks(rendered_chunks(events))
     assert calls[0] == {
         "index": 0,
         "id": "call_fake_1",
@@ -186,23 +191,29 @@ def test_streamed_tool_calls_become_openai_deltas(fake_bedrock: FakeBedrock) -> 
     }
     assert all(c["index"] == 0 for c in calls)
     assert json.loads("".join(c["function"]["arguments"] for c in calls)) == {"query": "say something"}
-    assert pieces[-1].usage is not None and pieces[-1].usage.completion_tokens == 5
+    assert events[-1].usage is not None and events[-1].usage.output == 5
 
 
 @pytest.mark.parametrize(
-    ("stop_reason", "finish"),
+    ("stop_reason", "stop", "finish"),
     [
-        ("guardrail_intervened", "content_filter"),
-        ("content_filtered", "content_filter"),
-        ("max_tokens", "length"),
+        ("guardrail_intervened", "content_filter", "content_filter"),
+        ("content_filtered", "content_filter", "content_filter"),
+        ("max_tokens", "length", "length"),
     ],
 )
-def test_stop_reasons_map_to_finish_reasons(fake_bedrock: FakeBedrock, stop_reason: str, finish: str) -> None:
+def test_stop_reasons_map_to_finish_reasons(
+    fake_bedrock: FakeBedrock, stop_reason: str, stop: str, finish: str
+) -> None:
+    """Bedrock's stop reason as the conversation's, and as the finish reason a chat client sees."""
     fake_bedrock.then(Script(stop_reason=stop_reason), Script(stop_reason=stop_reason))
-    assert buffered(fake_bedrock).choices[0].finish_reason == finish
-    pieces, error = streamed(fake_bedrock)
+    answer = buffered(fake_bedrock)
+    assert answer.outputs[0].stop == stop
+    assert rendered_answer(answer)["choices"][0]["finish_reason"] == finish
+    events, error = streamed(fake_bedrock)
     assert error is None  # a stream cut by an error could still carry a finish reason
-    assert [c.finish_reason for p in pieces for c in p.choices if c.finish_reason] == [finish]
+    assert stops(events) == [stop]
+    assert finish_reasons(rendered_chunks(events)) == [finish]
 
 
 def test_endpoint_from_the_environment_is_honoured(fake_bedrock: FakeBedrock, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -216,7 +227,7 @@ def test_endpoint_from_the_environment_is_honoured(fake_bedrock: FakeBedrock, mo
         finally:
             await backend.aclose()
 
-    assert asyncio.run(scenario()).choices[0].content
+    assert answer_text(asyncio.run(scenario()))
     assert fake_bedrock.requests[0].model_id == "m1"
 
 
@@ -234,8 +245,8 @@ def test_throttling_is_retried_then_a_429(fake_bedrock: FakeBedrock) -> None:
 
 def test_a_transient_failure_is_retried(fake_bedrock: FakeBedrock) -> None:
     fake_bedrock.then(Script(status=503, error_type="ServiceUnavailableException"))
-    pieces, error = streamed(fake_bedrock)
-    assert error is None and pieces[-1].usage is not None
+    events, error = streamed(fake_bedrock)
+    assert error is None and events[-1].usage is not None
     assert len(fake_bedrock.requests) == 2
 
 
@@ -285,28 +296,28 @@ def test_the_deadline_bounds_the_call(fake_bedrock: FakeBedrock) -> None:
         ("validationException", UpstreamRejected),
     ],
 )
-def test_an_exception_mid_stream_is_raised_after_the_pieces(
+def test_an_exception_mid_stream_is_raised_after_the_events(
     fake_bedrock: FakeBedrock, exception_type: str, error: type[ChatgwError]
 ) -> None:
     fake_bedrock.then(Script(exception_after_events=3, exception_type=exception_type, message="boom"))
-    pieces, raised = streamed(fake_bedrock)
+    events, raised = streamed(fake_bedrock)
     assert isinstance(raised, error) and "boom" in raised.message
-    assert len(pieces) == 3 and pieces[0].choices[0].delta["role"] == "assistant"
+    assert len(events) == 3 and events[0].deltas == [Delta()]  # the stream's opening came first
     assert len(fake_bedrock.requests) == 1
 
 
 def test_a_stream_that_ends_without_message_stop_is_a_502(fake_bedrock: FakeBedrock) -> None:
     fake_bedrock.then(Script(end_after_events=3))
-    pieces, error = streamed(fake_bedrock)
+    events, error = streamed(fake_bedrock)
     assert isinstance(error, UpstreamError) and "messageStop" in error.message
-    assert len(pieces) == 3
+    assert len(events) == 3
 
 
-def test_a_stream_without_metadata_has_no_usage_piece(fake_bedrock: FakeBedrock) -> None:
+def test_a_stream_without_metadata_has_no_usage_event(fake_bedrock: FakeBedrock) -> None:
     fake_bedrock.then(Script(send_metadata=False))
-    pieces, error = streamed(fake_bedrock)
+    events, error = streamed(fake_bedrock)
     assert error is None
-    assert all(p.usage is None for p in pieces)
+    assert all(e.usage is None for e in events)
 
 
 def test_a_client_gone_before_the_first_byte_closes_the_stream_bedrock_opens_later(
@@ -317,7 +328,7 @@ def test_a_client_gone_before_the_first_byte_closes_the_stream_bedrock_opens_lat
     async def scenario(backend: BedrockBackend) -> None:
         async def consume() -> None:
             async for _ in backend.stream(ask(stream=True), Deadline.in_seconds(20)):
-                raise AssertionError("no piece should arrive")
+                raise AssertionError("no event should arrive")
 
         task = asyncio.create_task(consume())
         assert await asyncio.to_thread(fake_bedrock.wait_for_requests, 1) == 1
@@ -371,18 +382,18 @@ def test_each_event_is_yielded_as_soon_as_bedrock_sends_it(fake_bedrock: FakeBed
     gate = threading.Event()
     fake_bedrock.then(Script(gate=gate))
 
-    async def scenario(backend: BedrockBackend) -> list[Piece]:
-        pieces: list[Piece] = []
-        async for piece in backend.stream(ask(stream=True), Deadline.in_seconds(20)):
-            if not pieces:
+    async def scenario(backend: BedrockBackend) -> list[Event]:
+        events: list[Event] = []
+        async for event in backend.stream(ask(stream=True), Deadline.in_seconds(20)):
+            if not events:
                 assert not gate.is_set() and not fake_bedrock.stream_completed.is_set()
                 gate.set()
-            pieces.append(piece)
-        return pieces
+            events.append(event)
+        return events
 
-    pieces = run(fake_bedrock, scenario)
+    events = run(fake_bedrock, scenario)
     assert not fake_bedrock.gate_timed_out
-    assert pieces[-1].usage is not None
+    assert events[-1].usage is not None
 
 
 # ---- options --------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ given the managed runtime's command line, with AWS_LAMBDA_RUNTIME_API pointing a
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,25 +12,8 @@ from pathlib import Path
 import pytest
 
 from chatgw.aws_lambda.fake_runtime_api import FakeRuntimeAPI
-from tests.integration.lambda_events import http_v2_event, rest_v1_event
-
-ROOT = Path(__file__).resolve().parents[2]
-BOOTSTRAP = ROOT / "handler" / "bootstrap"
-MANAGED_RUNTIME_COMMAND = [sys.executable, "/var/runtime/bootstrap.py"]
-
-
-def wrapper_env(runtime_api: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CHATGW_", "PYTEST"))}
-    env.update(
-        AWS_LAMBDA_RUNTIME_API=runtime_api,
-        AWS_LAMBDA_FUNCTION_NAME="chatgw",
-        AWS_LAMBDA_FUNCTION_MEMORY_SIZE="1024",
-        AWS_LAMBDA_LOG_GROUP_NAME="/aws/lambda/chatgw",
-        AWS_LAMBDA_LOG_STREAM_NAME="2026/11/25/[$LATEST]abc",
-        PYTHONPATH=str(ROOT),
-        **extra,
-    )
-    return env
+from tests.support.bootstrap import BOOTSTRAP, MANAGED_RUNTIME_COMMAND, wrapper_env
+from tests.support.lambda_events import http_v2_event, rest_v1_event
 
 
 @pytest.fixture
@@ -45,7 +27,7 @@ def container(fake: FakeRuntimeAPI, tmp_path: Path) -> Iterator[subprocess.Popen
     with (tmp_path / "container.log").open("wb") as log:
         process = subprocess.Popen(
             [str(BOOTSTRAP), *MANAGED_RUNTIME_COMMAND],
-            env=wrapper_env(fake.address, CHATGW_ASGI_FACTORY="tests.integration.lambda_events:probe_app"),
+            env=wrapper_env(fake.address, CHATGW_ASGI_FACTORY="tests.support.lambda_events:probe_app"),
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -15,9 +15,10 @@ import pytest
 from chatgw.backends import BackendDeps, CatalogError
 from chatgw.catalog import load_catalog
 from chatgw.compose import Container
-from tests.conftest import add_key, eventually
 from tests.fakes.fake_openai import FakeOpenAI, Script
-from tests.hardening.asgi import CHAT, Reply, assert_envelope, call
+from tests.support.asgi import CHAT, Reply, assert_envelope, call
+from tests.support.keys import add_key
+from tests.support.polling import eventually
 
 USER = [{"role": "user", "content": "hi there"}]
 DOWN = Script(status=503)  # retryable: another model may cure it

@@ -15,8 +15,8 @@ import yaml
 
 from chatgw.backends import BackendDeps, CatalogError
 from chatgw.catalog import load_catalog, read_source
-from tests.dynamo_fixtures import MotoServer
-from tests.integration.test_template import TEMPLATE, _CfnLoader
+from tests.support.dynamo import MotoServer
+from tests.support.template import TEMPLATE, CfnLoader
 
 CATALOG = {
     "big": {"backend": "echo", "description": "x" * 5000},  # more than Lambda's 4 KB environment allows
@@ -51,7 +51,7 @@ def test_a_catalog_file_in_the_package(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def _template() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)
+    loaded: dict[str, Any] = yaml.load(TEMPLATE.read_text(), Loader=CfnLoader)
     return loaded
 
 

@@ -13,15 +13,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import missing_tool
-from tests.integration.test_template import SAM_BIN, SAM_ENV, TEMPLATE, _CfnLoader
+from tests.support.template import SAM_BIN, SAM_ENV, TEMPLATE, CfnLoader
+from tests.support.tools import missing_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 AWS_SPECIFIC = re.compile(r"^(List<)?AWS::")
 
 
 def parameters() -> dict[str, dict[str, Any]]:
-    loaded: dict[str, Any] = yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)
+    loaded: dict[str, Any] = yaml.load(TEMPLATE.read_text(), Loader=CfnLoader)
     return dict(loaded["Parameters"])
 
 
@@ -80,7 +80,7 @@ def test_sam_guided_takes_every_default_on_enter() -> None:
     if not (SAM_BIN / "python").exists():
         missing_tool("sam", "`make sam-install` puts the AWS SAM CLI in .venv-sam (make test does it)")
     out = subprocess.run(
-        [str(SAM_BIN / "python"), str(Path(__file__).with_name("sam_guided.py")), str(TEMPLATE)],
+        [str(SAM_BIN / "python"), str(Path(__file__).parents[1] / "support" / "sam_guided.py"), str(TEMPLATE)],
         capture_output=True,
         text=True,
         timeout=120,

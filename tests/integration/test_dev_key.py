@@ -10,7 +10,7 @@ import pytest
 from chatgw.cli import main as cli
 from chatgw.store.dynamodb.store import DynamoStore
 from chatgw.store.dynamodb.tables import make_client
-from tests.dynamo_fixtures import Tables
+from tests.support.dynamo import Tables
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,19 +11,9 @@ from pathlib import Path
 import pytest
 
 from chatgw.cli import main as cli
-from tests.conftest import ROOT
-
-EVENTS = sorted((ROOT / "events").glob("*.json"))
-EXPECTED = {
-    "rest-v1-chat.json": 200,
-    "rest-v1-chat-stream.json": 200,
-    "rest-v1-list-llms.json": 200,
-    "rest-v1-missing-key.json": 401,
-    "rest-v1-malformed-body.json": 400,
-    "http-v2-chat.json": 200,
-    "function-url-chat.json": 200,
-    "function-url-chat-stream.json": 200,
-}
+from chatgw.cli.invoke import PLACEHOLDER
+from tests.support.events import EVENTS, EXPECTED
+from tests.support.tools import ROOT
 
 
 def test_every_event_file_is_covered() -> None:
@@ -41,7 +31,7 @@ def test_event_through_buffered_handler(
     headers = {k.lower(): v for k, v in response["headers"].items()}
     assert headers["x-request-id"]
     body = response["body"]
-    assert cli.PLACEHOLDER not in body
+    assert PLACEHOLDER not in body
     if response["statusCode"] != 200:
         envelope = json.loads(body)
         assert "detail" not in envelope and envelope["request_id"] == headers["x-request-id"]
@@ -57,13 +47,15 @@ def test_lambda_buffered_module_builds_once_from_the_environment(tmp_path: Path)
     """Import the real entry point in a fresh interpreter, as Lambda does, and call it twice."""
     script = f"""
 import json, sys
-from chatgw.cli.main import LocalContext, dev_key, load_event
+from chatgw.aws_lambda.context import LambdaContext
+from chatgw.cli.invoke import load_event
+from chatgw.cli.local import dev_key
 from chatgw import compose
 from chatgw.aws_lambda.buffered import handler
 c = compose.container()
 key, _ = dev_key(c.store, c.settings.state_dir, c.service.peppers.peppers)
 ev = load_event({str(ROOT / "events" / "http-v2-chat.json")!r}, key)
-r1 = handler(ev, LocalContext()); r2 = handler(ev, LocalContext())
+r1 = handler(ev, LambdaContext.local()); r2 = handler(ev, LambdaContext.local())
 assert compose.container() is c
 print(json.dumps([r1["statusCode"], r2["statusCode"]]))
 """

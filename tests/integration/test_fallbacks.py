@@ -14,8 +14,11 @@ import pytest
 from chatgw.access.limits import month_of
 from chatgw.compose import Container, build
 from chatgw.store import UsageQuery
-from tests.conftest import ThreadServer, add_key, eventually, openai_client
 from tests.fakes.fake_openai import FakeOpenAI, Script
+from tests.support.keys import add_key
+from tests.support.polling import eventually
+from tests.support.sdk import openai_client
+from tests.support.servers import ThreadServer
 
 USER = [{"role": "user", "content": "hi there"}]
 BACKUP_PRICE = {"input": 2.0, "output": 4.0}

@@ -16,7 +16,7 @@ from chatgw.access.keys import new_key
 from chatgw.compose import build
 from chatgw.observability.metrics import NAMESPACE
 from chatgw.settings import Settings
-from tests.integration.test_template import template as template
+from tests.support.template import template as template
 
 
 def test_a_container_built_from_the_environment_writes_its_namespace(

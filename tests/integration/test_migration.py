@@ -21,7 +21,8 @@ from chatgw.cli.usage import usage_report
 from chatgw.compose import Container, build
 from chatgw.settings import Settings
 from chatgw.store import UsageQuery
-from tests.conftest import ThreadServer, eventually
+from tests.support.polling import eventually
+from tests.support.servers import ThreadServer
 
 RELEASE_1 = Path(__file__).resolve().parent.parent / "fixtures" / "release_1"
 KEY = (RELEASE_1 / "key.txt").read_text().strip()

@@ -16,15 +16,16 @@ import pytest
 from mangum import Mangum
 
 from chatgw.access.keys import Limits
+from chatgw.aws_lambda.context import LambdaContext
 from chatgw.aws_lambda.fake_runtime_api import FakeRuntimeAPI
-from chatgw.cli.main import LocalContext
 from chatgw.compose import Container
 from chatgw.errors import StoreUnavailable, UpstreamError
 from chatgw.observability import logs
 from chatgw.observability.metrics import EmfSink
-from tests.conftest import add_key
 from tests.fakes.backends import ScriptedBackend
-from tests.integration.lambda_events import RuntimeThread, rest_v1_event
+from tests.support.keys import add_key
+from tests.support.lambda_events import RuntimeThread, rest_v1_event
+from tests.support.loops import close_loop
 
 CHAT = "/v2/llms/chat/completions"
 PROMPT = "Tell me the secret plan for Thursday"
@@ -92,10 +93,10 @@ def run_buffered(container: Container, event: dict[str, Any]) -> int:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        response = Mangum(container.app, lifespan="off")(event, LocalContext())
+        response = Mangum(container.app, lifespan="off")(event, LambdaContext.local())
     finally:
         asyncio.set_event_loop(None)
-        loop.close()
+        close_loop(loop)
     return int(response["statusCode"])
 
 
@@ -330,7 +331,7 @@ def test_chatgw_invoke_prints_the_log_and_emf_lines_of_lambda(stream: bool, tmp_
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.support.tools import ROOT
 
     event = ROOT / "events" / ("rest-v1-chat-stream.json" if stream else "rest-v1-chat.json")
     argv = [sys.executable, "-m", "chatgw.cli.main", "invoke", str(event), "--state-dir", str(tmp_path)]

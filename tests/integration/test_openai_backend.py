@@ -10,11 +10,11 @@ from typing import Any, TypeVar
 
 import pytest
 
-from chatgw.api.openai_chat.completion import Piece
-from chatgw.api.openai_chat.wire import ChatRequest
 from chatgw.backends import CatalogError, build_backend
-from chatgw.backends.base import BackendDeps, Deadline
+from chatgw.backends.base import BackendDeps
 from chatgw.backends.openai_chat import OpenAIBackend
+from chatgw.conversation import Conversation, Delta, Event
+from chatgw.deadline import Deadline
 from chatgw.errors import (
     ChatgwError,
     UpstreamError,
@@ -23,17 +23,23 @@ from chatgw.errors import (
     UpstreamTimeout,
 )
 from tests.fakes.fake_openai import FakeOpenAI, Script
-from tests.hardening.asgi import captured_logs
+from tests.support.asgi import captured_logs
+from tests.support.backend_calls import (
+    answer_text,
+    chat,
+    collect,
+    finish_reasons,
+    rendered_answer,
+    rendered_chunks,
+    stops,
+    tool_call_chunks,
+)
 
 T = TypeVar("T")
 
 
-def ask(stream: bool = False, **params: Any) -> ChatRequest:
-    body: dict[str, Any] = {"model": "public", "messages": [{"role": "user", "content": "say something"}]}
-    body.update(params)
-    if stream:
-        body["stream"] = True
-    return ChatRequest.model_validate(body)
+def ask(stream: bool = False, **params: Any) -> Conversation:
+    return chat("public", "say something", stream=stream, **params)
 
 
 def run(options: dict[str, Any], scenario: Callable[[OpenAIBackend], Coroutine[Any, Any, T]]) -> T:
@@ -49,7 +55,7 @@ def run(options: dict[str, Any], scenario: Callable[[OpenAIBackend], Coroutine[A
     return asyncio.run(main())
 
 
-def buffered(server: FakeOpenAI, request: ChatRequest | None = None, seconds: float = 20, **options: Any) -> Any:
+def buffered(server: FakeOpenAI, request: Conversation | None = None, seconds: float = 20, **options: Any) -> Any:
     async def scenario(backend: OpenAIBackend) -> Any:
         return await backend.complete(request or ask(), Deadline.in_seconds(seconds))
 
@@ -57,18 +63,12 @@ def buffered(server: FakeOpenAI, request: ChatRequest | None = None, seconds: fl
 
 
 def streamed(
-    server: FakeOpenAI, request: ChatRequest | None = None, **options: Any
-) -> tuple[list[Piece], ChatgwError | None]:
-    """The pieces that arrived, and the error the generator raised after them (if any)."""
+    server: FakeOpenAI, request: Conversation | None = None, **options: Any
+) -> tuple[list[Event], ChatgwError | None]:
+    """The events that arrived, and the error the generator raised after them (if any)."""
 
-    async def scenario(backend: OpenAIBackend) -> tuple[list[Piece], ChatgwError | None]:
-        pieces: list[Piece] = []
-        try:
-            async for piece in backend.stream(request or ask(stream=True), Deadline.in_seconds(20)):
-                pieces.append(piece)
-        except ChatgwError as exc:
-            return pieces, exc
-        return pieces, None
+    async def scenario(backend: OpenAIBackend) -> tuple[list[Event], ChatgwError | None]:
+        return await collect(backend.stream(request or ask(stream=True), Deadline.in_seconds(20)))
 
     return run({"base_url": server.base_url, **options}, scenario)
 
@@ -118,38 +118,47 @@ def test_the_upstream_gets_every_parameter_its_model_name_key_and_headers(
 
 
 def test_streams_always_ask_the_upstream_for_usage(fake_openai: FakeOpenAI) -> None:
-    pieces, error = streamed(fake_openai)
+    events, error = streamed(fake_openai)
     assert error is None
     assert fake_openai.requests[0].body["stream_options"] == {"include_usage": True}
     assert fake_openai.requests[0].body["model"] == "public"
-    assert pieces[-1].usage is not None and not pieces[-1].choices
+    assert events[-1].usage is not None and not events[-1].deltas
 
 
-def test_a_stream_without_usage_yields_no_usage_piece(fake_openai: FakeOpenAI) -> None:
+def test_a_stream_without_usage_yields_no_usage_event(fake_openai: FakeOpenAI) -> None:
     fake_openai.then(Script(send_usage=False))
-    pieces, error = streamed(fake_openai)
+    events, error = streamed(fake_openai)
     assert error is None
-    assert all(p.usage is None for p in pieces)
-    assert pieces[-1].choices[0].finish_reason == "stop"
+    assert all(e.usage is None for e in events)
+    assert events[-1].deltas[-1].stop == "end"
 
 
-def test_upstream_extra_fields_are_kept(fake_openai: FakeOpenAI) -> None:
-    completion = buffered(fake_openai)
-    assert completion.extra == {"system_fingerprint": "fp_fake"}
-    assert completion.usage.extra == {"prompt_tokens_details": {"cached_tokens": 0}}
-    pieces, error = streamed(fake_openai)
-    assert error is None and pieces[-1].usage is not None  # the whole stream, not a prefix cut by an error
-    assert pieces[0].extra == {"system_fingerprint": "fp_fake"}
+def test_upstream_extra_fields_reach_the_chat_client(fake_openai: FakeOpenAI) -> None:
+    """Rendered by the chat door: the upstream's own fields are what a chat client sees."""
+    body = rendered_answer(buffered(fake_openai))
+    standard = {"id", "object", "created", "model", "choices", "usage"}
+    assert {k: v for k, v in body.items() if k not in standard} == {"system_fingerprint": "fp_fake"}
+    counts = {"prompt_tokens", "completion_tokens", "total_tokens"}
+    assert {k: v for k, v in body["usage"].items() if k not in counts} == {
+        "prompt_tokens_details": {"cached_tokens": 0}
+    }
+    events, error = streamed(fake_openai)
+    assert error is None and events[-1].usage is not None  # the whole stream, not a prefix cut by an error
+    first = rendered_chunks(events)[0]
+    assert {k: v for k, v in first.items() if k not in standard} == {"system_fingerprint": "fp_fake"}
 
 
 def test_streamed_tool_calls_arrive_as_openai_deltas(fake_openai: FakeOpenAI) -> None:
+    """Rendered by the chat door, as a chat client gets them; and read as tool deltas."""
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
-    pieces, error = streamed(fake_openai, ask(stream=True, tools=tools))
+    events, error = streamed(fake_openai, ask(stream=True, tools=tools))
     assert error is None
-    calls = [c for p in pieces for choice in p.choices for c in choice.delta.get("tool_calls", [])]
+    chunks = rendered_chunks(events)
+    calls = tool_call_chunks(chunks)
     assert calls[0]["id"] == "call_fake_1" and calls[0]["function"]["name"] == "lookup"
     assert "".join(c["function"]["arguments"] for c in calls) == '{"query":"say something"}'
-    assert [c.finish_reason for p in pieces for c in p.choices if c.finish_reason] == ["tool_calls"]
+    assert finish_reasons(chunks) == ["tool_calls"]
+    assert stops(events) == ["tool_use"]
 
 
 # ---- retries --------------------------------------------------------------------------------
@@ -158,8 +167,7 @@ def test_streamed_tool_calls_arrive_as_openai_deltas(fake_openai: FakeOpenAI) ->
 @pytest.mark.parametrize("status", [429, 500, 502, 503])
 def test_retries_before_the_first_byte_then_succeeds(fake_openai: FakeOpenAI, status: int) -> None:
     fake_openai.then(Script(status=status), Script(status=status))
-    completion = buffered(fake_openai)
-    assert completion.choices[0].content
+    assert answer_text(buffered(fake_openai))
     assert len(fake_openai.requests) == 3
 
 
@@ -189,7 +197,7 @@ def test_upstream_429_is_a_429_with_retry_after(fake_openai: FakeOpenAI) -> None
 def test_a_retry_after_honoured_when_it_fits(fake_openai: FakeOpenAI) -> None:
     fake_openai.then(Script(status=429, headers={"retry-after-ms": "400"}))
     with captured_logs() as logs:
-        assert buffered(fake_openai).choices[0].content
+        assert answer_text(buffered(fake_openai))
     (retry,) = logs.named("upstream_retry")  # the wait the policy chose, not a stopwatch reading
     assert retry["wait_ms"] == 400 and retry["error"] == "upstream_rate_limited"
     assert len(fake_openai.requests) == 2
@@ -215,9 +223,9 @@ def test_connection_refused_is_a_502(fake_openai: FakeOpenAI) -> None:
 
 def test_nothing_is_retried_after_the_first_byte(fake_openai: FakeOpenAI) -> None:
     fake_openai.then(Script(drop_after_chunks=3))
-    pieces, error = streamed(fake_openai)
+    events, error = streamed(fake_openai)
     assert isinstance(error, UpstreamError)
-    assert len(pieces) == 3
+    assert len(events) == 3
     assert len(fake_openai.requests) == 1
 
 
@@ -273,24 +281,24 @@ def test_a_buffered_body_that_is_not_a_completion_is_a_502(fake_openai: FakeOpen
         buffered(fake_openai)
 
 
-def test_garbage_in_the_stream_is_a_502_after_the_good_pieces(fake_openai: FakeOpenAI) -> None:
+def test_garbage_in_the_stream_is_a_502_after_the_good_events(fake_openai: FakeOpenAI) -> None:
     fake_openai.then(Script(garbage_sse_after_chunks=2))
-    pieces, error = streamed(fake_openai)
+    events, error = streamed(fake_openai)
     assert isinstance(error, UpstreamError) and "not JSON" in error.message
-    assert len(pieces) == 2
+    assert len(events) == 2
 
 
 def test_a_stream_answered_with_json_is_a_502(fake_openai: FakeOpenAI) -> None:
     fake_openai.then(Script(body={"choices": []}))
-    pieces, error = streamed(fake_openai)
-    assert isinstance(error, UpstreamError) and pieces == []
+    events, error = streamed(fake_openai)
+    assert isinstance(error, UpstreamError) and events == []
 
 
 def test_an_in_band_error_mid_stream_is_raised(fake_openai: FakeOpenAI) -> None:
     fake_openai.then(Script(error_event_after_chunks=3))
-    pieces, error = streamed(fake_openai)
+    events, error = streamed(fake_openai)
     assert isinstance(error, UpstreamError) and "crashed mid-stream" in error.message
-    assert len(pieces) == 3 and pieces[0].choices[0].delta["role"] == "assistant"
+    assert len(events) == 3 and events[0].deltas == [Delta()]  # the stream's opening came first
 
 
 # ---- timeouts -------------------------------------------------------------------------------
@@ -322,11 +330,11 @@ def test_a_body_that_stalls_after_the_headers_is_a_504(fake_openai: FakeOpenAI) 
     assert len(fake_openai.requests) == 1 and fake_openai.stall.reached.is_set()
 
 
-def test_a_stream_that_stalls_is_a_504_after_its_pieces(fake_openai: FakeOpenAI) -> None:
+def test_a_stream_that_stalls_is_a_504_after_its_events(fake_openai: FakeOpenAI) -> None:
     fake_openai.then(Script(stall_after_chunks=1))
-    pieces, error = streamed(fake_openai, timeout_s=1)
+    events, error = streamed(fake_openai, timeout_s=1)
     assert isinstance(error, UpstreamTimeout)
-    assert len(pieces) == 1
+    assert len(events) == 1
 
 
 # ---- pacing ---------------------------------------------------------------------------------
@@ -336,20 +344,20 @@ def test_each_chunk_is_yielded_as_soon_as_the_upstream_sends_it(fake_openai: Fak
     gate = threading.Event()
     fake_openai.then(Script(gate=gate))
 
-    async def scenario(backend: OpenAIBackend) -> list[Piece]:
-        pieces: list[Piece] = []
-        async for piece in backend.stream(ask(stream=True), Deadline.in_seconds(20)):
-            if not pieces:
-                # The upstream holds its last chunk until the gate opens: the first piece got here
+    async def scenario(backend: OpenAIBackend) -> list[Event]:
+        events: list[Event] = []
+        async for event in backend.stream(ask(stream=True), Deadline.in_seconds(20)):
+            if not events:
+                # The upstream holds its last chunk until the gate opens: the first event got here
                 # while the upstream was still answering.
                 assert not gate.is_set() and not fake_openai.stream_completed.is_set()
                 gate.set()
-            pieces.append(piece)
-        return pieces
+            events.append(event)
+        return events
 
-    pieces = run({"base_url": fake_openai.base_url}, scenario)
+    events = run({"base_url": fake_openai.base_url}, scenario)
     assert not fake_openai.gate_timed_out
-    assert pieces[-1].usage is not None
+    assert events[-1].usage is not None
 
 
 # ---- options --------------------------------------------------------------------------------

@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 
-from chatgw.api.openai_chat.wire import ChatRequest
 from chatgw.backends import _drain, build_backend
-from chatgw.backends.base import BackendDeps, Deadline
+from chatgw.backends.base import BackendDeps
 from chatgw.backends.openai_chat import OpenAIBackend
+from chatgw.conversation import Event
+from chatgw.deadline import Deadline
+from tests.support.backend_calls import chat, streamed_text
 
 STREAMS = 120
 """More than httpx's default pool (100 connections): a leaked pool slot per stream would hang."""
@@ -84,34 +86,32 @@ class Upstream:
         self.server.close()
 
 
-async def _streams(upstream: Upstream, count: int) -> list[list[Any]]:
+async def _streams(upstream: Upstream, count: int) -> list[list[Event]]:
     deps = BackendDeps()
     backend = build_backend("openai", "public", {"base_url": f"http://127.0.0.1:{upstream.port}/v1"}, deps)
     assert isinstance(backend, OpenAIBackend)
-    request = ChatRequest.model_validate(
-        {"model": "public", "messages": [{"role": "user", "content": "x"}], "stream": True}
-    )
+    request = chat("public", "x", stream=True)
     results = []
     try:
         for _ in range(count):
-            pieces: AsyncIterator[Any] = backend.stream(request, Deadline.in_seconds(30))
-            results.append([p async for p in pieces])
+            events: AsyncIterator[Event] = backend.stream(request, Deadline.in_seconds(30))
+            results.append([e async for e in events])
     finally:
         await deps.aclose()
     return results
 
 
-def _run(mode: str, count: int) -> tuple[Upstream, list[list[Any]]]:
-    async def main() -> tuple[Upstream, list[list[Any]]]:
+def _run(mode: str, count: int) -> tuple[Upstream, list[list[Event]]]:
+    async def main() -> tuple[Upstream, list[list[Event]]]:
         async with Upstream(mode) as upstream:
             return upstream, await _streams(upstream, count)
 
     return asyncio.run(main())
 
 
-def _whole(pieces: list[Any]) -> bool:
-    text = "".join(c.delta.get("content", "") for p in pieces for c in p.choices)
-    return text == "hi" and pieces[-1].usage is not None and pieces[-1].usage.total_tokens == 4
+def _whole(events: list[Event]) -> bool:
+    usage = events[-1].usage
+    return streamed_text(events) == "hi" and usage is not None and usage.total == 4
 
 
 def test_streams_reuse_one_connection() -> None:

@@ -9,9 +9,11 @@ import pytest
 from openai import OpenAI
 
 from chatgw.access.keys import Limits
-from chatgw.api.openai_chat.wire import ChatRequest
+from chatgw.api.openai_chat.inbound import conversation_of
 from chatgw.metering.estimate import estimate_prompt_tokens
-from tests.conftest import Gateway, eventually, openai_client, running_gateway
+from tests.support.polling import eventually
+from tests.support.sdk import openai_client
+from tests.support.servers import Gateway, running_gateway
 
 MESSAGES = [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -135,7 +137,7 @@ def test_429_rate_limit(gateway: Gateway) -> None:
 def test_429_budget(gateway: Gateway) -> None:
     """The budget covers exactly one reservation (prompt estimate + max_tokens): the first request
     is admitted, and once its actual tokens are settled the second no longer fits."""
-    reserve = estimate_prompt_tokens(ChatRequest.model_validate({"model": "echo", "messages": MESSAGES})) + 50
+    reserve = estimate_prompt_tokens(conversation_of({"model": "echo", "messages": MESSAGES})) + 50
     key = gateway.create_key(limits=Limits(monthly_token_budget=reserve))
     sdk = client(gateway, key=key)
     sdk.chat.completions.create(model="echo", messages=MESSAGES, max_tokens=50)  # type: ignore[arg-type]

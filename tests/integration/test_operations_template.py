@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from chatgw.observability.metrics import ALL, OUTCOMES, REFUSAL_REASONS
-from tests.integration.test_template import template  # noqa: F401  (the parsed template fixture)
+from tests.support.template import template as template  # the parsed template, a fixture
 
 EMITTED = {(m.name, frozenset(dims)) for m in ALL for dims in m.dimension_sets}
 DIMENSION_VALUES = {"outcome": set(OUTCOMES), "reason": set(REFUSAL_REASONS)}
@@ -92,24 +92,24 @@ def check(tpl: dict[str, Any], namespace: str, name: str, dimensions: dict[str, 
         assert ref in OWN[dimension], f"{where}: {namespace} {name} on {dimension}={value}, not the stack's own"
 
 
-def test_every_widget_metric_is_emitted_with_its_dimensions(template: dict[str, Any]) -> None:  # noqa: F811
+def test_every_widget_metric_is_emitted_with_its_dimensions(template: dict[str, Any]) -> None:
     for namespace, name, dimensions, title in widget_metrics(template):
         check(template, namespace, name, dimensions, f"widget {title!r}")
 
 
-def test_every_alarm_metric_is_emitted_with_its_dimensions(template: dict[str, Any]) -> None:  # noqa: F811
+def test_every_alarm_metric_is_emitted_with_its_dimensions(template: dict[str, Any]) -> None:
     alarms = alarm_metrics(template)
     assert len({a[3] for a in alarms}) >= 7
     for namespace, name, dimensions, logical_id in alarms:
         check(template, namespace, name, dimensions, f"alarm {logical_id}")
 
 
-def test_every_gateway_metric_is_on_the_dashboard_or_alarmed(template: dict[str, Any]) -> None:  # noqa: F811
+def test_every_gateway_metric_is_on_the_dashboard_or_alarmed(template: dict[str, Any]) -> None:
     shown = {name for _, name, _, _ in widget_metrics(template) + alarm_metrics(template)}
     assert {m.name for m in ALL} <= shown
 
 
-def test_the_dashboard_answers_the_operators_questions(template: dict[str, Any]) -> None:  # noqa: F811
+def test_the_dashboard_answers_the_operators_questions(template: dict[str, Any]) -> None:
     titles = {
         title: {(ns, name) for ns, name, _, t in widget_metrics(template) if t == title}
         for *_, title in widget_metrics(template)
@@ -138,7 +138,7 @@ def test_the_dashboard_answers_the_operators_questions(template: dict[str, Any])
 
 
 @pytest.mark.parametrize("kind", ["AWS::CloudWatch::Alarm"])
-def test_every_alarm_notifies_the_topic(template: dict[str, Any], kind: str) -> None:  # noqa: F811
+def test_every_alarm_notifies_the_topic(template: dict[str, Any], kind: str) -> None:
     alarms = [r["Properties"] for r in template["Resources"].values() if r["Type"] == kind]
     assert alarms and all(a["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms)
     subscription = template["Resources"]["AlarmEmailSubscription"]
@@ -146,7 +146,7 @@ def test_every_alarm_notifies_the_topic(template: dict[str, Any], kind: str) -> 
 
 
 def test_access_logs_are_json_with_the_request_ids_and_tracing_is_a_parameter(
-    template: dict[str, Any],  # noqa: F811
+    template: dict[str, Any],
 ) -> None:
     api = template["Resources"]["Api"]["Properties"]
     access = json.loads(api["AccessLogSetting"]["Format"])

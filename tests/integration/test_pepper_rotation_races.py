@@ -17,7 +17,7 @@ import pytest
 
 from chatgw.access import peppers as peppers_module
 from chatgw.access.peppers import FileSource, Peppers, SecretSource
-from tests.dynamo_fixtures import MotoServer
+from tests.support.dynamo import MotoServer
 
 ROTATIONS = 4
 

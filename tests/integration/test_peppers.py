@@ -22,11 +22,12 @@ import pytest
 
 from chatgw.access.keys import new_key
 from chatgw.access.peppers import PEPPER_FILE, FileSource, PepperBook, PepperError, SecretSource, parse, rotated
-from chatgw.cli import admin
-from chatgw.compose import Container, build
+from chatgw.cli import main as chatgw_cli
+from chatgw.compose import Container, build, open_store
 from chatgw.observability import logs
 from chatgw.settings import Settings
-from tests.dynamo_fixtures import MotoServer
+from tests.support.cfn_template import moto_stack_outputs, pepper_secret
+from tests.support.dynamo import MotoServer
 
 LEGACY_PEPPER = "the-old-env-pepper"
 
@@ -45,9 +46,8 @@ def secret_arn(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_server.endpoint)
     monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDFORMATION", moto_server.endpoint)
     client = boto3.client("secretsmanager", region_name="us-east-1")
-    # What the stack's GenerateSecretString writes: {"current": "v1", "v1": <generated>}.
-    first = json.dumps({"current": "v1", "v1": "generated-by-cloudformation-0123456789"})
-    arn = client.create_secret(Name=f"chatgw-pepper-{uuid.uuid4().hex[:8]}", SecretString=first)["ARN"]
+    # What the stack's GenerateSecretString writes (from template.yaml): {"current": "v1", "v1": <generated>}.
+    arn = client.create_secret(Name=f"chatgw-pepper-{uuid.uuid4().hex[:8]}", SecretString=pepper_secret())["ARN"]
     client.close()
     return str(arn)
 
@@ -67,7 +67,7 @@ class Cli:
 
     def __call__(self, *argv: str) -> tuple[int, str, str]:
         self.capsys.readouterr()
-        code = admin.main([*argv, *self.store_args])
+        code = chatgw_cli.main([*argv, *self.store_args])
         out, err = self.capsys.readouterr()
         return code, out, err
 
@@ -135,10 +135,10 @@ def test_the_stack_output_names_the_secret(env: None, secret_arn: str, tmp_path:
     cfn = boto3.client("cloudformation", region_name="us-east-1")
     template = {
         "Resources": {"T": {"Type": "AWS::SNS::Topic"}},
-        "Outputs": {"PepperSecretArn": {"Value": secret_arn}},
+        "Outputs": moto_stack_outputs({"PepperSecret": secret_arn}),  # template.yaml's own output
     }
     cfn.create_stack(StackName="chatgw-peppers", TemplateBody=json.dumps(template))
-    args = admin.parser().parse_args(["keys", "list", "--stack", "chatgw-peppers"])
+    args = chatgw_cli.parser().parse_args(["keys", "list", "--stack", "chatgw-peppers"])
     source = pepper_source(args, Settings.from_env(), create=False)
     assert isinstance(source, SecretSource) and source.secret_id == secret_arn
     assert source.load().current == "v1"
@@ -149,8 +149,10 @@ def test_an_unreadable_secret_stops_the_gateway_and_the_cli_with_one_line(
 ) -> None:
     missing = secret_arn.replace("chatgw-pepper", "nothing-here")
     settings = replace(Settings.from_env(), state_dir=tmp_path, pepper_secret=missing)
+    store = open_store(settings)  # closed here: build opens its store before it reads the peppers
     with pytest.raises(PepperError, match=r"cannot read the pepper secret .*ResourceNotFoundException"):
-        build(settings)
+        build(settings, store=store)
+    store.close()
     cli = Cli(capsys, "--state-dir", str(tmp_path), "--pepper-secret", missing)
     code, out, err = cli("keys", "create", "--name", "a")
     assert code == 2 and out == ""

@@ -12,14 +12,16 @@ import httpx
 import pytest
 
 from chatgw.access.keys import Limits
-from chatgw.api.openai_chat.wire import ChatRequest
+from chatgw.api.openai_chat.inbound import conversation_of
 from chatgw.compose import Container
 from chatgw.metering.estimate import estimate_prompt_tokens
-from tests.conftest import ThreadServer, add_key, eventually
 from tests.fakes.fake_openai import FakeOpenAI
+from tests.support.keys import add_key
+from tests.support.polling import eventually
+from tests.support.servers import ThreadServer
 
 USER = [{"role": "user", "content": "how many tokens may you spend?"}]
-ESTIMATE = estimate_prompt_tokens(ChatRequest.model_validate({"model": "x", "messages": USER}))
+ESTIMATE = estimate_prompt_tokens(conversation_of({"model": "x", "messages": USER}))
 
 
 @pytest.fixture

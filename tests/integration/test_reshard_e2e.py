@@ -1,4 +1,4 @@
-"""Changing a key's shard count while a gateway serves it (issue 13 item 3), end to end: `chatgw serve`
+"""Changing a key's shard count while a gateway serves it (docs/store.md, "Changing N"), end to end: `chatgw serve`
 on DynamoDB (moto on loopback) keeps the old key record in its key cache, `chatgw keys update
 --shards` runs meanwhile; in the minute of the change the gateway admits exactly what the rpm left
 (it re-admits on the new layout when it meets a sealed item), and the usage report sums every request once."""
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from chatgw.store.dynamodb.tables import make_client
-from tests.dynamo_fixtures import Tables
-from tests.integration.test_limits_e2e import PEPPER, Served, _ask, _away_from_a_minute_boundary, _burst, _serve
+from tests.support.dynamo import Tables
+from tests.support.served import PEPPER, Served, ask, away_from_a_minute_boundary, burst, serve
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
         env.pop(name, None)
     tables = request.getfixturevalue("dynamo_tables")
     env["AWS_ENDPOINT_URL_DYNAMODB"] = tables.endpoint
-    with _serve(["--keys-table", tables.keys, "--usage-table", tables.usage], env, tmp_path) as served_:
+    with serve(["--keys-table", tables.keys, "--usage-table", tables.usage], env, tmp_path) as served_:
         yield served_
 
 
@@ -35,13 +35,13 @@ def test_a_change_of_n_under_traffic_keeps_the_minute_exact_and_the_report_whole
     created = served.cli("keys", "create", "--name", "hot", "--models", "echo", "--rpm", "8")
     key, key_id = created["key"], created["key_id"]
     client = served.client(key)
-    _away_from_a_minute_boundary(25)
+    away_from_a_minute_boundary(25)
     for i in range(3):  # the gateway caches the record (N=1) now, for longer than this test
-        _ask(client, f"before {i}")
+        ask(client, f"before {i}")
     changed = served.cli("keys", "update", key_id, "--shards", "3")
     assert changed["limits"] == {"requests_per_minute": 8, "shards": 3, "shard_epoch": 1}
 
-    outcomes = _burst(client, "after", 12)
+    outcomes = burst(client, "after", 12)
     assert outcomes.count("200") == 5  # 8 - 3: exact in the minute of the change
     deadline = time.monotonic() + 30  # settlements are written just after the answers (30 s bounds a bug)
     while True:

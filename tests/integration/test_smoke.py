@@ -20,17 +20,19 @@ import boto3
 import httpx
 import pytest
 
-from chatgw.cli import admin
-from chatgw.cli.smoke import Smoke, report, root_of
-from tests.conftest import Gateway, free_port, stop, wait_healthy
-from tests.dynamo_fixtures import MotoServer, Tables
+from chatgw.cli import main as chatgw_cli
+from chatgw.cli.smoke import report
+from chatgw.cli.smoke_checks import Smoke, root_of
+from tests.support.cfn_template import moto_stack_outputs, pepper_secret
+from tests.support.dynamo import MotoServer, Tables
+from tests.support.servers import Gateway, free_port, stop, wait_healthy
 
 PACED_ECHO = json.dumps({"echo": {"backend": "echo", "delay_ms": 20}})
 
 
 def smoke(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
     capsys.readouterr()
-    code = admin.main(["smoke", *argv, "--json", "--timeout", "30"])
+    code = chatgw_cli.main(["smoke", *argv, "--json", "--timeout", "30"])
     report = json.loads(capsys.readouterr().out)
     return code, {c["name"]: c for c in report["checks"]}
 
@@ -122,7 +124,7 @@ def test_smoke_fails_the_streaming_check_behind_a_buffering_proxy(
 
 
 def test_a_table_and_an_exit_code(gateway: Gateway, capsys: pytest.CaptureFixture[str]) -> None:
-    code = admin.main(["smoke", "--url", gateway.base_url, "--key", gateway.key[:-2] + "zz"])
+    code = chatgw_cli.main(["smoke", "--url", gateway.base_url, "--key", gateway.key[:-2] + "zz"])
     out, err = capsys.readouterr()
     assert code == 1
     assert out.splitlines()[0].split() == ["CHECK", "RESULT", "DETAIL"]
@@ -130,8 +132,8 @@ def test_a_table_and_an_exit_code(gateway: Gateway, capsys: pytest.CaptureFixtur
 
 
 def test_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
-    assert admin.main(["smoke"]) == 2
-    assert admin.main(["smoke", "--url", "http://127.0.0.1:9"]) == 2
+    assert chatgw_cli.main(["smoke"]) == 2
+    assert chatgw_cli.main(["smoke", "--url", "http://127.0.0.1:9"]) == 2
     assert "--key" in capsys.readouterr().err
 
 
@@ -156,8 +158,7 @@ def test_smoke_on_a_stack_finds_its_calls_in_the_ledger(
     for name in ("CHATGW_KEYS_TABLE", "CHATGW_USAGE_TABLE", "CHATGW_STATE_DIR", "CHATGW_PEPPER_SECRET"):
         monkeypatch.delenv(name, raising=False)
     secrets = boto3.client("secretsmanager", region_name="us-east-1")
-    pepper = json.dumps({"current": "v1", "v1": uuid.uuid4().hex})
-    arn = secrets.create_secret(Name=f"pepper-{uuid.uuid4().hex[:8]}", SecretString=pepper)["ARN"]
+    arn = secrets.create_secret(Name=f"pepper-{uuid.uuid4().hex[:8]}", SecretString=pepper_secret())["ARN"]
     port = free_port()
     env = {
         **os.environ,
@@ -177,15 +178,11 @@ def test_smoke_on_a_stack_finds_its_calls_in_the_ledger(
     try:
         base = f"http://127.0.0.1:{port}"
         wait_healthy(base, process=process)
-        outputs = {
-            "OpenAIBaseUrl": f"{base}/v2/llms",
-            "KeysTableName": dynamo_tables.keys,
-            "UsageTableName": dynamo_tables.usage,
-            "PepperSecretArn": arn,
-        }
+        # template.yaml's own outputs, the API's URL pointed at the local server
+        physical = {"KeysTable": dynamo_tables.keys, "UsageTable": dynamo_tables.usage, "PepperSecret": arn}
         template = {
             "Resources": {"T": {"Type": "AWS::SNS::Topic"}},
-            "Outputs": {name: {"Value": value} for name, value in outputs.items()},
+            "Outputs": moto_stack_outputs(physical, {"OpenAIBaseUrl": f"{base}/v2/llms"}),
         }
         stack = f"chatgw-smoke-{uuid.uuid4().hex[:6]}"
         boto3.client("cloudformation", region_name="us-east-1").create_stack(

@@ -22,8 +22,8 @@ from starlette.routing import Route
 from chatgw.aws_lambda import snapstart
 from chatgw.aws_lambda.fake_runtime_api import FakeRuntimeAPI
 from chatgw.aws_lambda.stream_runtime import run
-from tests.integration.lambda_events import rest_v1_event
-from tests.integration.test_bootstrap import BOOTSTRAP, MANAGED_RUNTIME_COMMAND, wrapper_env
+from tests.support.bootstrap import BOOTSTRAP, MANAGED_RUNTIME_COMMAND, wrapper_env
+from tests.support.lambda_events import rest_v1_event
 
 SNAP_START = {snapstart.INIT_TYPE_ENV: snapstart.SNAP_START}
 

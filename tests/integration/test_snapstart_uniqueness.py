@@ -1,6 +1,6 @@
 """What environments restored from one SnapStart snapshot must not share, proved the way a snapshot
 makes them: the streaming runtime (real app, DynamoDB store on moto) is forked at `restore/next` into
-two copies (tests/integration/snapfork.py) that each finish the restore and serve requests."""
+two copies (tests/support/snapfork.py) that each finish the restore and serve requests."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from chatgw.access.keys import new_key
 from chatgw.aws_lambda.fake_runtime_api import FakeInvocation, FakeRuntimeAPI
 from chatgw.store.dynamodb.store import DynamoStore
 from chatgw.store.dynamodb.tables import make_client
-from tests.dynamo_fixtures import MotoServer, Tables
-from tests.integration.lambda_events import rest_v1_event
+from tests.support.dynamo import MotoServer, Tables
+from tests.support.lambda_events import rest_v1_event
 
 ROOT = Path(__file__).resolve().parents[2]
 COPIES, INVOCATIONS = 2, 2
@@ -131,7 +131,7 @@ def test_copies_restored_from_one_snapshot_share_no_ids_randomness_or_sockets(
                 [str(ROOT / "handler"), str(ROOT)]
             ),  # this checkout's chatgw, not an installed one
         )
-        command = [sys.executable, "-m", "tests.integration.snapfork", str(COPIES), str(INVOCATIONS)]
+        command = [sys.executable, "-m", "tests.support.snapfork", str(COPIES), str(INVOCATIONS)]
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
         try:
             wait_until(lambda: "GET restore/next" in fake.calls)

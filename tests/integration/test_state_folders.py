@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from chatgw.cli import admin
-from tests.conftest import free_port, stop, wait_healthy
+from chatgw.cli import main as chatgw_cli
+from tests.support.servers import free_port, stop, wait_healthy
 
 
 def modes(top: Path, state: Path) -> dict[str, int]:
@@ -57,7 +57,7 @@ def test_the_cli_makes_its_state_folder_0700(
 ) -> None:
     state = tmp_path / "fresh" / "state"
     monkeypatch.setenv("CHATGW_STATE_DIR", str(state))  # --state-dir must name a folder that exists
-    assert admin.main([*argv, "--json"]) == 0
+    assert chatgw_cli.main([*argv, "--json"]) == 0
     assert modes(tmp_path, state) == {"fresh/state": 0o700, "fresh": 0o700}
     assert stat.S_IMODE((state / "pepper.json").stat().st_mode) == 0o600
 

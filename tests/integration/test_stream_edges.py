@@ -13,8 +13,11 @@ import pytest
 
 from chatgw.compose import Container
 from chatgw.errors import UpstreamError, UpstreamRejected
-from tests.conftest import ThreadServer, add_key, eventually, openai_client
 from tests.fakes.backends import ScriptedBackend, released_by
+from tests.support.keys import add_key
+from tests.support.polling import eventually
+from tests.support.sdk import openai_client
+from tests.support.servers import ThreadServer
 
 CHAT = "/v2/llms/chat/completions"
 USER = [{"role": "user", "content": "hi"}]

@@ -19,10 +19,12 @@ from chatgw.access.keys import new_key
 from chatgw.aws_lambda.fake_runtime_api import FakeInvocation, FakeRuntimeAPI
 from chatgw.compose import Container
 from chatgw.store.sqlite import SqliteStore
-from tests.conftest import ROOT, add_key, eventually
 from tests.fakes.backends import ScriptedBackend, released_by
-from tests.integration.lambda_events import RuntimeThread, function_url_event, http_v2_event, rest_v1_event
-from tests.integration.test_events import EXPECTED
+from tests.support.events import EXPECTED
+from tests.support.keys import add_key
+from tests.support.lambda_events import RuntimeThread, function_url_event, http_v2_event, rest_v1_event
+from tests.support.polling import eventually
+from tests.support.tools import ROOT
 
 CHAT = "/v2/llms/chat/completions"
 QUESTION = "What is the capital of France?"
@@ -169,7 +171,7 @@ def test_a_stream_lambda_drops_is_metered_as_client_closed(
 def test_every_sample_event_through_the_streaming_runtime(
     event: Path, fake: FakeRuntimeAPI, make_container: Callable[..., Container]
 ) -> None:
-    from chatgw.cli.main import PLACEHOLDER
+    from chatgw.cli.invoke import PLACEHOLDER
 
     container = make_container()
     key = add_key(container)

@@ -24,7 +24,7 @@ from starlette.routing import Route
 from chatgw.aws_lambda.fake_runtime_api import PRELUDE_LIMIT, FakeRuntimeAPI
 from chatgw.aws_lambda.runtime_api import PRELUDE_DELIMITER, STREAM_CONTENT_TYPE
 from chatgw.aws_lambda.stream_runtime import run_local
-from tests.integration.lambda_events import RuntimeThread, function_url_event, http_v2_event, rest_v1_event
+from tests.support.lambda_events import RuntimeThread, function_url_event, http_v2_event, rest_v1_event
 
 
 class ProbeApp:
@@ -297,7 +297,7 @@ def test_main_needs_the_runtime_api_and_fails_when_it_cannot_reach_it() -> None:
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         closed = f"127.0.0.1:{sock.getsockname()[1]}"
-    factory = {"CHATGW_ASGI_FACTORY": "tests.integration.lambda_events:probe_app"}
+    factory = {"CHATGW_ASGI_FACTORY": "tests.support.lambda_events:probe_app"}
     unreachable = subprocess.run(
         command, env={**env, **factory, "AWS_LAMBDA_RUNTIME_API": closed}, capture_output=True, text=True, timeout=60
     )

@@ -15,25 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from chatgw.settings import Settings
-from tests.conftest import missing_tool
+from tests.support.template import (
+    ROOT,
+    SAM_BIN,
+    SAM_ENV,
+    TEMPLATE,
+    resources_of,
+    translate,
+)
+from tests.support.template import sam as sam
+from tests.support.template import template as template
+from tests.support.tools import missing_tool
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = ROOT / "template.yaml"
-SAM_BIN = ROOT / ".venv-sam" / "bin"
-
-
-@pytest.fixture
-def sam() -> Path:
-    """The SAM CLI's venv (`make sam-install`, which `make test` runs first): missing fails under `make test`."""
-    if not (SAM_BIN / "sam").exists():
-        missing_tool("sam", "`make sam-install` puts the AWS SAM CLI in .venv-sam (make test does it)")
-    return SAM_BIN
-
-
-SAM_ENV = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "us-east-1"}
 ROUTES = {
     ("/v2/llms/chat/completions", "post"),
     ("/v1/chat/completions", "post"),
@@ -44,33 +39,12 @@ ROUTES = {
 }
 
 
-class _CfnLoader(yaml.SafeLoader):
-    pass
-
-
-def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    if isinstance(node, yaml.ScalarNode):
-        return {name: loader.construct_scalar(node)}
-    if isinstance(node, yaml.SequenceNode):
-        return {name: loader.construct_sequence(node, deep=True)}
-    return {name: loader.construct_mapping(node, deep=True)}  # type: ignore[arg-type]
-
-
-_CfnLoader.add_multi_constructor("!", _intrinsic)
-
-
-@pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    return yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)
-
-
-def resources_of(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
-    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
-
-
 def test_cfn_lint_passes() -> None:
-    cfn_lint = [str(SAM_BIN / "cfn-lint")] if (SAM_BIN / "cfn-lint").exists() else [sys.executable, "-m", "cfnlint"]
+    cfn_lint = (
+        [str(SAM_BIN / "cfn-lint")]
+        if (SAM_BIN / "cfn-lint").exists()
+        else [str(Path(sys.executable).parent / "cfn-lint")]
+    )
     result = subprocess.run([*cfn_lint, str(TEMPLATE)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -85,34 +59,6 @@ def test_sam_validate_lint_passes(sam: Path) -> None:
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-TRANSLATE = """
-import json, sys
-from samtranslator.translator.transform import transform
-from samtranslator.yaml_helper import yaml_parse
-
-class NoManagedPolicies:
-    def load(self):
-        return {}
-
-template = yaml_parse(open(sys.argv[1]).read())
-template["Resources"]["Function"]["Properties"]["CodeUri"] = "s3://bucket/code.zip"
-json.dump(transform(template, json.loads(sys.argv[2]), NoManagedPolicies()), sys.stdout, default=str)
-"""
-
-
-def translate(sam: Path, parameters: dict[str, str]) -> dict[str, Any]:
-    result = subprocess.run(
-        [str(sam / "python"), "-c", TRANSLATE, str(TEMPLATE), json.dumps(parameters)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=SAM_ENV,
-    )
-    assert result.returncode == 0, result.stderr
-    translated: dict[str, Any] = json.loads(result.stdout)
-    return translated
 
 
 def resolve(value: Any, translated: dict[str, Any], parameters: dict[str, str]) -> Any:
@@ -157,11 +103,20 @@ def test_sam_turns_every_route_into_a_streaming_lambda_integration(sam: Path, sn
         target = resources[name]["Properties"].get("TargetFunctionArn") or resources[name]["Properties"]["FunctionName"]
         assert target == {"Ref": "FunctionAliaslive"}
     api_permissions = [
-        r for r in resources.values() if r["Type"] == "AWS::Lambda::Permission" and "SourceArn" in r["Properties"]
+        r
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::Permission" and r["Properties"].get("Principal") == "apigateway.amazonaws.com"
     ]
     assert api_permissions and all(
         p["Properties"]["FunctionName"] == {"Ref": "FunctionAliaslive"} for p in api_permissions
     )
+    (logs_permission,) = [
+        r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::Permission" and r["Properties"].get("Principal") == "logs.amazonaws.com"
+    ]
+    assert logs_permission["FunctionName"] == {"Ref": "LedgerReplayFunction"}
+    assert logs_permission["SourceArn"] == {"Fn::GetAtt": ["FunctionLogGroup", "Arn"]}
 
 
 def test_the_function_starts_the_streaming_runtime_through_the_wrapper(template: dict[str, Any]) -> None:
@@ -234,40 +189,6 @@ def test_tables_keep_the_store_contract(template: dict[str, Any], table: str) ->
         assert ttl is None
 
 
-def test_iam_names_its_own_resources_only(template: dict[str, Any]) -> None:
-    role = template["Resources"]["FunctionRole"]  # (the other role is API Gateway's, for access logs)
-    statements = [
-        s
-        for policy in role["Properties"]["Policies"]
-        for s in policy["PolicyDocument"]["Statement"]
-        if "Fn::If" not in s
-    ] + [
-        s["Fn::If"][1]
-        for policy in role["Properties"]["Policies"]
-        for s in policy["PolicyDocument"]["Statement"]
-        if "Fn::If" in s
-    ]
-    assert all(s["Resource"] != "*" and "*" not in json.dumps(s["Resource"]) for s in statements)
-    actions = {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
-    assert not any(a.endswith(":*") for a in actions)
-    by_sid = {s.get("Sid"): s for s in statements}
-    assert by_sid["ReadKeys"]["Action"] == "dynamodb:GetItem"
-    assert by_sid["ReadKeys"]["Resource"] == {"Fn::GetAtt": "KeysTable.Arn"}
-    assert sorted(by_sid["MeterUsage"]["Action"]) == ["dynamodb:PutItem", "dynamodb:UpdateItem"]
-    assert by_sid["MeterUsage"]["Resource"] == {"Fn::GetAtt": "UsageTable.Arn"}
-    assert {a for a in actions if a.startswith("dynamodb:")} == {
-        "dynamodb:GetItem",
-        "dynamodb:PutItem",
-        "dynamodb:UpdateItem",
-    }
-    conditional = {s["Sid"]: s["Resource"] for s in statements if s.get("Sid", "").startswith("Named")}
-    assert conditional == {
-        "NamedBedrockModels": {"Ref": "BedrockModelArns"},
-        "NamedSecrets": {"Ref": "SecretArns"},
-        "NamedParameters": {"Ref": "ParameterArns"},
-    }
-
-
 def test_the_function_url_is_optional_and_streams(template: dict[str, Any]) -> None:
     assert template["Parameters"]["EnableFunctionUrl"]["Default"] == "false"
     (url,) = resources_of(template, "AWS::Lambda::Url").values()
@@ -315,7 +236,7 @@ def test_sam_build_packages_the_function_without_a_container(sam: Path, tmp_path
     native = glob.glob(str(package / "pydantic_core" / "*.so"))
     assert native and all("cpython-313-aarch64" in name for name in native)  # arm64, Python 3.13
     # What ships is exactly the lock (handler/requirements.txt, `make lock`): same names, same versions.
-    from tests.unit.test_packaging import locked
+    from tests.support.lock import locked
 
     shipped = {}
     for dist in package.glob("*.dist-info"):
@@ -332,3 +253,52 @@ def test_snap_start_is_a_parameter_off_by_default(template: dict[str, Any]) -> N
     function = template["Resources"]["Function"]["Properties"]
     assert function["AutoPublishAlias"] == "live"
     assert function["SnapStart"] == {"ApplyOn": {"Fn::If": ["SnapStartOn", "PublishedVersions", "None"]}}
+
+
+READS_AN_OUTPUT = re.compile(r'(?:outputs(?:\([^)]*\))?\.get\(|_OUTPUT = )"([A-Za-z0-9]+)"')
+"""`outputs(...).get("Name")`, `outputs.get("Name")`, `NAME_OUTPUT = "Name"`: how the code reads a stack output."""
+
+
+def test_every_output_the_cli_reads_is_one_the_template_has(template: dict[str, Any]) -> None:
+    read = {
+        name
+        for source in (ROOT / "handler" / "chatgw").rglob("*.py")
+        for name in READS_AN_OUTPUT.findall(source.read_text())
+    }
+    # the names `--stack` depends on today: the scan must find at least these
+    assert read >= {"KeysTableName", "UsageTableName", "PepperSecretArn", "OpenAIBaseUrl"}
+    assert read <= set(template["Outputs"]), read - set(template["Outputs"])
+    assert all("Condition" not in template["Outputs"][name] for name in read)  # every stack has them
+
+
+def test_the_gateway_s_usage_event_lines_feed_the_ledger_replay_function(template: dict[str, Any]) -> None:
+    """The subscription selects, on the gateway's own log group, the lines service.py logs when a
+    settlement fails (`{"msg": "usage_event", ...}`), and feeds the replay function: same code
+    package, its own handler, role and log group, the tables the gateway writes."""
+    import logging
+
+    from chatgw.observability import logs
+    from tests.support.asgi import captured_logs
+
+    resources = template["Resources"]
+    (subscription,) = resources_of(template, "AWS::Logs::SubscriptionFilter").values()
+    properties = subscription["Properties"]
+    assert properties["LogGroupName"] == {"Ref": "FunctionLogGroup"}
+    assert properties["DestinationArn"] == {"Fn::GetAtt": "LedgerReplayFunction.Arn"}
+    assert subscription["DependsOn"] == "LedgerReplayInvokePermission"
+    field, value = re.fullmatch(r'\{ \$\.(\w+) = "(\w+)" \}', properties["FilterPattern"]).groups()  # type: ignore[union-attr]
+    with captured_logs() as lines:
+        logs.event("usage_event", logging.ERROR, usage_event={"request_id": "r"}, reason="StoreUnavailable")
+    assert json.loads(lines.lines[0])[field] == value
+    replay = resources["LedgerReplayFunction"]["Properties"]
+    gateway = resources["Function"]["Properties"]
+    assert replay["CodeUri"] == gateway["CodeUri"] and replay["Runtime"] == gateway["Runtime"]
+    module, _, name = replay["Handler"].rpartition(".")
+    assert (ROOT / "handler" / Path(*module.split("."))).with_suffix(".py").exists() and name == "handler"
+    assert replay["Role"] == {"Fn::GetAtt": "LedgerReplayRole.Arn"}
+    assert replay["LoggingConfig"] == {"LogGroup": {"Ref": "LedgerReplayLogGroup"}}
+    variables = replay["Environment"]["Variables"]
+    for name in ("CHATGW_KEYS_TABLE", "CHATGW_USAGE_TABLE", "CHATGW_USAGE_TTL_DAYS"):
+        assert variables[name] == gateway["Environment"]["Variables"][name]
+    assert "AWS_LAMBDA_EXEC_WRAPPER" not in variables  # a plain handler, not the streaming runtime
+    assert resources["LedgerReplayLogGroup"]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.integration.test_template import resources_of, translate
-from tests.integration.test_template import sam as sam
-from tests.integration.test_template import template as template
+from tests.support.template import resources_of, translate
+from tests.support.template import sam as sam
+from tests.support.template import template as template
 
 
 def test_the_api_refuses_tls_below_1_2(sam: Path, template: dict[str, Any]) -> None:

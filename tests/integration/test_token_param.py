@@ -13,8 +13,9 @@ import pytest
 from chatgw.access.keys import Limits
 from chatgw.backends import CatalogError
 from chatgw.compose import Container
-from tests.conftest import ThreadServer, add_key
 from tests.fakes.fake_openai import FakeOpenAI
+from tests.support.keys import add_key
+from tests.support.servers import ThreadServer
 
 USER = [{"role": "user", "content": "think, briefly"}]
 

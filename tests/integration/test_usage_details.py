@@ -16,11 +16,14 @@ from chatgw.access.limits import month_of
 from chatgw.cli.usage import usage_report
 from chatgw.compose import Container, build
 from chatgw.store import UsageEvent, UsageQuery
-from tests.conftest import ThreadServer, add_key, eventually, openai_client
 from tests.fakes.fake_bedrock import FakeBedrock
 from tests.fakes.fake_bedrock import Script as BedrockScript
 from tests.fakes.fake_openai import FakeOpenAI
 from tests.fakes.fake_openai import Script as OpenAIScript
+from tests.support.keys import add_key
+from tests.support.polling import eventually
+from tests.support.sdk import openai_client
+from tests.support.servers import ThreadServer
 
 USER: Any = [{"role": "user", "content": "tell me about prompt caches"}]
 OPENAI_PRICE = {"input": 1.0, "output": 2.0, "cached_input": 0.5}

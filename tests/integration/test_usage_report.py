@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 
 from chatgw.access.keys import new_key
-from chatgw.cli import admin
+from chatgw.cli import main as chatgw_cli
 from chatgw.store.base import UsageEvent
 from chatgw.store.sqlite import SqliteStore
-from tests.conftest import ROOT, missing_tool
+from tests.support.tools import ROOT, missing_tool
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
@@ -110,7 +110,7 @@ def state(tmp_path: Path) -> tuple[Path, list[str]]:
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    assert admin.main(["usage", *argv]) == 0
+    assert chatgw_cli.main(["usage", *argv]) == 0
     return capsys.readouterr().out
 
 
@@ -175,9 +175,9 @@ def test_ranges_groups_and_csv(state: tuple[Path, list[str]], capsys: pytest.Cap
     by_day = list(csv.DictReader(io.StringIO(run(capsys, *store, "--month", "2026-11", "--by", "day", "--csv"))))
     assert [r["day"] for r in by_day] == [f"2026-11-{d}" for d in range(20, 30)] + ["TOTAL"]  # days, not "2026-11"
     assert by_day[-1]["requests"] == whole[-1]["requests"]
-    assert admin.main(["usage", *store, "--from", "2026-11-30", "--to", "2026-11-01"]) == 2
-    assert admin.main(["usage", *store, "--by", "colour"]) == 2
-    assert admin.main(["usage", *store, "--html", str(folder / "no-such-dir" / "usage.html")]) == 1
+    assert chatgw_cli.main(["usage", *store, "--from", "2026-11-30", "--to", "2026-11-01"]) == 2
+    assert chatgw_cli.main(["usage", *store, "--by", "colour"]) == 2
+    assert chatgw_cli.main(["usage", *store, "--html", str(folder / "no-such-dir" / "usage.html")]) == 1
     assert capsys.readouterr().err.splitlines()[-1].startswith("chatgw: cannot write ")  # not "cannot read"
 
 

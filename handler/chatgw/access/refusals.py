@@ -1,5 +1,5 @@
 """The container's memory of refusals: a key the store refused in the current minute window is
-refused again here, without a store call, until that window ends (SPEC 3). On DynamoDB a failed
+refused again here, without a store call, until that window ends. On DynamoDB a failed
 conditional write is billed like a successful one, so a client hammering a refused key would
 otherwise cost one write unit per attempt.
 
@@ -13,19 +13,18 @@ frees as soon as one of the key's requests ends, in any container.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from datetime import datetime
 
 from chatgw.access.keys import Limits
 from chatgw.access.limits import RETRY_CONCURRENT_S, Admission, minute_window
+from chatgw.lru import LRU
 
 MAX_KEYS = 10_000
 
 
 class RefusalCache:
     def __init__(self, max_keys: int = MAX_KEYS) -> None:
-        self._max_keys = max_keys
-        self._seen: OrderedDict[str, tuple[int, int, Limits, int, Admission]] = OrderedDict()
+        self._seen: LRU[str, tuple[int, int, Limits, int, Admission]] = LRU(max_keys)
         """key id -> (from, until: epoch s; the limits; the refused need; the store's answer)"""
 
     def get(self, key_id: str, limits: Limits, now: datetime, need: int = 0) -> Admission | None:
@@ -35,7 +34,7 @@ class RefusalCache:
             return None
         start, until, seen_limits, seen_need, admission = entry
         if not start <= now.timestamp() < until or seen_limits != limits:
-            self._seen.pop(key_id, None)
+            self._seen.pop(key_id)
             return None
         if admission.refused in ("tokens", "budget") and need < seen_need:
             return None
@@ -50,10 +49,7 @@ class RefusalCache:
         else:
             start = minute_window(now)
             until = start + 60
-        self._seen[key_id] = (start, until, limits, need, admission)
-        self._seen.move_to_end(key_id)
-        while len(self._seen) > self._max_keys:
-            self._seen.popitem(last=False)
+        self._seen.put(key_id, (start, until, limits, need, admission))
 
     def __len__(self) -> int:
         return len(self._seen)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from chatgw.aws_lambda.runtime_api import API_VERSION, ERROR_BODY_TRAILER, ERROR_TYPE_TRAILER, PRELUDE_DELIMITER
+from chatgw.aws_lambda.runtime_api import API_PREFIX, ERROR_BODY_TRAILER, ERROR_TYPE_TRAILER, PRELUDE_DELIMITER
 
 PRELUDE_LIMIT = 16 * 1024
 """API Gateway reads the prelude and its delimiter from the first 16 KB of the stream."""
@@ -155,8 +155,7 @@ class FakeRuntimeAPI:
             self.restored.set()
         self.restore_error: dict[str, Any] | None = None
         self.restore_error_type: str | None = None
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
+        self._server = _FakeServer(self)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -204,107 +203,116 @@ class FakeRuntimeAPI:
         return invocation
 
 
-def _handler_for(fake: FakeRuntimeAPI) -> type[BaseHTTPRequestHandler]:
-    prefix = f"/{API_VERSION}/runtime/"
+class _FakeServer(ThreadingHTTPServer):
+    """The fake's HTTP server; its handlers reach the fake through it."""
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    daemon_threads = True
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+    def __init__(self, fake: FakeRuntimeAPI) -> None:
+        super().__init__(("127.0.0.1", 0), RuntimeAPIHandler)
+        self.fake = fake
 
-        def _answer(self, status: int, body: bytes = b'{"status":"OK"}', **headers: str) -> None:
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            self.wfile.flush()
 
-        def _read_body(self) -> bytes:
-            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+class RuntimeAPIHandler(BaseHTTPRequestHandler):
+    """One connection of the runtime to the fake: answers its calls and records what it sent."""
 
-        def do_GET(self) -> None:
-            fake.calls.append(f"GET {self.path.removeprefix(prefix)}")
-            if fake.snap_start and self.path == prefix + "restore/next":
-                fake.restored.wait()
-                self._answer(200, b"")
-                return
-            if self.path != prefix + "invocation/next":
-                self._answer(404, b'{"errorMessage":"not found"}')
-                return
-            invocation = fake._next()
-            if invocation is None:
-                self._answer(500, b'{"errorMessage":"the fake Runtime API is shutting down"}')
-                return
-            if invocation.deadline_in_s is not None:
-                invocation.deadline_ms = int((time.time() + invocation.deadline_in_s) * 1000)
-            headers = {
-                "Lambda-Runtime-Aws-Request-Id": invocation.request_id,
-                "Lambda-Runtime-Deadline-Ms": str(invocation.deadline_ms),
-                "Lambda-Runtime-Invoked-Function-Arn": invocation.function_arn,
-            }
-            if invocation.trace_id:
-                headers["Lambda-Runtime-Trace-Id"] = invocation.trace_id
-            invocation.handed_out_at = time.monotonic()
-            self._answer(200, json.dumps(invocation.event).encode(), **headers)
+    protocol_version = "HTTP/1.1"
+    server: _FakeServer
 
-        def do_POST(self) -> None:
-            tail = self.path.removeprefix(prefix)
-            fake.calls.append(f"POST {tail}")
-            if fake.snap_start and tail == "restore/error":
-                fake.restore_error = json.loads(self._read_body() or b"null")
-                fake.restore_error_type = self.headers.get(ERROR_TYPE_TRAILER)
-                self._answer(202)
-                return
-            if tail == "init/error":
-                fake.init_error = json.loads(self._read_body() or b"null")
-                fake.init_error_type = self.headers.get(ERROR_TYPE_TRAILER)
-                fake.init_failed.set()
-                self._answer(202)
-                return
-            parts = tail.split("/")
-            invocation = fake.invocations.get(parts[1]) if len(parts) == 3 else None
-            if invocation is None or parts[0] != "invocation" or parts[2] not in ("response", "error"):
-                self._answer(404, b'{"errorMessage":"unknown invocation"}')
-                return
-            invocation.response_headers = {k.lower(): v for k, v in self.headers.items()}
-            if parts[2] == "error":
-                invocation.error = json.loads(self._read_body() or b"null")
-                invocation.error_type_header = self.headers.get(ERROR_TYPE_TRAILER)
-            elif self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                if not self._read_chunked(invocation):
-                    invocation.finished.set()
-                    return
-            else:
-                invocation.buffered_body = self._read_body()
-            invocation.finished.set()
+    @property
+    def fake(self) -> FakeRuntimeAPI:
+        return self.server.fake
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _answer(self, status: int, body: bytes = b'{"status":"OK"}', **headers: str) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+
+    def _read_body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def do_GET(self) -> None:
+        self.fake.calls.append(f"GET {self.path.removeprefix(API_PREFIX)}")
+        if self.fake.snap_start and self.path == API_PREFIX + "restore/next":
+            self.fake.restored.wait()
+            self._answer(200, b"")
+            return
+        if self.path != API_PREFIX + "invocation/next":
+            self._answer(404, b'{"errorMessage":"not found"}')
+            return
+        invocation = self.fake._next()
+        if invocation is None:
+            self._answer(500, b'{"errorMessage":"the fake Runtime API is shutting down"}')
+            return
+        if invocation.deadline_in_s is not None:
+            invocation.deadline_ms = int((time.time() + invocation.deadline_in_s) * 1000)
+        headers = {
+            "Lambda-Runtime-Aws-Request-Id": invocation.request_id,
+            "Lambda-Runtime-Deadline-Ms": str(invocation.deadline_ms),
+            "Lambda-Runtime-Invoked-Function-Arn": invocation.function_arn,
+        }
+        if invocation.trace_id:
+            headers["Lambda-Runtime-Trace-Id"] = invocation.trace_id
+        invocation.handed_out_at = time.monotonic()
+        self._answer(200, json.dumps(invocation.event).encode(), **headers)
+
+    def do_POST(self) -> None:
+        tail = self.path.removeprefix(API_PREFIX)
+        self.fake.calls.append(f"POST {tail}")
+        if self.fake.snap_start and tail == "restore/error":
+            self.fake.restore_error = json.loads(self._read_body() or b"null")
+            self.fake.restore_error_type = self.headers.get(ERROR_TYPE_TRAILER)
             self._answer(202)
+            return
+        if tail == "init/error":
+            self.fake.init_error = json.loads(self._read_body() or b"null")
+            self.fake.init_error_type = self.headers.get(ERROR_TYPE_TRAILER)
+            self.fake.init_failed.set()
+            self._answer(202)
+            return
+        parts = tail.split("/")
+        invocation = self.fake.invocations.get(parts[1]) if len(parts) == 3 else None
+        if invocation is None or parts[0] != "invocation" or parts[2] not in ("response", "error"):
+            self._answer(404, b'{"errorMessage":"unknown invocation"}')
+            return
+        invocation.response_headers = {k.lower(): v for k, v in self.headers.items()}
+        if parts[2] == "error":
+            invocation.error = json.loads(self._read_body() or b"null")
+            invocation.error_type_header = self.headers.get(ERROR_TYPE_TRAILER)
+        elif self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            if not self._read_chunked(invocation):
+                invocation.finished.set()
+                return
+        else:
+            invocation.buffered_body = self._read_body()
+        invocation.finished.set()
+        self._answer(202)
 
-        def _read_chunked(self, invocation: FakeInvocation) -> bool:
-            """Reads the chunks and trailers; False when it cut the connection on purpose."""
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    break
-                invocation._add_chunk(self.rfile.read(size))
-                self.rfile.readline()
-                if (
-                    invocation.cut_after_chunks is not None
-                    and len(invocation.body_chunks) >= invocation.cut_after_chunks
-                ):
-                    invocation.cut = True
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return False
-            while True:
-                line = self.rfile.readline()
-                if line in (b"\r\n", b"\n", b""):
-                    break
-                name, _, value = line.decode("latin-1").partition(":")
-                invocation.trailers[name.strip().lower()] = value.strip()
-            return True
-
-    return Handler
+    def _read_chunked(self, invocation: FakeInvocation) -> bool:
+        """Reads the chunks and trailers; False when it cut the connection on purpose."""
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                break
+            invocation._add_chunk(self.rfile.read(size))
+            self.rfile.readline()
+            if invocation.cut_after_chunks is not None and len(invocation.body_chunks) >= invocation.cut_after_chunks:
+                invocation.cut = True
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return False
+        while True:
+            line = self.rfile.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            invocation.trailers[name.strip().lower()] = value.strip()
+        return True

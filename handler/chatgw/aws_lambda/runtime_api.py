@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 API_VERSION = "2018-06-01"
+API_PREFIX = f"/{API_VERSION}/runtime/"
 STREAM_CONTENT_TYPE = "application/vnd.awslambda.http-integration-response"
 PRELUDE_DELIMITER = b"\x00" * 8
 ERROR_TYPE_TRAILER = "Lambda-Runtime-Function-Error-Type"
+"""The error type: a header of `/error` and `/init/error`, a trailer of a streamed `/response`."""
 ERROR_BODY_TRAILER = "Lambda-Runtime-Function-Error-Body"
 
 
@@ -90,7 +92,7 @@ class RuntimeClient:
         self._port = int(port)
 
     def _path(self, tail: str) -> str:
-        return f"/{API_VERSION}/runtime/{tail}"
+        return API_PREFIX + tail
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:

@@ -18,13 +18,14 @@ made after the restore, so nothing of asyncio (selector, self-pipe) is in the sn
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import snapshot_restore_py
+
+from chatgw.aws_lambda.runtime_api import API_PREFIX, ERROR_TYPE_TRAILER, error_payload
 
 logger = logging.getLogger("chatgw.runtime")
 
@@ -35,8 +36,6 @@ AFTER_RESTORE_ERROR = "Runtime.AfterRestoreError"
 INIT_ERROR = "Runtime.InitError"
 BEFORE_SNAPSHOT_EXIT = 64
 AFTER_RESTORE_EXIT = 65
-API_PREFIX = "/2018-06-01/runtime/"
-ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
 
 Hook = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 RestoreNext = Callable[[str], None]
@@ -89,7 +88,7 @@ def restore_next(address: str) -> None:
 
 def _post_error(address: str, tail: str, error_type: str, exc: BaseException) -> None:
     message = f"{type(exc).__name__}: {exc}"
-    body = json.dumps({"errorMessage": message, "errorType": error_type, "stackTrace": []}).encode()
+    body = error_payload(error_type, message)
     try:
         _call(
             address,
@@ -97,7 +96,7 @@ def _post_error(address: str, tail: str, error_type: str, exc: BaseException) ->
             tail,
             202,
             body,
-            **{"Content-Type": "application/json", ERROR_TYPE_HEADER: error_type},
+            **{"Content-Type": "application/json", ERROR_TYPE_TRAILER: error_type},
         )
     except RestoreRefused as refused:
         logger.error("could not report %s: %s", error_type, refused)

@@ -20,10 +20,7 @@ from typing import Protocol
 import snapshot_restore_py
 
 from chatgw.observability import logs
-
-
-class Droppable(Protocol):
-    def drop_connections(self) -> None: ...
+from chatgw.store.base import DropsConnections
 
 
 class ForgetsKeys(Protocol):
@@ -46,11 +43,10 @@ def after_restore(service: ForgetsKeys, *holders: object) -> None:
 
 def _drop(holders: tuple[object, ...]) -> None:
     for holder in holders:
-        drop = getattr(holder, "drop_connections", None)  # a store without pooled connections has none
-        if drop is not None:
-            drop()
+        if isinstance(holder, DropsConnections):  # a store without pooled connections is not one
+            holder.drop_connections()
 
 
-def register(deps: Droppable, store: object, service: ForgetsKeys) -> None:
+def register(deps: DropsConnections, store: object, service: ForgetsKeys) -> None:
     snapshot_restore_py.register_before_snapshot(before_snapshot, deps, store)
     snapshot_restore_py.register_after_restore(after_restore, service, deps, store)

@@ -18,13 +18,13 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from mangum.handlers import APIGateway, HTTPGateway
 from mangum.types import ASGI, LambdaConfig, LambdaHandler, Message
 
 from chatgw.aws_lambda import snapstart
+from chatgw.aws_lambda.context import LambdaContext
 from chatgw.aws_lambda.runtime_api import PRELUDE_DELIMITER, Invocation, ResponseStream, RuntimeAPIError, RuntimeClient
 from chatgw.observability import logs
 
@@ -52,29 +52,6 @@ class UnsupportedEvent(Exception):
 
 class DeadlineExceeded(Exception):
     pass
-
-
-@dataclass(slots=True)
-class LambdaContext:
-    """The handler context object of the managed Python runtime, for `scope["aws.context"]`."""
-
-    aws_request_id: str
-    deadline_ms: int
-    invoked_function_arn: str
-    function_name: str = field(default_factory=lambda: os.environ.get("AWS_LAMBDA_FUNCTION_NAME", ""))
-    function_version: str = field(default_factory=lambda: os.environ.get("AWS_LAMBDA_FUNCTION_VERSION", ""))
-    memory_limit_in_mb: int = field(default_factory=lambda: int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE") or 0))
-    log_group_name: str = field(default_factory=lambda: os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME", ""))
-    log_stream_name: str = field(default_factory=lambda: os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", ""))
-    identity: Any = None
-    client_context: Any = None
-
-    @classmethod
-    def of(cls, invocation: Invocation) -> LambdaContext:
-        return cls(invocation.request_id, invocation.deadline_ms, invocation.invoked_function_arn)
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, self.deadline_ms - int(time.time() * 1000))
 
 
 def infer_handler(event: Any, context: LambdaContext) -> LambdaHandler:

@@ -1,25 +1,7 @@
-"""Model backends. Each adapter module exposes `from_options(name, options, deps)`; they are
-imported only when the catalog names them, so that an unused backend costs no cold start."""
+"""Model backends: the port (`base`), the adapters by kind (`registry`), one module per upstream."""
 
-from __future__ import annotations
-
-import importlib
-from collections.abc import Mapping
-from typing import Any
-
-from chatgw.backends.base import BackendDeps, CatalogError, ChatBackend, Deadline
-
-ADAPTERS = {
-    "echo": "chatgw.backends.echo",
-    "openai": "chatgw.backends.openai_chat",
-    "bedrock": "chatgw.backends.bedrock_converse",
-}
-
-
-def build_backend(kind: str, name: str, options: Mapping[str, Any], deps: BackendDeps) -> ChatBackend:
-    module = importlib.import_module(ADAPTERS[kind])
-    backend: ChatBackend = module.from_options(name, options, deps)
-    return backend
-
+from chatgw.backends.base import BackendDeps, CatalogError, ChatBackend
+from chatgw.backends.registry import ADAPTERS, build_backend
+from chatgw.deadline import Deadline
 
 __all__ = ["ADAPTERS", "BackendDeps", "CatalogError", "ChatBackend", "Deadline", "build_backend"]

@@ -1,5 +1,5 @@
-"""OpenAI chat requests to Bedrock Converse requests, and Converse answers and ConverseStream events
-back to the gateway's `Completion` and `Piece`s. Pure functions: no I/O, no boto3."""
+"""Conversations to Bedrock Converse requests, and Converse answers and ConverseStream events back to
+the conversation model. Pure functions: no I/O, no boto3."""
 
 from __future__ import annotations
 
@@ -8,28 +8,34 @@ import binascii
 import json
 from typing import Any
 
-from chatgw.api.openai_chat.completion import Choice, ChunkChoice, Completion, Piece, Usage
-from chatgw.api.openai_chat.wire import (
-    AssistantMessage,
-    ChatRequest,
-    DeveloperMessage,
-    ImagePart,
-    NamedToolChoice,
-    RefusalPart,
-    SystemMessage,
-    TextPart,
-    ToolMessage,
-    UserMessage,
+from chatgw.backends.base import unsupported
+from chatgw.conversation import (
+    Answer,
+    Audio,
+    Conversation,
+    Delta,
+    Document,
+    Event,
+    Image,
+    Message,
+    Output,
+    Part,
+    Refusal,
+    StopReason,
+    Text,
+    ToolCall,
+    ToolDelta,
+    ToolResult,
+    Usage,
     text_of,
 )
-from chatgw.backends.base import ALWAYS_SUPPORTED
 from chatgw.errors import UnsupportedParameter
 
-SUPPORTED = frozenset({"temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "tools", "tool_choice"})
+SUPPORTED = frozenset({"temperature", "top_p", "max_output_tokens", "stop", "tools", "tool_choice"})
 SUPPORTED_AS_NO_OP = frozenset({"user"})
 """Identifies the end user to OpenAI; Converse has no such field and the answer does not depend on it."""
 NO_OP_VALUES: dict[str, Any] = {
-    "n": 1,
+    "choices": 1,
     "logprobs": False,
     "parallel_tool_calls": True,
     "frequency_penalty": 0,
@@ -43,32 +49,38 @@ IMAGE_FORMATS = {
     "image/gif": "gif",
     "image/webp": "webp",
 }
-FINISH_REASONS = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
+STOP_REASONS: dict[str, StopReason] = {
+    "end_turn": "end",
+    "stop_sequence": "stop_sequence",
     "max_tokens": "length",
     "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
+    "tool_use": "tool_use",
     "content_filtered": "content_filter",
     "guardrail_intervened": "content_filter",
 }
 
 
-def _unsupported(request: ChatRequest, param: str, why: str = "") -> UnsupportedParameter:
-    return UnsupportedParameter(
-        f"The parameter `{param}` is not supported by the bedrock backend of model '{request.model}'{why}.",
-        param=param,
-    )
+def _unsupported(request: Conversation, name: str, why: str = "") -> UnsupportedParameter:
+    return unsupported(request, name, "bedrock", why)
 
 
-def check(request: ChatRequest) -> None:
-    for name in sorted(request.given() - ALWAYS_SUPPORTED - SUPPORTED - SUPPORTED_AS_NO_OP):
-        value = getattr(request, name)
+def _setting(request: Conversation, name: str) -> Any:
+    if name in request.params:
+        return request.params[name]
+    if name == "choices":
+        return request.choices
+    holder = request.sampling if hasattr(request.sampling, name) else request
+    return getattr(holder, name, None)
+
+
+def check(request: Conversation) -> None:
+    for name in sorted(request.given - SUPPORTED - SUPPORTED_AS_NO_OP, key=request.spelled):
+        value = _setting(request, name)
         if value is None:
             continue
         if _is_no_op(name, value):
             continue
-        if name == "response_format" and getattr(value, "type", None) == "text":
+        if name == "response_format" and value.kind == "text":
             continue
         raise _unsupported(request, name)
     converse_request(request)
@@ -86,7 +98,7 @@ def _is_no_op(name: str, value: Any) -> bool:
 # ---- the request -----------------------------------------------------------------------
 
 
-def converse_request(request: ChatRequest) -> dict[str, Any]:
+def converse_request(request: Conversation) -> dict[str, Any]:
     """The keyword arguments of `converse` / `converse_stream`, without `modelId`."""
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
@@ -100,28 +112,25 @@ def converse_request(request: ChatRequest) -> dict[str, Any]:
             messages.append({"role": role, "content": blocks})
 
     for message in request.messages:
-        if isinstance(message, SystemMessage | DeveloperMessage):
-            system.append({"text": text_of(message.content)})
-        elif isinstance(message, UserMessage):
-            add("user", _user_blocks(request, message))
-        elif isinstance(message, AssistantMessage):
+        if message.role == "system":
+            system.append({"text": text_of(message.parts)})
+        elif message.role == "assistant":
             add("assistant", _assistant_blocks(request, message))
-        elif isinstance(message, ToolMessage):
-            result = {"toolUseId": message.tool_call_id, "content": [{"text": text_of(message.content)}]}
-            add("user", [{"toolResult": result}])
+        else:
+            add("user", _user_blocks(request, message))
 
     kwargs: dict[str, Any] = {"messages": messages}
     if system:
         kwargs["system"] = system
     config: dict[str, Any] = {}
-    if request.token_cap is not None:
-        config["maxTokens"] = request.token_cap
-    if request.temperature is not None:
-        config["temperature"] = request.temperature
-    if request.top_p is not None:
-        config["topP"] = request.top_p
-    if request.stop_sequences:
-        config["stopSequences"] = request.stop_sequences
+    if request.max_output_tokens is not None:
+        config["maxTokens"] = request.max_output_tokens
+    if request.sampling.temperature is not None:
+        config["temperature"] = request.sampling.temperature
+    if request.sampling.top_p is not None:
+        config["topP"] = request.sampling.top_p
+    if request.stop:
+        config["stopSequences"] = list(request.stop)
     if config:
         kwargs["inferenceConfig"] = config
     tool_config = _tool_config(request, messages)
@@ -130,21 +139,25 @@ def converse_request(request: ChatRequest) -> dict[str, Any]:
     return kwargs
 
 
-def _user_blocks(request: ChatRequest, message: UserMessage) -> list[dict[str, Any]]:
-    if isinstance(message.content, str):
-        return [{"text": message.content}]
+def _user_blocks(request: Conversation, message: Message) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
-    for part in message.content:
-        if isinstance(part, TextPart):
+    for part in message.parts:
+        if isinstance(part, Text):
             blocks.append({"text": part.text})
-        elif isinstance(part, ImagePart):
-            blocks.append({"image": _image(request, part.image_url.url)})
+        elif isinstance(part, Image):
+            blocks.append({"image": _image(request, part.url)})
+        elif isinstance(part, ToolResult):
+            result = {"toolUseId": part.id, "content": [{"text": text_of(part.content)}]}
+            if part.is_error:
+                result["status"] = "error"
+            blocks.append({"toolResult": result})
         else:
-            raise _unsupported(request, "messages", f": content parts of type `{part.type}` cannot be sent")
+            kind = {Audio: "input_audio", Document: "file"}.get(type(part), type(part).__name__.lower())
+            raise _unsupported(request, "messages", f": content parts of type `{kind}` cannot be sent")
     return blocks
 
 
-def _image(request: ChatRequest, url: str) -> dict[str, Any]:
+def _image(request: Conversation, url: str) -> dict[str, Any]:
     if not url.startswith("data:"):
         raise _unsupported(request, "messages", ": images must be sent inline as `data:` URLs, not fetched from a URL")
     header, _, data = url[5:].partition(",")
@@ -159,30 +172,28 @@ def _image(request: ChatRequest, url: str) -> dict[str, Any]:
     return {"format": image_format, "source": {"bytes": raw}}
 
 
-def _assistant_blocks(request: ChatRequest, message: AssistantMessage) -> list[dict[str, Any]]:
-    if message.audio is not None:
+def _assistant_blocks(request: Conversation, message: Message) -> list[dict[str, Any]]:
+    if any(isinstance(p, Audio) for p in message.parts):
         raise _unsupported(request, "messages", ": assistant audio cannot be sent")
-    blocks: list[dict[str, Any]] = []
-    if isinstance(message.content, str):
-        texts = [message.content]
-    else:
-        texts = [p.refusal if isinstance(p, RefusalPart) else p.text for p in message.content or []]
-    blocks += [{"text": t} for t in texts if t]
-    for call in message.tool_calls or []:
+    blocks: list[dict[str, Any]] = [{"text": p.text} for p in message.parts if isinstance(p, Text | Refusal) and p.text]
+    for call in message.parts:
+        if not isinstance(call, ToolCall):
+            continue
         try:
-            arguments = json.loads(call.function.arguments or "{}")
+            arguments = json.loads(call.arguments or "{}")
         except json.JSONDecodeError:
             arguments = None
         if not isinstance(arguments, dict):
             raise _unsupported(request, "messages", f": the arguments of tool call `{call.id}` must be a JSON object")
-        blocks.append({"toolUse": {"toolUseId": call.id, "name": call.function.name, "input": arguments}})
+        blocks.append({"toolUse": {"toolUseId": call.id, "name": call.name, "input": arguments}})
     return blocks
 
 
-def _tool_config(request: ChatRequest, messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _tool_config(request: Conversation, messages: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not request.tools:
         return None
-    if request.tool_choice == "none":
+    choice = request.tool_choice
+    if choice is not None and choice.mode == "none":
         uses_tools = any("toolUse" in b or "toolResult" in b for m in messages for b in m["content"])
         if uses_tools:
             raise _unsupported(
@@ -194,27 +205,27 @@ def _tool_config(request: ChatRequest, messages: list[dict[str, Any]]) -> dict[s
     tools = []
     for tool in request.tools:
         spec: dict[str, Any] = {
-            "name": tool.function.name,
-            "inputSchema": {"json": tool.function.parameters or {"type": "object", "properties": {}}},
+            "name": tool.name,
+            "inputSchema": {"json": dict(tool.parameters or {"type": "object", "properties": {}})},
         }
-        if tool.function.description:
-            spec["description"] = tool.function.description
+        if tool.description:
+            spec["description"] = tool.description
         tools.append({"toolSpec": spec})
     config: dict[str, Any] = {"tools": tools}
-    if request.tool_choice == "auto":
+    if choice is not None and choice.mode == "auto":
         config["toolChoice"] = {"auto": {}}
-    elif request.tool_choice == "required":
+    elif choice is not None and choice.mode == "required":
         config["toolChoice"] = {"any": {}}
-    elif isinstance(request.tool_choice, NamedToolChoice):
-        config["toolChoice"] = {"tool": {"name": request.tool_choice.function.name}}
+    elif choice is not None and choice.mode == "tool":
+        config["toolChoice"] = {"tool": {"name": choice.name}}
     return config
 
 
 # ---- the answer ------------------------------------------------------------------------
 
 
-def finish_reason(stop_reason: Any) -> str:
-    return FINISH_REASONS.get(str(stop_reason), "stop")
+def stop_of(stop_reason: Any) -> StopReason:
+    return STOP_REASONS.get(str(stop_reason), "end")
 
 
 def usage_from(value: Any) -> Usage | None:
@@ -223,83 +234,55 @@ def usage_from(value: Any) -> Usage | None:
     cached = int(value.get("cacheReadInputTokens") or 0)
     written = int(value.get("cacheWriteInputTokens") or 0)
     prompt = int(value.get("inputTokens") or 0) + cached + written
-    details = {"cached_tokens": cached, **({"cache_write_tokens": written} if written else {})}
-    extra: dict[str, Any] = {"prompt_tokens_details": details} if cached or written else {}
-    return Usage(prompt_tokens=prompt, completion_tokens=int(value.get("outputTokens") or 0), extra=extra)
+    return Usage(input=prompt, output=int(value.get("outputTokens") or 0), cache_read=cached, cache_write=written)
 
 
-def completion_from(response: dict[str, Any]) -> Completion:
+def answer_from(response: dict[str, Any]) -> Answer:
     message = (response.get("output") or {}).get("message") or {}
-    texts: list[str] = []
-    tool_calls: list[dict[str, Any]] = []
+    parts: list[Part] = []
     for block in message.get("content") or []:
         if "text" in block:
-            texts.append(block["text"])
+            parts.append(Text(block["text"]))
         elif "toolUse" in block:
             use = block["toolUse"]
-            arguments = json.dumps(use.get("input") or {})
-            tool_calls.append(
-                {
-                    "id": use["toolUseId"],
-                    "type": "function",
-                    "function": {"name": use["name"], "arguments": arguments},
-                }
-            )
-    choice = Choice(
-        index=0,
-        content="".join(texts) if texts or not tool_calls else None,
-        finish_reason=finish_reason(response.get("stopReason")),
-        tool_calls=tool_calls or None,
-    )
-    return Completion(choices=[choice], usage=usage_from(response.get("usage")))
+            parts.append(ToolCall(use["toolUseId"], use["name"], json.dumps(use.get("input") or {})))
+    if not parts:
+        parts.append(Text(""))
+    output = Output(parts, stop_of(response.get("stopReason")))
+    return Answer([output], usage_from(response.get("usage")))
 
 
 class StreamMapper:
-    """ConverseStream events, one at a time, to pieces."""
+    """ConverseStream events, one at a time, to conversation events."""
 
     def __init__(self) -> None:
-        self.started = False
         self.stopped = False
         self._tool_index: dict[int, int] = {}
 
-    def feed(self, event: dict[str, Any]) -> list[Piece]:
+    def feed(self, event: dict[str, Any]) -> list[Event]:
         if "messageStart" in event:
-            return [self._delta({"content": ""})]
+            return [Event([Delta()])]
         if "contentBlockStart" in event:
             body = event["contentBlockStart"]
             use = (body.get("start") or {}).get("toolUse")
             if use is None:
                 return []
             index = self._tool_index.setdefault(body.get("contentBlockIndex", 0), len(self._tool_index))
-            call = {
-                "index": index,
-                "id": use["toolUseId"],
-                "type": "function",
-                "function": {"name": use["name"], "arguments": ""},
-            }
-            return [self._delta({"tool_calls": [call]})]
+            return [Event([Delta(tool=ToolDelta(index, use["toolUseId"], use["name"]))])]
         if "contentBlockDelta" in event:
             body = event["contentBlockDelta"]
             delta = body.get("delta") or {}
             if "text" in delta:
-                return [self._delta({"content": delta["text"]})]
+                return [Event([Delta(text=delta["text"])])]
             if "toolUse" in delta:
                 block = body.get("contentBlockIndex", 0)
                 index = self._tool_index.setdefault(block, len(self._tool_index))
-                part = {"index": index, "function": {"arguments": delta["toolUse"].get("input", "")}}
-                return [self._delta({"tool_calls": [part]})]
+                return [Event([Delta(tool=ToolDelta(index, arguments=delta["toolUse"].get("input", "")))])]
             return []
         if "messageStop" in event:
             self.stopped = True
-            reason = finish_reason(event["messageStop"].get("stopReason"))
-            return [self._delta({}, reason)]
+            return [Event([Delta(stop=stop_of(event["messageStop"].get("stopReason")))])]
         if "metadata" in event:
             usage = usage_from(event["metadata"].get("usage"))
-            return [Piece(usage=usage)] if usage is not None else []
+            return [Event(usage=usage)] if usage is not None else []
         return []
-
-    def _delta(self, delta: dict[str, Any], finish: str | None = None) -> Piece:
-        if not self.started:
-            self.started = True
-            delta = {"role": "assistant", **delta}
-        return Piece(choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish)])

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from chatgw.backends.base import Deadline
+from chatgw.deadline import Deadline
 
 MAX_READS = 8
 MAX_CHARS = 64 * 1024

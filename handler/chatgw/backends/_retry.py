@@ -1,4 +1,4 @@
-"""The retry policy of the upstream backends (SPEC 5): before the first byte only, on 429, 5xx and
+"""The retry policy of the upstream backends (README, Models and backends): before the first byte only, on 429, 5xx and
 connection errors, at most `max_retries` more tries, with jittered exponential backoff, honouring
 the upstream's Retry-After, and never past the deadline."""
 
@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
-from chatgw.backends.base import Deadline
+from chatgw.deadline import Deadline
 from chatgw.errors import ChatgwError
 from chatgw.observability.logs import event
 

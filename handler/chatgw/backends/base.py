@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-from chatgw.api.openai_chat.completion import Completion, Piece
-from chatgw.api.openai_chat.wire import ChatRequest
+from chatgw.conversation import Answer, Conversation, Event
+from chatgw.deadline import Deadline
 from chatgw.errors import UnsupportedParameter
 
 
@@ -18,48 +16,38 @@ class CatalogError(ValueError):
     """A model catalog entry that cannot be used; the message names the model and field."""
 
 
-ALWAYS_SUPPORTED = frozenset({"model", "messages", "stream", "stream_options"})
-
-
-@dataclass(frozen=True, slots=True)
-class Deadline:
-    """When the answer must be complete, on the `time.monotonic()` clock."""
-
-    at: float
-
-    @classmethod
-    def in_seconds(cls, seconds: float) -> Deadline:
-        return cls(time.monotonic() + seconds)
-
-    def remaining(self) -> float:
-        return self.at - time.monotonic()
-
-
 class ChatBackend(Protocol):
     kind: str
     """"echo", "openai" or "bedrock": written to the usage ledger."""
 
-    def check(self, request: ChatRequest) -> None:
-        """Raise `UnsupportedParameter` naming the first parameter this backend cannot honour."""
+    def check(self, request: Conversation) -> None:
+        """Raise `UnsupportedParameter` naming the first parameter this backend cannot honour
+        (by the door's name for it: `request.spelled(...)`)."""
 
-    async def complete(self, request: ChatRequest, deadline: Deadline) -> Completion: ...
+    async def complete(self, request: Conversation, deadline: Deadline) -> Answer: ...
 
-    def stream(self, request: ChatRequest, deadline: Deadline) -> AsyncIterator[Piece]:
-        """An async generator of pieces. The first piece's choices carry `role`; a piece with
-        `usage` may come last. Closing the generator closes the upstream call.
+    def stream(self, request: Conversation, deadline: Deadline) -> AsyncIterator[Event]:
+        """An async generator of events; an event with `usage` may come last. Closing the
+        generator closes the upstream call.
         The caller bounds the whole stream by the deadline (`ChatStream` does), so a backend need not
         time each read against it: one read waits at most the model's timeout."""
 
     async def aclose(self) -> None: ...
 
 
-def refuse_unsupported(request: ChatRequest, supported: Iterable[str], backend: str) -> None:
-    allowed = ALWAYS_SUPPORTED | frozenset(supported)
-    for name in sorted(request.given() - allowed):
-        raise UnsupportedParameter(
-            f"The parameter `{name}` is not supported by the {backend} backend of model '{request.model}'.",
-            param=name,
-        )
+def unsupported(request: Conversation, name: str, backend: str, why: str = "") -> UnsupportedParameter:
+    param = request.spelled(name)
+    return UnsupportedParameter(
+        f"The parameter `{param}` is not supported by the {backend} backend of model '{request.model}'{why}.",
+        param=param,
+    )
+
+
+def refuse_unsupported(request: Conversation, supported: Iterable[str], backend: str) -> None:
+    """Refuse the first setting the client gave that is not in `supported` (names of
+    `conversation.FEATURES`, or a door's own parameter names)."""
+    for name in sorted(request.given - frozenset(supported), key=request.spelled):
+        raise unsupported(request, name, backend)
 
 
 class BackendDeps:

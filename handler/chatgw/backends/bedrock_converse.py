@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from chatgw.api.openai_chat.completion import Completion, Piece
-from chatgw.api.openai_chat.wire import ChatRequest
 from chatgw.backends import _converse_mapping as mapping
 from chatgw.backends._options import Options
 from chatgw.backends._retry import Retryable, with_retries
 from chatgw.backends._scrub import scrub
-from chatgw.backends.base import BackendDeps, Deadline
+from chatgw.backends.base import BackendDeps
+from chatgw.conversation import Answer, Conversation, Event
+from chatgw.deadline import Deadline
 from chatgw.errors import (
     ChatgwError,
     UpstreamError,
@@ -66,15 +66,15 @@ class BedrockBackend:
         self._deps = deps
         self._executor: ThreadPoolExecutor | None = None
 
-    def check(self, request: ChatRequest) -> None:
+    def check(self, request: Conversation) -> None:
         mapping.check(request)
 
-    async def complete(self, request: ChatRequest, deadline: Deadline) -> Completion:
+    async def complete(self, request: Conversation, deadline: Deadline) -> Answer:
         kwargs = {"modelId": self.model_id, **mapping.converse_request(request)}
         response = await self._call(lambda client: client.converse(**kwargs), deadline)
-        return mapping.completion_from(response)
+        return mapping.answer_from(response)
 
-    async def stream(self, request: ChatRequest, deadline: Deadline) -> AsyncIterator[Piece]:
+    async def stream(self, request: Conversation, deadline: Deadline) -> AsyncIterator[Event]:
         kwargs = {"modelId": self.model_id, **mapping.converse_request(request)}
         response = await self._call(lambda client: client.converse_stream(**kwargs), deadline)
         events = response["stream"]
@@ -111,8 +111,8 @@ class BedrockBackend:
                 if kind == "error":
                     error = self._map(item)
                     raise (error.error if isinstance(error, Retryable) else error) from None
-                for piece in mapper.feed(item):
-                    yield piece
+                for step in mapper.feed(item):
+                    yield step
             if not mapper.stopped:
                 raise UpstreamError(
                     f"The Bedrock stream of model '{self.name}' ended without messageStop.", cause="malformed"
@@ -136,7 +136,7 @@ class BedrockBackend:
     def _client(self) -> Any:
         client = self._deps.aws_client("bedrock-runtime", self.region)
         if not getattr(client, "_chatgw_retries_off", False):
-            # This backend retries itself (SPEC 5: at most 2 more tries, within the deadline);
+            # This backend retries itself (at most `max_retries` more tries, within the deadline);
             # botocore's own retry handler would multiply that.
             client.meta.events.unregister("needs-retry.bedrock-runtime", unique_id="retry-config-bedrock-runtime")
             client._chatgw_retries_off = True

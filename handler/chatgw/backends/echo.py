@@ -13,29 +13,31 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from chatgw.api.openai_chat.completion import Choice, ChunkChoice, Completion, Piece, Usage
-from chatgw.api.openai_chat.wire import ChatRequest, TextFormat, UserMessage, text_of
-from chatgw.backends.base import BackendDeps, CatalogError, Deadline, refuse_unsupported
+from chatgw.backends.base import BackendDeps, CatalogError, refuse_unsupported, unsupported
+from chatgw.conversation import Answer, Conversation, Delta, Event, Output, StopReason, Text, Usage, text_of
+from chatgw.deadline import Deadline
 from chatgw.errors import UnsupportedParameter
 from chatgw.metering.estimate import estimate_prompt_tokens
 
 SUPPORTED = frozenset(
     {
-        "n",
+        "choices",
         "stop",
-        "max_tokens",
-        "max_completion_tokens",
+        "max_output_tokens",
         "temperature",
         "top_p",
+        "top_k",
         "seed",
         "presence_penalty",
         "frequency_penalty",
+        "response_format",
+        "reasoning_effort",
+        "thinking_budget",
+        # the chat door's parameters that do not change an echo
         "user",
         "metadata",
         "safety_identifier",
         "prompt_cache_key",
-        "response_format",
-        "reasoning_effort",
         "verbosity",
     }
 )
@@ -48,20 +50,17 @@ MAX_OUTPUT_CHARS = 16_384
 MAX_OUTPUT_WORDS = 4_096
 
 
-def answer(request: ChatRequest) -> tuple[list[str], str]:
-    """The words of the echo answer and its finish reason."""
-    text = (
-        next((text_of(m.content) for m in reversed(request.messages) if isinstance(m, UserMessage)), "").strip()
-        or NO_TEXT
-    )
-    finish = "stop"
-    cut = min((text.find(s) for s in request.stop_sequences if s in text), default=-1)
+def answer(request: Conversation) -> tuple[list[str], StopReason]:
+    """The words of the echo answer and its stop reason."""
+    text = next((text_of(m.parts) for m in reversed(request.messages) if m.role == "user"), "").strip() or NO_TEXT
+    finish: StopReason = "end"
+    cut = min((text.find(s) for s in request.stop if s in text), default=-1)
     if cut >= 0:
-        text = text[:cut]
+        text, finish = text[:cut], "stop_sequence"
     if len(text) > MAX_OUTPUT_CHARS:
         text, finish = text[:MAX_OUTPUT_CHARS], "length"
     words = _WORD.findall(text)
-    cap = min(request.token_cap or MAX_OUTPUT_WORDS, MAX_OUTPUT_WORDS)
+    cap = min(request.max_output_tokens or MAX_OUTPUT_WORDS, MAX_OUTPUT_WORDS)
     if len(words) > cap:
         words, finish = words[:cap], "length"
     return words, finish
@@ -74,32 +73,36 @@ class EchoBackend:
         self.name = name
         self.delay_s = delay_s
 
-    def check(self, request: ChatRequest) -> None:
+    def check(self, request: Conversation) -> None:
         refuse_unsupported(request, SUPPORTED, "echo (development)")
-        if (request.n or 1) > MAX_N:
-            raise UnsupportedParameter(f"The echo development model answers at most {MAX_N} choices (`n`).", param="n")
-        if request.response_format is not None and not isinstance(request.response_format, TextFormat):
+        if request.choices > MAX_N:
+            n = request.spelled("choices")
+            raise UnsupportedParameter(f"The echo development model answers at most {MAX_N} choices (`{n}`).", param=n)
+        if request.response_format is not None and request.response_format.kind != "text":
+            param = request.spelled("response_format")
             raise UnsupportedParameter(
-                "The echo development model only supports `response_format` of type `text`.",
-                param="response_format",
+                f"The echo development model only supports `{param}` of type `text`.", param=param
             )
+        if request.tools:
+            raise unsupported(request, "tools", "echo (development)")
 
-    async def complete(self, request: ChatRequest, deadline: Deadline) -> Completion:
+    async def complete(self, request: Conversation, deadline: Deadline) -> Answer:
         words, finish = answer(request)
         content = "".join(words)
-        choices = [Choice(index=i, content=content, finish_reason=finish) for i in range(request.n or 1)]
-        n = request.n or 1
-        return Completion(choices=choices, usage=Usage(estimate_prompt_tokens(request), len(words) * n))
+        n = request.choices
+        outputs = [Output([Text(content)], finish, index=i) for i in range(n)]
+        return Answer(outputs, Usage(estimate_prompt_tokens(request), len(words) * n))
 
-    async def stream(self, request: ChatRequest, deadline: Deadline) -> AsyncIterator[Piece]:
+    async def stream(self, request: Conversation, deadline: Deadline) -> AsyncIterator[Event]:
         words, finish = answer(request)
-        n = request.n or 1
-        yield Piece(choices=[ChunkChoice(index=i, delta={"role": "assistant", "content": ""}) for i in range(n)])
+        n = request.choices
+        outputs = range(n)
+        yield Event([Delta(output=i) for i in outputs])
         for word in words:
             await asyncio.sleep(self.delay_s)
-            yield Piece(choices=[ChunkChoice(index=i, delta={"content": word}) for i in range(n)])
-        yield Piece(choices=[ChunkChoice(index=i, delta={}, finish_reason=finish) for i in range(n)])
-        yield Piece(usage=Usage(estimate_prompt_tokens(request), len(words) * n))
+            yield Event([Delta(output=i, text=word) for i in outputs])
+        yield Event([Delta(output=i, stop=finish) for i in outputs])
+        yield Event(usage=Usage(estimate_prompt_tokens(request), len(words) * n))
 
     async def aclose(self) -> None:
         return None

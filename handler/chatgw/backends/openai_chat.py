@@ -1,6 +1,7 @@
 """The `openai` backend: any OpenAI-compatible chat-completions upstream, over the container's one
-shared `httpx.AsyncClient`. Request parameters pass through; the answer is parsed into the
-gateway's `Completion` / `Piece`s, keeping the upstream's extra fields."""
+shared `httpx.AsyncClient`. A chat-door request goes as the client sent it (model and cap the
+gateway's); others are translated (`_chat_dialect`). The answer is read into the conversation model,
+keeping the upstream's own objects for the chat door."""
 
 from __future__ import annotations
 
@@ -12,15 +13,16 @@ from typing import Any
 
 import httpx
 
-from chatgw.api.openai_chat.completion import Choice, ChunkChoice, Completion, Piece, Usage
-from chatgw.api.openai_chat.wire import ChatRequest
+from chatgw.backends import _chat_dialect as dialect
 from chatgw.backends._drain import drain_to_end
 from chatgw.backends._options import Options
 from chatgw.backends._retry import Retryable, retry_after_seconds, with_retries
 from chatgw.backends._scrub import scrub
 from chatgw.backends._sse import LineDecoder, SSEEvent, SSEParser
 from chatgw.backends._upstream_keys import KeySource
-from chatgw.backends.base import BackendDeps, Deadline
+from chatgw.backends.base import BackendDeps
+from chatgw.conversation import Answer, Conversation, Event, Usage
+from chatgw.deadline import Deadline
 from chatgw.errors import (
     ChatgwError,
     UnsupportedParameter,
@@ -45,8 +47,6 @@ OPTIONS = {
 TOKEN_PARAMS = ("max_tokens", "max_completion_tokens")
 """How the upstream names the output cap: o-series / reasoning models refuse `max_tokens`."""
 KEY_OPTIONS = {"api_key_env": "env", "api_key_secret": "secret", "api_key_parameter": "parameter"}
-GATEWAY_OWNED = {"id", "object", "created", "model", "choices", "usage"}
-MESSAGE_FIELDS = {"role", "content", "tool_calls", "refusal"}
 ERROR_SNIPPET = 300
 
 
@@ -114,16 +114,16 @@ class OpenAIBackend:
         self.cap_as_completion_tokens = cap_as_completion_tokens
         """The catalog's `token_param` is max_completion_tokens: the cap is sent under that name."""
 
-    def check(self, request: ChatRequest) -> None:
+    def check(self, request: Conversation) -> None:
         """Everything passes through (the upstream refuses what it does not know, and that 4xx
         reaches the client), except what the catalog lists in `unsupported_params`."""
-        for param in sorted(request.given() & self._unsupported):
+        for param in sorted({request.spelled(name) for name in request.given} & self._unsupported):
             raise UnsupportedParameter(
                 f"The parameter `{param}` is not supported by the openai backend of model '{request.model}'.",
                 param=param,
             )
 
-    async def complete(self, request: ChatRequest, deadline: Deadline) -> Completion:
+    async def complete(self, request: Conversation, deadline: Deadline) -> Answer:
         deadline = Deadline(min(deadline.at, time.monotonic() + self.timeout_s))
         response = await self._open(self._body(request, stream=False), deadline)
         try:
@@ -139,9 +139,14 @@ class OpenAIBackend:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise self._garbage("a body that is not JSON") from None
-        return self._completion(data)
+        if isinstance(data, dict) and "error" in data and "choices" not in data:
+            raise self._in_band_error(data["error"])
+        try:
+            return dialect.answer_from(data)
+        except dialect.Garbage as exc:
+            raise self._garbage(str(exc)) from None
 
-    async def stream(self, request: ChatRequest, deadline: Deadline) -> AsyncIterator[Piece]:
+    async def stream(self, request: Conversation, deadline: Deadline) -> AsyncIterator[Event]:
         response = await self._open(self._body(request, stream=True), deadline)
         try:
             content_type = response.headers.get("content-type", "")
@@ -150,8 +155,7 @@ class OpenAIBackend:
             sse = SSEParser()
             decoder = LineDecoder()
             texts = response.aiter_text()
-            first = True
-            finished: set[int] = set()
+            finished = False
             usage: Usage | None = None
             done = ended = False
             while not (done or ended):
@@ -174,20 +178,17 @@ class OpenAIBackend:
                     if event.data.strip() == "[DONE]":
                         done = True
                         break
-                    piece, chunk_usage = self._piece(event)
-                    usage = chunk_usage or usage
-                    if not piece.choices:
+                    step = self._event(event)
+                    usage = step.usage or usage
+                    if not step.deltas:
                         continue
-                    if first:
-                        for choice in piece.choices:
-                            choice.delta.setdefault("role", "assistant")
-                        first = False
-                    finished.update(c.index for c in piece.choices if c.finish_reason)
-                    yield piece
+                    step.usage = None  # said once, at the end
+                    finished = finished or any(d.stop is not None for d in step.deltas)
+                    yield step
             if not done and not finished:
                 raise self._garbage("an event stream that ended without [DONE]")
             if usage is not None:
-                yield Piece(usage=usage)
+                yield Event(usage=usage)
             if done:
                 await drain_to_end(texts, deadline)  # so that the connection is reused
         finally:
@@ -198,11 +199,11 @@ class OpenAIBackend:
 
     # ---- one upstream call, with retries before the first byte ------------------------------
 
-    def _body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
-        body = request.model_dump(mode="json", exclude_unset=True, by_alias=True)
-        body["model"] = self.upstream_model
-        if self.cap_as_completion_tokens and "max_tokens" in body:  # the gateway's cap, or the client's
-            body.setdefault("max_completion_tokens", body.pop("max_tokens"))
+    def _body(self, request: Conversation, *, stream: bool) -> dict[str, Any]:
+        cap_name = "max_completion_tokens" if self.cap_as_completion_tokens else "max_tokens"
+        if not self.cap_as_completion_tokens and "max_output_tokens" in request.given:
+            cap_name = request.spelled("max_output_tokens")  # the name the client used
+        body = dialect.request_body(request, model=self.upstream_model, cap_name=cap_name)
         if stream:
             body["stream"] = True
             body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
@@ -324,34 +325,7 @@ class OpenAIBackend:
 
     # ---- the answer --------------------------------------------------------------------------
 
-    def _completion(self, data: Any) -> Completion:
-        if not isinstance(data, dict):
-            raise self._garbage("JSON that is not a chat completion")
-        if "error" in data and "choices" not in data:
-            raise self._in_band_error(data["error"])
-        choices = data.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise self._garbage("a completion without choices")
-        out = []
-        for position, choice in enumerate(choices):
-            message = choice.get("message") if isinstance(choice, dict) else None
-            if not isinstance(message, dict):
-                raise self._garbage("a choice without a message")
-            out.append(
-                Choice(
-                    index=_int(choice.get("index"), position),
-                    content=message.get("content"),
-                    finish_reason=choice.get("finish_reason") or "stop",
-                    tool_calls=message.get("tool_calls") or None,
-                    refusal=message.get("refusal"),
-                    logprobs=choice.get("logprobs"),
-                    extra={k: v for k, v in message.items() if k not in MESSAGE_FIELDS},
-                )
-            )
-        extra = {k: v for k, v in data.items() if k not in GATEWAY_OWNED}
-        return Completion(choices=out, usage=parse_usage(data.get("usage")), extra=extra)
-
-    def _piece(self, event: SSEEvent) -> tuple[Piece, Usage | None]:
+    def _event(self, event: SSEEvent) -> Event:
         try:
             chunk = json.loads(event.data)
         except json.JSONDecodeError:
@@ -360,23 +334,10 @@ class OpenAIBackend:
             raise self._garbage("an event that is not a chunk object")
         if event.event == "error" or ("error" in chunk and "choices" not in chunk):
             raise self._in_band_error(chunk.get("error", chunk))
-        choices = chunk.get("choices") or []
-        if not isinstance(choices, list):
-            raise self._garbage("a chunk whose choices are not a list")
-        out = []
-        for position, choice in enumerate(choices):
-            if not isinstance(choice, dict) or not isinstance(choice.get("delta", {}), dict):
-                raise self._garbage("a chunk choice without a delta")
-            out.append(
-                ChunkChoice(
-                    index=_int(choice.get("index"), position),
-                    delta=dict(choice.get("delta") or {}),
-                    finish_reason=choice.get("finish_reason"),
-                    logprobs=choice.get("logprobs"),
-                )
-            )
-        extra = {k: v for k, v in chunk.items() if k not in GATEWAY_OWNED}
-        return Piece(choices=out, extra=extra), parse_usage(chunk.get("usage"))
+        try:
+            return dialect.event_from(chunk)
+        except dialect.Garbage as exc:
+            raise self._garbage(str(exc)) from None
 
     def _in_band_error(self, error: Any) -> UpstreamError:
         message = error.get("message") if isinstance(error, dict) else error
@@ -384,15 +345,4 @@ class OpenAIBackend:
         return UpstreamError(f"The upstream of model '{self.name}' failed: {text}")
 
 
-def _int(value: Any, default: int) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
-
-
-def parse_usage(value: Any) -> Usage | None:
-    if not isinstance(value, dict):
-        return None
-    prompt, completion = _int(value.get("prompt_tokens"), -1), _int(value.get("completion_tokens"), -1)
-    if prompt < 0 or completion < 0:
-        return None
-    extra = {k: v for k, v in value.items() if k not in ("prompt_tokens", "completion_tokens", "total_tokens")}
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, extra=extra)
+parse_usage = dialect.parse_usage

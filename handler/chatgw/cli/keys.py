@@ -11,10 +11,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chatgw.access.keys import KeyRecord, Limits, format_key, hash_secret, new_key, new_secret
-from chatgw.cli.common import CliError, key_id_arg, now, print_table
+from chatgw.cli.common import CliError, Subparsers, key_id_arg, now, print_table
 from chatgw.cli.peppers import peppers_for_new_keys
+from chatgw.cli.stores import store_command
 from chatgw.settings import Settings
-from chatgw.store.base import KeyExists, KeyNotFound, Store
+from chatgw.store.base import KeyExists, KeyNotFound, Reshards, Store
 
 CLEAR = "none"
 NO_SHARDS = "--shards: the SQLite store keeps one counter per key (shards are for DynamoDB hot keys); nothing changed"
@@ -212,20 +213,19 @@ def cmd_keys_update(args: argparse.Namespace, store: Store, settings: Settings) 
 
 
 def _has_shards(store: Store) -> bool:
-    return callable(getattr(store, "reshard", None))
+    return isinstance(store, Reshards)
 
 
 def _save_limits(store: Store, record: KeyRecord, updated: KeyRecord) -> KeyRecord:
     """Save; on DynamoDB a change of the shard count moves the key's counters to the new layout first
     (store/dynamodb/reshard.py), so that the limits stay exact through the change."""
-    reshard = getattr(store, "reshard", None)
-    if reshard is None or updated.limits.shards == record.limits.shards:
+    if not isinstance(store, Reshards) or updated.limits.shards == record.limits.shards:
         _save(store, updated)
         return updated
     from chatgw.store.dynamodb.reshard import ReshardConflict
 
     try:
-        saved: KeyRecord = reshard(record, updated, now())
+        saved = store.reshard(record, updated, now())
     except ReshardConflict as exc:
         raise CliError(str(exc)) from None
     except KeyNotFound:
@@ -275,3 +275,54 @@ def cmd_keys_delete(args: argparse.Namespace, store: Store, settings: Settings) 
     if not args.json:
         print(REVOCATION_NOTE, file=sys.stderr)
     return 0
+
+
+# the commands -----------------------------------------------------------------------------
+
+
+def _limit_options(parser: argparse.ArgumentParser, kind: Callable[[str], Any]) -> None:
+    parser.add_argument("--rpm", type=kind, default=None, help="requests per minute")
+    parser.add_argument("--tpm", type=kind, default=None, help="tokens per minute")
+    parser.add_argument("--monthly-tokens", type=kind, default=None, help="monthly token budget")
+    parser.add_argument("--max-tokens", type=kind, default=None, help="max tokens per request")
+    parser.add_argument(
+        "--shards", type=kind, default=None, help="DynamoDB: spread the key's counters over N items (hot keys)"
+    )
+    parser.add_argument(
+        "--max-concurrent",
+        type=kind,
+        default=None,
+        help="requests in flight at once (streamed or buffered); a leaked slot expires within 32 min",
+    )
+
+
+def register(subparsers: Subparsers) -> None:
+    keys = subparsers.add_parser("keys", help="create and manage API keys", description="Manage API keys.")
+    ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+
+    create = store_command(ksub, "create", "create a key and print it, once", cmd_keys_create, key_id=False)
+    create.add_argument("--name", required=True)
+    create.add_argument("--owner", default=None)
+    create.add_argument("--models", nargs="+", metavar="PATTERN", help="allowed models, glob patterns (default *)")
+    create.add_argument("--no-streaming", action="store_true", help="refuse stream: true")
+    _limit_options(create, positive)
+    create.add_argument("--expires", default=None, help="ISO 8601 date/time, or 30d / 12h / 45m from now")
+    create.add_argument("--tag", action="append", metavar="K=V")
+
+    store_command(ksub, "list", "list keys", cmd_keys_list, key_id=False, read_only=True)
+    store_command(ksub, "show", "show one key", cmd_keys_show, read_only=True)
+    update = store_command(ksub, "update", "change a key (limits: a number, or 'none' to remove)", cmd_keys_update)
+    update.add_argument("--name", default=None)
+    update.add_argument("--owner", default=None, help="'' to remove")
+    update.add_argument("--models", nargs="+", metavar="PATTERN")
+    streaming = update.add_mutually_exclusive_group()
+    streaming.add_argument("--streaming", dest="streaming", action="store_true", default=None)
+    streaming.add_argument("--no-streaming", dest="streaming", action="store_false")
+    _limit_options(update, limit_or_clear)
+    update.add_argument("--expires", default=None, help="ISO 8601, 30d / 12h / 45m from now, or 'never'")
+    update.add_argument("--tag", action="append", metavar="K=V")
+    update.add_argument("--untag", action="append", metavar="K")
+    store_command(ksub, "disable", "refuse every request of a key (within the key cache time)", set_enabled(False))
+    store_command(ksub, "enable", "enable a disabled key", set_enabled(True))
+    store_command(ksub, "rotate", "give a key a new secret; the old one stops working", cmd_keys_rotate)
+    store_command(ksub, "delete", "delete a key (its usage is kept)", cmd_keys_delete)

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from chatgw.access.peppers import LEGACY, LegacySource, Peppers, Source, fingerprint, source_for
-from chatgw.cli.common import print_table
+from chatgw.cli.common import Subparsers, print_table
+from chatgw.cli.stores import store_command
 from chatgw.settings import Settings
 from chatgw.store.base import Store
 
@@ -53,15 +54,6 @@ def pepper_source(args: argparse.Namespace, settings: Settings, *, create: bool)
 def peppers_for_new_keys(args: argparse.Namespace, settings: Settings) -> Peppers:
     """What `keys create` and `keys rotate` hash with: the current version (the file is made if missing)."""
     return pepper_source(args, settings, create=True).load()
-
-
-def add_pepper_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--pepper-secret",
-        default=None,
-        metavar="ARN",
-        help="Secrets Manager secret of the key peppers (default: the stack's PepperSecretArn, CHATGW_PEPPER_SECRET)",
-    )
 
 
 def cmd_pepper_status(args: argparse.Namespace, store: Store, settings: Settings) -> int:
@@ -135,3 +127,19 @@ def cmd_pepper_rotate(args: argparse.Namespace, store: Store, settings: Settings
 
 def _order(version: str) -> tuple[int, str]:
     return (0, "") if version == LEGACY else (1, version.rjust(8))
+
+
+def register(subparsers: Subparsers) -> None:
+    pepper = subparsers.add_parser(
+        "pepper", help="the versioned key peppers", description="The versioned peppers mixed into key hashes."
+    )
+    psub = pepper.add_subparsers(dest="pepper_command", required=True, metavar="COMMAND")
+    store_command(
+        psub,
+        "status",
+        "the pepper source, its versions, and how many keys use each",
+        cmd_pepper_status,
+        key_id=False,
+        read_only=True,
+    )
+    store_command(psub, "rotate", "add a pepper version that new and rotated keys use", cmd_pepper_rotate, key_id=False)

@@ -1,22 +1,18 @@
 """The usage report of `chatgw usage`: a range of days read from the day aggregates (per key and
 served model), grouped by key (with its name and owner), owner, a tag, model or day, with a
-totals row; printed as a table, CSV, JSON, or a self-contained HTML page (report_html.py)."""
+totals row. usage.py prints it as a table, CSV or JSON, or writes a self-contained HTML page (report_html.py)."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
-import json
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
 from chatgw.access.keys import KeyRecord
-from chatgw.cli.common import CliError, now, print_table
+from chatgw.cli.common import CliError
 from chatgw.store.base import Store, UsageQuery
 
 MAX_DAYS = 366
@@ -146,68 +142,3 @@ def cell(value: object) -> str:
     if value is None:
         return "-"
     return f"{value:.6f}" if isinstance(value, float) else str(value)
-
-
-# the command ------------------------------------------------------------------------------
-
-
-def wants_report(args: argparse.Namespace) -> bool:
-    """Everything but the ledger's own rows (`--json` alone, `--by-model`) goes through the report."""
-    if args.by_model:
-        return False
-    return not args.json or any(getattr(args, n, None) for n in ("start", "end", "by", "csv", "html"))
-
-
-def cmd_report(args: argparse.Namespace, store: Store) -> int:
-    by = args.by or "key"
-    if by not in ("key", "owner", "model", "day") and not (by.startswith("tag:") and len(by) > 4):
-        raise CliError(f"--by: key, owner, tag:NAME, model or day, not {by!r}", code=2)
-    start, end, queries = _range(args)
-    if by == "day" and queries[0].period == "month":  # a month's own aggregate has no days: read each day's
-        queries = day_queries(start, end, args.key)
-    usage = collect(store, queries)
-    keys = {k.key_id: k for k in store.list_keys()}
-    rows = summarize(usage, keys, by)
-    if args.html:
-        from chatgw.cli.report_html import render
-
-        daily = usage if queries[0].period == "day" else collect(store, day_queries(start, end, args.key))
-        try:
-            Path(args.html).write_text(render(daily, rows, keys, start, end), encoding="utf-8")
-        except OSError as exc:
-            raise CliError(f"cannot write {args.html}: {exc.strerror}", code=1) from None
-        print(f"wrote {args.html}: {len(rows) - 1} {by} row(s), {start} to {end}")
-    elif args.csv:
-        sys.stdout.write(to_csv(rows))
-    elif args.json:
-        print(json.dumps(rows, indent=2))
-    elif len(rows) == 1:
-        print(f"No usage from {start} to {end}" + (f" by key {args.key}." if args.key else "."))
-    else:
-        columns = columns_of(rows)
-        print_table([c.upper() for c in columns], [[cell(r.get(c)) for c in columns] for r in rows])
-    return 0
-
-
-def day_queries(start: date, end: date, key_id: str | None) -> list[UsageQuery]:
-    return [UsageQuery("day", d.isoformat(), key_id=key_id, by_model=True) for d in days(start, end)]
-
-
-def _range(args: argparse.Namespace) -> tuple[date, date, list[UsageQuery]]:
-    """--from/--to (days), --day, or --month (default: this month): the first and last day, and
-    the aggregates to read (a month's own aggregate when a whole month is asked)."""
-    if args.start or args.end:
-        today = now().date()
-        start = parse_day(args.start, "--from") if args.start else today.replace(day=1)
-        end = parse_day(args.end, "--to") if args.end else today
-        return start, end, day_queries(start, end, args.key)
-    if args.day:
-        day = parse_day(args.day, "--day")
-        return day, day, day_queries(day, day, args.key)
-    month = args.month or now().strftime("%Y-%m")
-    try:
-        first = date.fromisoformat(f"{month}-01")
-    except ValueError:
-        raise CliError(f"--month: expected YYYY-MM, got {month!r}", code=2) from None
-    last = (first.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
-    return first, last, [UsageQuery("month", month, key_id=args.key, by_model=True)]

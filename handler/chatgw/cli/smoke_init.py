@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from chatgw.cli.smoke import Check
+from chatgw.cli.smoke_checks import Check
 
 NAME = "new environments (Lambda REPORT lines, last hour)"
 DURATION = re.compile(r"(?<!Billed )\b(Init|Restore) Duration: ([\d.]+) ms")

@@ -11,9 +11,10 @@ import httpx
 from chatgw.access.keys import new_key, parse_key
 from chatgw.cli.common import CliError
 from chatgw.cli.peppers import peppers_for_new_keys
-from chatgw.cli.smoke import Check, Smoke
+from chatgw.cli.smoke_checks import Check, Smoke
 from chatgw.cli.smoke_init import init_check
 from chatgw.cli.stack import outputs
+from chatgw.cli.stores import open_store
 from chatgw.settings import Settings
 
 LEDGER_WAIT_S = 20.0
@@ -21,8 +22,6 @@ LEDGER_WAIT_S = 20.0
 
 
 def run_on_stack(args: argparse.Namespace, client: httpx.Client) -> list[Check]:
-    from chatgw.cli.admin import open_store
-
     base = outputs(args.stack, args.region).get("OpenAIBaseUrl")
     if not base:
         raise CliError(f"stack {args.stack!r} has no OpenAIBaseUrl output")

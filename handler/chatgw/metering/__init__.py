@@ -1,0 +1,1 @@
+"""Tokens: estimates, reservations, prices, and the usage event of a request."""

@@ -4,26 +4,32 @@ undercounts. Measured against cl100k_base and o200k_base on a mixed corpus (Engl
 Arabic, Indic, emoji, code, JSON, base64, hex: `bench/estimator/`), it is 1.1 to 1.7 times the real
 count with cl100k and 1.1 to 4.2 times with o200k, and never below either.
 
-`estimate_prompt_tokens(request)` counts the whole request: every message's text, names, tool calls
-and tool results, tool definitions, a JSON schema answer format, predicted output, and a fixed
-allowance for each image, audio clip and file (their bytes are not text)."""
+`estimate_prompt_tokens(conversation)` counts the whole request: every message's text, names, tool
+calls and tool results, tool definitions, a JSON schema answer format, the door's other parameters,
+and a fixed allowance for each image, audio clip and file (their bytes are not text). `answer_text`
+and `event_text` are the one measure of an answer's text, buffered or streamed."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
+from collections.abc import Iterable
 from typing import Any
 
-from chatgw.api.openai_chat.wire import (
-    AssistantMessage,
-    AudioPart,
-    ChatRequest,
-    FilePart,
-    ImagePart,
-    JSONSchemaResponseFormat,
-    RefusalPart,
-    TextPart,
+from chatgw.conversation import (
+    Answer,
+    Audio,
+    Conversation,
+    Document,
+    Event,
+    Image,
+    Part,
+    Reasoning,
+    Refusal,
+    Text,
+    ToolCall,
+    ToolResult,
 )
 
 MESSAGE_OVERHEAD = 3
@@ -93,48 +99,77 @@ def count_tokens(text: str) -> int:
 
 
 def _json_tokens(value: Any) -> int:
-    return count_tokens(json.dumps(value, ensure_ascii=False, separators=(",", ":"))) if value else 0
-
-
-def _content_tokens(content: str | list[Any] | None) -> int:
-    if content is None:
+    if not value:
         return 0
-    if isinstance(content, str):
-        return count_tokens(content)
+    return count_tokens(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_plain))
+
+
+def _plain(value: Any) -> Any:
+    """A door's parameter object (a pydantic model) as JSON data."""
+    dump = getattr(value, "model_dump", None)
+    return dump(mode="json", exclude_none=True, by_alias=True) if callable(dump) else str(value)
+
+
+def _parts_tokens(parts: Iterable[Part]) -> int:
     tokens = 0
-    for part in content:
-        if isinstance(part, TextPart):
+    for part in parts:
+        if isinstance(part, Text | Refusal):
             tokens += count_tokens(part.text)
-        elif isinstance(part, RefusalPart):
-            tokens += count_tokens(part.refusal)
-        elif isinstance(part, ImagePart):
+        elif isinstance(part, Image):
             tokens += IMAGE_TOKENS
-        elif isinstance(part, AudioPart):
-            tokens += 10 + AUDIO_TOKENS_PER_KB * (len(part.input_audio.data) // 1024 + 1)
-        elif isinstance(part, FilePart):
-            data = part.file.file_data
+        elif isinstance(part, Audio):
+            tokens += 10 + AUDIO_TOKENS_PER_KB * (len(part.data) // 1024 + 1)
+        elif isinstance(part, Document):
+            data = part.data
             tokens += FILE_REFERENCE_TOKENS if data is None else 100 + FILE_TOKENS_PER_KB * (len(data) // 1024 + 1)
-            tokens += count_tokens(part.file.filename or "")
+            tokens += count_tokens(part.name or "")
+        elif isinstance(part, ToolCall):
+            tokens += MESSAGE_OVERHEAD + count_tokens(part.id) + count_tokens(part.name)
+            tokens += count_tokens(part.arguments)
+        elif isinstance(part, ToolResult):
+            tokens += count_tokens(part.id) + _parts_tokens(part.content)
+        elif isinstance(part, Reasoning):
+            tokens += count_tokens(part.text) + len(part.signature or "") // 4 + len(part.encrypted or "") // 4
     return tokens
 
 
-def estimate_prompt_tokens(request: ChatRequest) -> int:
-    """The prompt tokens of the whole request, never knowingly fewer than an upstream would count."""
+def estimate_prompt_tokens(conversation: Conversation) -> int:
+    """The prompt tokens of the whole request, never knowingly fewer than an upstream would count:
+    every message, tool definitions, the answer format's schema, and the door's other parameters
+    (a predicted output, metadata) as JSON."""
     tokens = MESSAGE_OVERHEAD
-    for message in request.messages:
-        tokens += MESSAGE_OVERHEAD + count_tokens(message.role) + _content_tokens(message.content)
-        tokens += count_tokens(getattr(message, "name", None) or "")
-        tokens += count_tokens(getattr(message, "tool_call_id", None) or "")
-        if isinstance(message, AssistantMessage):
-            tokens += count_tokens(message.refusal or "")
-            for call in message.tool_calls or ():
-                tokens += MESSAGE_OVERHEAD + count_tokens(call.id) + count_tokens(call.function.name)
-                tokens += count_tokens(call.function.arguments)
-    for tool in request.tools or ():
-        tokens += MESSAGE_OVERHEAD + _json_tokens(tool.model_dump(mode="json", exclude_none=True))
-    if isinstance(request.response_format, JSONSchemaResponseFormat):
-        schema = request.response_format.json_schema.model_dump(mode="json", exclude_none=True, by_alias=True)
-        tokens += MESSAGE_OVERHEAD + _json_tokens(schema)
-    if request.prediction is not None:
-        tokens += _content_tokens(request.prediction.content)
+    for message in conversation.messages:
+        tokens += MESSAGE_OVERHEAD + count_tokens(message.role) + _parts_tokens(message.parts)
+        tokens += count_tokens(message.name or "")
+    for tool in conversation.tools:
+        definition = {"name": tool.name, "description": tool.description, "parameters": tool.parameters}
+        tokens += MESSAGE_OVERHEAD + _json_tokens({k: v for k, v in definition.items() if v is not None})
+    response_format = conversation.response_format
+    if response_format is not None and response_format.schema is not None:
+        tokens += MESSAGE_OVERHEAD + count_tokens(response_format.name or "") + _json_tokens(response_format.schema)
+    tokens += _json_tokens(dict(conversation.params))
     return tokens
+
+
+def answer_text(answer: Answer) -> str:
+    """The text of a buffered answer that its output tokens are estimated from."""
+    return "".join(part_text(part) for output in answer.outputs for part in output.parts)
+
+
+def part_text(part: Part) -> str:
+    if isinstance(part, Text | Refusal | Reasoning):
+        return part.text
+    if isinstance(part, ToolCall):
+        return part.name + part.arguments
+    return ""
+
+
+def event_text(event: Event) -> str:
+    """The text a stream's event adds to the answer: `answer_text` of the answer it builds up, so
+    that one answer is estimated alike buffered and streamed."""
+    text = ""
+    for delta in event.deltas:
+        text += delta.text + delta.refusal + delta.reasoning
+        if delta.tool is not None:
+            text += (delta.tool.name or "") + delta.tool.arguments
+    return text

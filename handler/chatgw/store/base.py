@@ -1,12 +1,17 @@
-"""The store interface. Adapters are synchronous (boto3 and sqlite3 are); the service calls
-them from a worker thread, never on the event loop. Adapters raise `StoreUnavailable`
-(errors.py) when the store cannot be reached, so that no request is let through unchecked."""
+"""The store interface, and the optional capabilities an adapter may add to it.
+
+Adapters are synchronous (boto3 and sqlite3 are). The service makes each call through
+`on_loop.store_call`: on a worker thread, or on the event loop itself when the adapter can answer
+at once (`AnswersAtOnce`: SQLite, which gives up with `WouldBlock` rather than wait for a lock).
+Adapters raise `StoreUnavailable` (errors.py) when the store cannot be reached, so that no request
+is let through unchecked."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from chatgw.access.keys import KeyRecord, Limits
 from chatgw.access.limits import Admission
@@ -133,3 +138,37 @@ class Store(Protocol):
     def usage_events(self, key_id: str) -> list[UsageEvent]: ...
 
     def close(self) -> None: ...
+
+
+# optional capabilities: what one adapter has and another lacks, asked with isinstance ----------
+
+
+@runtime_checkable
+class AnswersAtOnce(Protocol):
+    """A store that can be called on the event loop (store/on_loop.py): inside `at_once()` a call
+    either answers without waiting or raises `WouldBlock` having done nothing. SQLite."""
+
+    def at_once(self) -> AbstractContextManager[None]: ...
+
+
+@runtime_checkable
+class DropsConnections(Protocol):
+    """A holder of pooled network connections, which must not outlive a SnapStart snapshot
+    (aws_lambda/snapstart_hooks.py). DynamoDB, and the backends' HTTP clients."""
+
+    def drop_connections(self) -> None: ...
+
+
+@runtime_checkable
+class Reshards(Protocol):
+    """A store that spreads a key's counters over shards: a change of the shard count moves them
+    to the new layout before the record is saved, so the limits stay exact (docs/store.md). DynamoDB."""
+
+    def reshard(self, record: KeyRecord, updated: KeyRecord, now: datetime) -> KeyRecord: ...
+
+
+@runtime_checkable
+class NamesTables(Protocol):
+    """A store in named tables (DynamoDB), which a state folder's dev-key file is named after."""
+
+    keys_table: str

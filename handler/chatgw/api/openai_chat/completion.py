@@ -1,133 +1,163 @@
-"""What backends return (`Completion`, `Piece`s of a stream, `Usage`) and the bodies the gateway
-sends: `chat.completion` and `chat.completion.chunk`, stamped with the gateway's id and model."""
+"""The answer side of the chat door: an `Answer` as `chat.completion` JSON and stream `Event`s as
+`chat.completion.chunk` frames, stamped with the gateway's id and model. An upstream of this dialect
+(`native`) is sent as it came, with the same normalisation a translated answer gets."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from chatgw.api.sse import DONE, KEEPALIVE, frame
+from chatgw.conversation import Answer, Delta, Event, Output, Refusal, StopReason, Text, ToolCall, Usage
+from chatgw.errors import ChatgwError
 
-@dataclass(slots=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def _detail(self, group: str, name: str) -> int:
-        details = self.extra.get(group)
-        value = details.get(name) if isinstance(details, dict) else None
-        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-    @property
-    def cached_tokens(self) -> int:
-        """Input tokens read from the provider's prompt cache (part of `prompt_tokens`)."""
-        return self._detail("prompt_tokens_details", "cached_tokens")
-
-    @property
-    def cache_write_tokens(self) -> int:
-        """Input tokens written to the provider's prompt cache (part of `prompt_tokens`)."""
-        return self._detail("prompt_tokens_details", "cache_write_tokens")
-
-    @property
-    def reasoning_tokens(self) -> int:
-        """Output tokens spent on reasoning (part of `completion_tokens`)."""
-        return self._detail("completion_tokens_details", "reasoning_tokens")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
-            **self.extra,
-        }
+FINISH: dict[StopReason, str] = {
+    "end": "stop",
+    "stop_sequence": "stop",
+    "length": "length",
+    "tool_use": "tool_calls",
+    "content_filter": "content_filter",
+    "refusal": "stop",
+    "pause": "stop",
+}
+GATEWAY_OWNED = frozenset({"id", "object", "created", "model", "choices", "usage"})
+MESSAGE_FIELDS = frozenset({"role", "content", "tool_calls", "refusal"})
 
 
-@dataclass(slots=True)
-class Choice:
-    index: int
-    content: str | None
-    finish_reason: str
-    tool_calls: list[dict[str, Any]] | None = None
-    refusal: str | None = None
-    logprobs: dict[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Further fields of the upstream's `message` (annotations, audio, ...), passed through."""
-
-    def to_dict(self) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": "assistant", "content": self.content, "refusal": self.refusal}
-        if self.tool_calls:
-            message["tool_calls"] = self.tool_calls
-        message.update(self.extra)
-        return {
-            "index": self.index,
-            "message": message,
-            "logprobs": self.logprobs,
-            "finish_reason": self.finish_reason,
-        }
-
-
-@dataclass(slots=True)
-class Completion:
-    """A backend's buffered answer, before the gateway stamps id, created and model."""
-
-    choices: list[Choice]
-    usage: Usage | None
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Top-level fields worth passing through (`system_fingerprint`, `service_tier`)."""
-
-
-@dataclass(slots=True)
-class ChunkChoice:
-    index: int
-    delta: dict[str, Any]
-    finish_reason: str | None = None
-    logprobs: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"index": self.index, "delta": self.delta, "finish_reason": self.finish_reason}
-        if self.logprobs is not None:
-            out["logprobs"] = self.logprobs
+def usage_dict(usage: Usage) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "prompt_tokens": usage.input,
+        "completion_tokens": usage.output,
+        "total_tokens": usage.total,
+    }
+    if usage.native is not None:  # an OpenAI-compatible upstream's own details, as it sent them
+        out.update(usage.native)
         return out
+    if usage.cache_read or usage.cache_write:
+        details = {"cached_tokens": usage.cache_read}
+        if usage.cache_write:
+            details["cache_write_tokens"] = usage.cache_write
+        out["prompt_tokens_details"] = details
+    if usage.reasoning:
+        out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning}
+    return out
 
 
-@dataclass(slots=True)
-class Piece:
-    """One streamed step of a backend: some chunk choices, or the final usage, or both."""
-
-    choices: list[ChunkChoice] = field(default_factory=list)
-    usage: Usage | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+def _int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
-def completion_body(
-    completion: Completion, *, completion_id: str, created: int, model: str, usage: Usage
-) -> dict[str, Any]:
+def _native_choice(choice: Mapping[str, Any], position: int) -> dict[str, Any]:
+    message = choice["message"]
+    out: dict[str, Any] = {"role": "assistant", "content": message.get("content"), "refusal": message.get("refusal")}
+    if message.get("tool_calls"):
+        out["tool_calls"] = message["tool_calls"]
+    out.update({k: v for k, v in message.items() if k not in MESSAGE_FIELDS})
+    return {
+        "index": _int(choice.get("index"), position),
+        "message": out,
+        "logprobs": choice.get("logprobs"),
+        "finish_reason": choice.get("finish_reason") or "stop",
+    }
+
+
+def _choice(output: Output) -> dict[str, Any]:
+    texts = [p.text for p in output.parts if isinstance(p, Text)]
+    refusals = [p.text for p in output.parts if isinstance(p, Refusal)]
+    calls = [p for p in output.parts if isinstance(p, ToolCall)]
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(texts) if texts or not calls else None,
+        "refusal": "".join(refusals) if refusals else None,
+    }
+    if calls:
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls
+        ]
+    return {"index": output.index, "message": message, "logprobs": None, "finish_reason": FINISH[output.stop]}
+
+
+def completion_body(answer: Answer, *, completion_id: str, created: int, model: str, usage: Usage) -> dict[str, Any]:
+    native = answer.native.body if answer.native is not None and answer.native.dialect == "openai_chat" else None
+    if native is not None:
+        choices = [_native_choice(c, i) for i, c in enumerate(native["choices"])]
+        extra = {k: v for k, v in native.items() if k not in GATEWAY_OWNED}
+    else:
+        choices, extra = [_choice(o) for o in answer.outputs], {}
     return {
         "id": completion_id,
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [c.to_dict() for c in completion.choices],
-        "usage": usage.to_dict(),
-        **completion.extra,
+        "choices": choices,
+        "usage": usage_dict(usage),
+        **extra,
     }
 
 
-def chunk_body(
-    piece: Piece, *, completion_id: str, created: int, model: str, usage: Usage | None = None
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": completion_id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": [c.to_dict() for c in piece.choices],
-        **piece.extra,
+def _delta(delta: Delta) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if delta.text or (delta.tool is None and not delta.refusal and delta.stop is None):
+        out["content"] = delta.text  # an empty delta opens the answer: {"content": ""}, as OpenAI does
+    if delta.refusal:
+        out["refusal"] = delta.refusal
+    tool = delta.tool
+    if tool is not None:
+        call: dict[str, Any] = {"index": tool.index}
+        if tool.id is not None:
+            call.update(id=tool.id, type="function", function={"name": tool.name or "", "arguments": tool.arguments})
+        else:
+            call["function"] = {"arguments": tool.arguments}
+        out["tool_calls"] = [call]
+    return out
+
+
+class ChunkGrammar:
+    """The chat door's stream: one `chat.completion.chunk` per event, `role` on the first, the
+    usage chunk (with `stream_options.include_usage`) and `[DONE]` at the end, and an in-band error
+    event (no `[DONE]`) for a failure after the first byte."""
+
+    keepalive = KEEPALIVE
+
+    def __init__(self, *, completion_id: str, created: int, model: str, include_usage: bool) -> None:
+        self._stamp = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
+        self.include_usage = include_usage
+        self._first = True
+
+    def event(self, event: Event) -> bytes:
+        native = event.native if event.dialect == "openai_chat" else None
+        if native is not None:
+            choices = [_chunk_choice(c, i) for i, c in enumerate(native.get("choices") or ()) if isinstance(c, Mapping)]
+            extra = {k: v for k, v in native.items() if k not in GATEWAY_OWNED}
+        else:
+            choices = [
+                {"index": d.output, "delta": _delta(d), "finish_reason": FINISH[d.stop] if d.stop else None}
+                for d in event.deltas
+            ]
+            extra = {}
+        if not choices:
+            return b""
+        if self._first:
+            self._first = False
+            for choice in choices:
+                choice["delta"] = {"role": "assistant", **choice["delta"]}
+        return frame({**self._stamp, "choices": choices, **extra})
+
+    def end(self, usage: Callable[[], Usage]) -> bytes:
+        if not self.include_usage:
+            return DONE
+        return frame({**self._stamp, "choices": [], "usage": usage_dict(usage())}) + DONE
+
+    def error(self, error: ChatgwError, request_id: str) -> bytes:
+        return frame({"error": error.envelope(request_id)["error"]})
+
+
+def _chunk_choice(choice: Mapping[str, Any], position: int) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "index": _int(choice.get("index"), position),
+        "delta": dict(choice.get("delta") or {}),
+        "finish_reason": choice.get("finish_reason"),
     }
-    if usage is not None:
-        body["usage"] = usage.to_dict()
-    return body
+    if choice.get("logprobs") is not None:
+        out["logprobs"] = choice["logprobs"]
+    return out

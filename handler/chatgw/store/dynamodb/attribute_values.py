@@ -2,8 +2,8 @@
 `Decimal` in DynamoDB's number context, floats refused; binary comes back as bytes where boto3 wraps
 it in its `Binary`: the store keeps no binary attributes). Here so that the store needs
 botocore only: `import boto3` costs about 15 ms of CPU at init (it imports s3transfer), which every
-new Lambda environment would pay for two small classes (docs/bench.md, issue 15).
-tests/unit/test_attribute_values.py checks the results against boto3's own."""
+new Lambda environment would pay for two small classes (docs/bench.md, cold start).
+tests/unit/store/dynamodb/test_attribute_values.py checks the results against boto3's own."""
 
 from __future__ import annotations
 

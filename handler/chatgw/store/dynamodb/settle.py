@@ -1,4 +1,4 @@
-"""Settlement on DynamoDB without a transaction (issue 13; docs/store.md "Settlement").
+"""Settlement on DynamoDB without a transaction (docs/store.md, "Admission, precisely").
 
     W1  PutItem     EV#<request_id>  IF attribute_not_exists(pk)        the event: the exactly-once gate
     then, only if W1 wrote a new event, at once (two threads):
@@ -17,7 +17,6 @@ each behind a one-time mark on the event item: never counted twice.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import secrets
 from collections.abc import Callable, Mapping
@@ -36,6 +35,8 @@ from chatgw.store.dynamodb.reshard import forward_release
 from chatgw.store.dynamodb.shards import HOME, SEALED, Placement
 
 PARTS = ("month", "day")
+REPLAY = "replay"
+"""The nonce (`w`) of an event item a replay put: the gateway's own settlement applied nothing."""
 MODEL_FIELDS = {
     "n": "requests",
     "p": "prompt_tokens",
@@ -176,7 +177,7 @@ class Settler:
 
     def settle(self, event: UsageEvent) -> bool:
         if event.pending:
-            return self._replay(event)
+            return self.replay(event)
         nonce = secrets.token_hex(6)
         try:
             self.call(self.client.put_item, ambiguous_ok=True, **event_put(self.table, event, self.ttl, nonce))
@@ -245,32 +246,65 @@ class Settler:
         params = month_update(self.table, event, with_window=False, shard=tail)
         self.call(self.client.update_item, ambiguous_ok=False, **params)
 
-    def _replay(self, event: UsageEvent) -> bool:
+    def replay(self, event: UsageEvent) -> bool:
         """Apply the parts a `usage_event` line names as pending, each once: a mark on the event
         item first (a second replay finds it and skips), then the write. The event is put first if
-        it is missing (a line whose event put may not have landed names every part pending)."""
-        with contextlib.suppress(Refused):  # stored, as usual
-            self.call(self.client.put_item, ambiguous_ok=True, **event_put(self.table, event, self.ttl, "replay"))
+        it is missing; a replay that put it (now or on an earlier try: its `w` says "replay") knows
+        the gateway applied nothing, so every part is pending, whatever the line names.
+
+        A part whose write is known not to have been applied loses its mark again before the
+        failure propagates, so that the next replay of the same line (a retried batch) applies it;
+        one that may have been applied keeps its mark: at most once, never twice."""
+        try:
+            self.call(self.client.put_item, ambiguous_ok=True, **event_put(self.table, event, self.ttl, REPLAY))
+            put_here = True
+        except Refused as refused:  # stored before: by the gateway's settlement, or by a replay
+            put_here = refused.item.get("w") == {"S": REPLAY}
         done = False
-        for part in event.pending:
-            if part not in PARTS:
+        for part in PARTS if put_here else tuple(p for p in event.pending if p in PARTS):
+            if not self._mark(event, part, secrets.token_hex(6)):
                 continue
             try:
-                self.call(
-                    self.client.update_item,
-                    ambiguous_ok=True,
-                    TableName=self.table,
-                    Key={"pk": pk_of(event.key_id), "sk": attr_s(f"EV#{event.request_id}")},
-                    UpdateExpression="SET #mark = :one",
-                    ConditionExpression="attribute_exists(pk) AND attribute_not_exists(#mark)",
-                    ExpressionAttributeNames={"#mark": f"replayed_{part}"},
-                    ExpressionAttributeValues={":one": attr_n(1)},
-                )
-            except Refused:
-                continue
-            self._parts(event, (part,))
+                self._parts(event, (part,))
+            except SettlementUnsure:
+                raise
+            except SettlementPending:
+                self._unmark(event, part)
+                raise
             done = True
         return done
+
+    def _mark(self, event: UsageEvent, part: str, nonce: str) -> bool:
+        """Take the part's one-time mark; False if a replay took it before (a retry of this very
+        write whose answer was lost finds its own nonce and goes on)."""
+        try:
+            self.call(
+                self.client.update_item,
+                ambiguous_ok=True,
+                **self._mark_key(event, part),
+                UpdateExpression="SET #mark = :nonce",
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(#mark)",
+                ExpressionAttributeValues={":nonce": attr_s(nonce)},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except Refused as refused:
+            return refused.item.get(f"replayed_{part}") == {"S": nonce}
+        return True
+
+    def _unmark(self, event: UsageEvent, part: str) -> None:
+        self.call(
+            self.client.update_item,
+            ambiguous_ok=True,
+            **self._mark_key(event, part),
+            UpdateExpression="REMOVE #mark",
+        )
+
+    def _mark_key(self, event: UsageEvent, part: str) -> dict[str, Any]:
+        return {
+            "TableName": self.table,
+            "Key": {"pk": pk_of(event.key_id), "sk": attr_s(f"EV#{event.request_id}")},
+            "ExpressionAttributeNames": {"#mark": f"replayed_{part}"},
+        }
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)

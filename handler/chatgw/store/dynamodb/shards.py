@@ -25,7 +25,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -34,6 +33,7 @@ from typing import Any
 from chatgw.access.keys import Limits
 from chatgw.access.limits import Admission, month_of
 from chatgw.errors import StoreUnavailable
+from chatgw.lru import LRU
 from chatgw.store import deadline
 from chatgw.store.dynamodb.items import int_of
 
@@ -177,11 +177,10 @@ class Layouts:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._size = size
         self._sleep = sleep
         self._clock = clock
-        self._placements: OrderedDict[str, Placement] = OrderedDict()
-        self._newer: OrderedDict[str, tuple[str, Layout]] = OrderedDict()
+        self._placements: LRU[str, Placement] = LRU(size)
+        self._newer: LRU[str, tuple[str, Layout]] = LRU(size)
         self._lock = threading.Lock()
 
     def admit(
@@ -220,25 +219,22 @@ class Layouts:
             month, layout = newer
             if layout.epoch > own.epoch and month == month_of(now):
                 return layout, True
-            del self._newer[key_id]  # the key record caught up (or a new month: its record rules)
+            self._newer.pop(key_id)  # the key record caught up (or a new month: its record rules)
         return own, False
 
     def _point(self, key_id: str, month: str, layout: Layout) -> None:
         with self._lock:
-            self._newer[key_id] = (month, layout)
-            while len(self._newer) > self._size:
-                self._newer.popitem(last=False)
+            self._newer.put(key_id, (month, layout))
 
     def _remember(self, request_id: str, placement: Placement) -> None:
         with self._lock:
-            self._placements[request_id] = placement
-            while len(self._placements) > self._size:
-                self._placements.popitem(last=False)
+            self._placements.put(request_id, placement)
 
     def take(self, request_id: str) -> Placement:
         """The items a request's settlement goes to (HOME when this container did not admit it)."""
         with self._lock:
-            return self._placements.pop(request_id, HOME)
+            placement = self._placements.pop(request_id)
+        return HOME if placement is None else placement
 
 
 def _admit_over(

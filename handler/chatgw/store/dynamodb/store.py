@@ -337,6 +337,11 @@ class DynamoStore:
         item (day totals, per served model) at once. docs/store.md, store/dynamodb/settle.py."""
         return self._settler.settle(event)
 
+    def replay_usage(self, event: UsageEvent) -> bool:
+        """Record a `usage_event` log line's event (store/replay.py): the event put if missing, then
+        each part the line leaves pending (every part, if this replay put the event), once."""
+        return self._settler.replay(event)
+
     def usage(self, query: UsageQuery) -> list[UsageRow]:
         prefix = f"{'M' if query.period == 'month' else 'D'}#{query.value}"
         if query.key_id is None:

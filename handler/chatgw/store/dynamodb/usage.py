@@ -3,7 +3,7 @@
 - all models: the period's own item, `M#<month>` or `D#<day>` (attributes `requests`,
   `prompt_tokens`, ..., `cost`), plus its shard items `...@<s>` for a key of N shards;
 - per served model: the `<model>#<field>` attributes of the day items (`D#<day>`; a month sums
-  its days), plus the per-model items that releases before issue 13 wrote (`M#<month>#<model>`,
+  its days), plus the per-model items that releases before shards wrote (`M#<month>#<model>`,
   `D#<day>#<model>`), so that a period that straddles the upgrade adds both and nothing migrates.
 """
 

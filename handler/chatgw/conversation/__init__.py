@@ -1,0 +1,58 @@
+"""The conversation every front door and backend speaks (parts, request, answer)."""
+
+from chatgw.conversation.answer import Answer, Delta, Event, Native, Output, StopReason, ToolDelta, Usage
+from chatgw.conversation.parts import (
+    Audio,
+    Dialect,
+    Document,
+    Image,
+    Part,
+    Reasoning,
+    Refusal,
+    Text,
+    ToolCall,
+    ToolResult,
+    text_of,
+)
+from chatgw.conversation.request import (
+    FEATURES,
+    Conversation,
+    Message,
+    Original,
+    ResponseFormat,
+    Role,
+    Sampling,
+    Tool,
+    ToolChoice,
+)
+
+__all__ = [
+    "FEATURES",
+    "Answer",
+    "Audio",
+    "Conversation",
+    "Delta",
+    "Dialect",
+    "Document",
+    "Event",
+    "Image",
+    "Message",
+    "Native",
+    "Original",
+    "Output",
+    "Part",
+    "Reasoning",
+    "Refusal",
+    "ResponseFormat",
+    "Role",
+    "Sampling",
+    "StopReason",
+    "Text",
+    "Tool",
+    "ToolCall",
+    "ToolChoice",
+    "ToolDelta",
+    "ToolResult",
+    "Usage",
+    "text_of",
+]
