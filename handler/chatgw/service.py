@@ -135,8 +135,9 @@ class Service:
         if pepper is None:
             pepper, problem = await asyncio.to_thread(self.peppers.reload_for, record.pepper_version)
             if pepper is None:  # the key cannot match: the log says why, the client gets the usual 401
-                logs.event(
+                logs.throttled_event(  # a client can send such a key on every request: once a minute
                     "key_pepper_unknown",
+                    record.key_id,
                     logging.ERROR,
                     key_id=record.key_id,
                     pepper_version=record.pepper_version or LEGACY,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,6 +129,28 @@ def assert_nothing_secret(seen: Seen, key: str) -> None:
         assert key not in text and secret not in text and PROMPT not in text and "Tell me" not in text
 
 
+PACE_S = 0.05
+"""The paced model's sleep before its answer (buffered) or before each of its 3 words (streamed)."""
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("stream", [False, True], ids=["buffered_answer", "streamed_answer"])
+def test_latency_covers_the_backends_time(
+    runner: str, stream: bool, make_container: Callable[..., Container], seen: Seen
+) -> None:
+    """The backend sleeps at least PACE_S (x3 streamed): the logged latency is no less than that, and no
+    more than the time the whole run took here (both hold on any machine: sleeps never end early)."""
+    container = make_container({"paced": ScriptedBackend(delay_s=PACE_S)}, log_level="INFO")
+    key = add_key(container)
+    event = rest_v1_event("POST", CHAT, body(stream, model="paced"), {"x-api-key": key})
+    started = time.monotonic()
+    assert RUNNERS[runner](container, event) == 200
+    took_ms = (time.monotonic() - started) * 1000
+    line = completion(seen)
+    slept_ms = PACE_S * 1000 * (3 if stream else 1)
+    assert slept_ms - 1 <= line["latency_ms"] <= took_ms + 1, (line["latency_ms"], slept_ms, took_ms)
+
+
 @pytest.mark.parametrize("runner", RUNNERS)
 @pytest.mark.parametrize("stream", [False, True], ids=["buffered_answer", "streamed_answer"])
 def test_ok(runner: str, stream: bool, gateway: Container, seen: Seen) -> None:
@@ -141,7 +164,8 @@ def test_ok(runner: str, stream: bool, gateway: Container, seen: Seen) -> None:
     assert line["backend"] == "echo" and line["streamed"] is stream and line["fallback"] is False
     assert line["door"] == "chat"
     assert line["prompt_tokens"] > 0 and line["completion_tokens"] == len(PROMPT.split())
-    assert line["client_closed"] is False and line["latency_ms"] >= 0 and line["lambda_request_id"]
+    assert line["client_closed"] is False and line["lambda_request_id"]
+    assert isinstance(line["latency_ms"], int) and line["latency_ms"] >= (line["ttft_ms"] or 0)
     assert (line["ttft_ms"] is not None) is stream
     assert request_metrics(seen) == {"outcome": "ok", "model": "echo", "backend": "echo", "door": "chat"}
     ((errors, _, _),) = seen.metric("chatgw.server_errors")

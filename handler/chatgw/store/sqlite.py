@@ -15,6 +15,7 @@ from pathlib import Path
 from chatgw.access.keys import KeyRecord, Limits
 from chatgw.access.limits import Admission, day_of, decide, generation_of, minute_window, month_of
 from chatgw.errors import StoreUnavailable
+from chatgw.settings import private_dir
 from chatgw.store.base import KeyExists, KeyNotFound, UsageEvent, UsageQuery, UsageRow, split_ledger_model
 from chatgw.store.codec import event_from_dict, key_from_dict, key_to_dict
 from chatgw.store.on_loop import WouldBlock
@@ -54,7 +55,7 @@ ALL_MODELS = ""
 def create_private(path: Path) -> None:
     """The database file readable by its owner alone (0600: it holds key hashes and the ledger), in a
     folder made 0700 if new. SQLite gives its -wal and -shm files the database file's mode."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dir(path.parent)
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     os.chmod(path, 0o600)
 
