@@ -33,7 +33,7 @@ from chatgw.errors import (
 from chatgw.fallbacks import ChainLog, fallback_chain
 from chatgw.metering.reservations import output_cap, reserves_tokens, with_cap, worst_case
 from chatgw.metering.usage import NONE as NO_USAGE
-from chatgw.metering.usage import usage_event, usage_of
+from chatgw.metering.usage import failed_call_usage, plus, usage_event, usage_of
 from chatgw.observability import logs
 from chatgw.observability.observer import Observer, Report
 from chatgw.settings import Settings
@@ -246,10 +246,12 @@ class Service:
 
     async def complete(self, prepared: Prepared, call: Call) -> tuple[Answer, Usage, UsageEvent]:
         """The buffered answer, its usage, and its usage event (which the caller records after
-        responding)."""
+        responding). A model of the chain that failed after the upstream may have worked is booked
+        too (`metering.usage.failed_call_usage`): a flood of timeouts still spends the budget."""
         request = prepared.conversation
         chain = ChainLog(call.request_id, request.model)
         last_error: ChatgwError | None = None
+        spent = NO_USAGE
         for entry in prepared.chain:
             try:
                 async with asyncio.timeout(max(0.0, call.deadline.remaining())):
@@ -258,31 +260,42 @@ class Service:
                 last_error = UpstreamTimeout(f"The model `{entry.name}` did not answer before the deadline.")
             except RETRYABLE_UPSTREAM as exc:
                 last_error = exc
-            except ChatgwError as exc:
-                chain.failed(entry, exc)
+            except Exception as exc:
+                error = exc if isinstance(exc, ChatgwError) else UpstreamError("The model backend failed.")
+                if not isinstance(exc, ChatgwError):  # a backend bug: a 502 and a usage event, as when streaming
+                    logs.event(
+                        "backend_failed", logging.ERROR, request_id=call.request_id, error_type=type(exc).__name__
+                    )
+                else:
+                    chain.failed(entry, exc)
                 chain.flush()
                 self.upstream_failed(call, entry, exc, falling_back=False)
-                await self.record(self.event(prepared, call, entry, status="error"), call.deadline)
-                raise exc
-            except Exception as exc:  # a backend bug: a 502 and a usage event, as when streaming
-                logs.event("backend_failed", logging.ERROR, request_id=call.request_id, error_type=type(exc).__name__)
-                chain.flush()
-                self.upstream_failed(call, entry, exc, falling_back=False)
-                await self.record(self.event(prepared, call, entry, status="error"), call.deadline)
-                raise UpstreamError("The model backend failed.") from None
+                spent = plus(spent, self._failed_call(prepared, error))
+                await self.record(self._failed_event(prepared, call, entry, spent), call.deadline)
+                raise error from None
             else:
                 chain.served(entry)
                 chain.flush()
-                usage, estimated = usage_of(request, answer)
-                event = self.event(prepared, call, entry, status="ok", usage=usage, estimated=estimated)
+                usage, estimated = usage_of(request, answer)  # the client's: the model that answered
+                booked = plus(usage, spent)  # the ledger's: every model of the chain that worked
+                estimated = estimated or spent != NO_USAGE
+                event = self.event(prepared, call, entry, status="ok", usage=booked, estimated=estimated)
                 return answer, usage, event
             assert last_error is not None
+            spent = plus(spent, self._failed_call(prepared, last_error))
             chain.failed(entry, last_error)
             self.upstream_failed(call, entry, last_error, falling_back=entry is not prepared.chain[-1])
         assert last_error is not None
         chain.flush()
-        await self.record(self.event(prepared, call, prepared.chain[-1], status="error"), call.deadline)
+        await self.record(self._failed_event(prepared, call, prepared.chain[-1], spent), call.deadline)
         raise chain.whole_chain_failed(last_error)
+
+    @staticmethod
+    def _failed_call(prepared: Prepared, error: BaseException) -> Usage:
+        return failed_call_usage(prepared.conversation, error, buffered=True, reserved=prepared.reserved)
+
+    def _failed_event(self, prepared: Prepared, call: Call, entry: ModelEntry, spent: Usage) -> UsageEvent:
+        return self.event(prepared, call, entry, status="error", usage=spent, estimated=spent != NO_USAGE)
 
     # the ledger ----------------------------------------------------------------------
 

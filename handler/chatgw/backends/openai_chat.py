@@ -264,10 +264,16 @@ class OpenAIBackend:
     def _transport_error(self, exc: httpx.HTTPError) -> tuple[ChatgwError, bool]:
         """The error for a failed connection, and whether a new try may help."""
         if isinstance(exc, httpx.TimeoutException):
-            return self._timeout(), isinstance(exc, httpx.ConnectTimeout)
+            if isinstance(exc, httpx.ConnectTimeout):
+                timeout = self._timeout()
+                timeout.unsent = True
+                return timeout, True
+            return self._timeout(), False
         what = type(exc).__name__
         error = UpstreamError(
-            f"The connection to the upstream of model '{self.name}' failed ({what}).", cause="connect"
+            f"The connection to the upstream of model '{self.name}' failed ({what}).",
+            cause="connect",
+            unsent=isinstance(exc, httpx.ConnectError),  # no connection: nothing was sent
         )
         return error, isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError)
 
