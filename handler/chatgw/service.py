@@ -31,6 +31,7 @@ from chatgw.errors import (
     UpstreamTimeout,
 )
 from chatgw.fallbacks import ChainLog, fallback_chain
+from chatgw.metering.estimate import image_count
 from chatgw.metering.reservations import output_cap, reserves_tokens, with_cap, worst_case
 from chatgw.metering.usage import NONE as NO_USAGE
 from chatgw.metering.usage import failed_call_usage, plus, usage_event, usage_of
@@ -182,6 +183,13 @@ class Service:
         call.seen.resolved(entry.name, entry.backend.kind)
         if request.stream and not record.allow_streaming:
             raise PermissionDenied(f"{PERMISSION_MESSAGE} This key may not stream.", param="stream")
+        images = image_count(request)
+        if images > self.settings.max_images:
+            raise InvalidRequest(
+                f"The request holds {images} images, above the gateway's limit of {self.settings.max_images} "
+                "per request (CHATGW_MAX_IMAGES).",
+                param="messages",
+            )
         request = self._apply_token_cap(record, request)
         request, reserve = self._reservation(record, entry, request)
         entry.check(request)
@@ -195,7 +203,7 @@ class Service:
         if not reserves_tokens(record.limits):
             return request, 0
         cap = output_cap(request, record, entry.max_output_tokens, self.settings.default_max_output_tokens)
-        return with_cap(request, cap), worst_case(request, cap)
+        return with_cap(request, cap), worst_case(request, cap, entry.image_tokens)
 
     @staticmethod
     def _apply_token_cap(record: KeyRecord, request: Conversation) -> Conversation:

@@ -89,6 +89,9 @@ class Settings:
     """CHATGW_LOG_LEVEL."""
     log_prompts: bool = False
     """CHATGW_LOG_PROMPTS: log request messages (off: prompts are never logged)."""
+    max_images: int = 20
+    """CHATGW_MAX_IMAGES: the most images one request may hold (each reserves its model's
+    `max_image_tokens`)."""
     default_max_output_tokens: int = 4096
     """CHATGW_DEFAULT_MAX_OUTPUT_TOKENS: the output cap a token-limited key's request reserves (and
     is sent) when neither the request, the key nor the model's `max_output_tokens` sets one."""
@@ -148,6 +151,7 @@ class Settings:
             log_level=level,
             log_prompts=_bool(env, "CHATGW_LOG_PROMPTS", False),
             default_max_output_tokens=_int(env, "CHATGW_DEFAULT_MAX_OUTPUT_TOKENS", 4096, minimum=1),
+            max_images=_int(env, "CHATGW_MAX_IMAGES", 20, minimum=0),
             log_sample_rate=sample_rate,
             metrics=metrics,
             metrics_namespace=env.get("CHATGW_METRICS_NAMESPACE") or "chatgw",
