@@ -165,6 +165,8 @@ def test_a_chat_conversation_is_translated_to_a_responses_body(fake_responses: F
         reasoning_effort="low",
         response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": schema, "strict": True}},
         user="u-1",
+        verbosity="low",
+        store=False,
     )
     buffered(fake_responses, request)
     (seen,) = fake_responses.requests
@@ -199,8 +201,8 @@ def test_a_chat_conversation_is_translated_to_a_responses_body(fake_responses: F
         "top_p": 0.9,
         "max_output_tokens": 64,
         "reasoning": {"effort": "low"},
-        "text": {"format": {"type": "json_schema", "name": "n", "schema": schema, "strict": True}},
-        "safety_identifier": "u-1",
+        "text": {"format": {"type": "json_schema", "name": "n", "schema": schema, "strict": True}, "verbosity": "low"},
+        "user": "u-1",
         "store": False,
     }
 

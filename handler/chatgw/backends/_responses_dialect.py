@@ -45,8 +45,12 @@ SUPPORTED = (
     "reasoning_effort",
 )
 """The conversation's settings a Responses body has a place for; the rest are refused by name."""
-PARAMS = {"user": "safety_identifier", "metadata": "metadata", "service_tier": "service_tier"}
-"""Chat-door parameters with a Responses field of the same meaning (chat's `user` became `safety_identifier`)."""
+PARAMS = ("user", "safety_identifier", "metadata", "service_tier", "prompt_cache_key")
+"""Chat-door parameters a Responses body has under the same name and meaning (the catalog's
+`account_params` already decided whether a client may send the account-level ones)."""
+MAPPED_PARAMS = (*PARAMS, "verbosity", "store")
+"""All the chat-door parameters this backend takes: `verbosity` becomes `text.verbosity`, and `store`
+is always sent as false (the gateway keeps no conversations, nor lets the upstream keep them)."""
 STOP_OF_INCOMPLETE: dict[str, StopReason] = {"max_output_tokens": "length", "content_filter": "content_filter"}
 TRY_AGAIN = re.compile(r"try again in (\d+(?:\.\d+)?)\s*(ms|s)", re.IGNORECASE)
 
@@ -123,9 +127,11 @@ def translate(request: Conversation) -> dict[str, Any]:
             if fmt.description is not None:
                 out["description"] = fmt.description
         body["text"] = {"format": out}
-    for name, field in PARAMS.items():
-        if name in request.params:
-            body[field] = request.params[name]
+    for name in PARAMS:
+        if request.params.get(name) is not None:
+            body[name] = request.params[name]
+    if request.params.get("verbosity") is not None:
+        body.setdefault("text", {})["verbosity"] = request.params["verbosity"]
     return body
 
 

@@ -34,7 +34,7 @@ class OpenAIResponsesBackend(OpenAIHTTP):
         self.refuse_listed(request)
         original = request.original
         if original is None or original.dialect != dialect.DIALECT:
-            refuse_unsupported(request, (*dialect.SUPPORTED, *dialect.PARAMS), "openai (responses)")
+            refuse_unsupported(request, (*dialect.SUPPORTED, *dialect.MAPPED_PARAMS), "openai (responses)")
 
     async def complete(self, request: Conversation, deadline: Deadline) -> Answer:
         data = await self.read_json(dialect.request_body(request, model=self.upstream_model, stream=False), deadline)
