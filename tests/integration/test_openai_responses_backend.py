@@ -275,6 +275,10 @@ def test_settings_a_responses_body_has_no_place_for_are_refused_by_name() -> Non
             backend.check(chat("public", "q", **params))
         assert f"`{next(iter(params))}`" in caught.value.message
     backend.check(chat("public", "q", temperature=0.1, max_tokens=5, user="u"))
+    audio = [{"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]
+    with pytest.raises(ChatgwError) as caught:
+        backend.check(chat("public", "q", messages=[{"role": "user", "content": audio}]))
+    assert "`messages`" in caught.value.message and "input_audio" in caught.value.message
 
 
 # ---- errors ----------------------------------------------------------------------------------
@@ -301,6 +305,9 @@ def test_a_failed_response_is_an_error_and_a_rate_limit_keeps_its_kind(fake_resp
     events, error = streamed(fake_responses, chat("public", "q", stream=True))
     assert type(error) is UpstreamError and "(server_error): boom" in error.message
     with pytest.raises(UpstreamRateLimited):
+        buffered(fake_responses, chat("public", "q"))
+    fake_responses.then(Script(body={"object": "response", "status": "failed", "error": None, "output": []}))
+    with pytest.raises(UpstreamError, match="the response failed"):
         buffered(fake_responses, chat("public", "q"))
 
 

@@ -278,7 +278,7 @@ def failure_of(response: Mapping[str, Any]) -> Failed:
 def answer_from(data: Any) -> Answer:
     if not isinstance(data, dict) or data.get("object", "response") != "response":
         raise Garbage("JSON that is not a response")
-    if "error" in data and data.get("status") in (None, "failed") and data.get("error"):
+    if data.get("status") == "failed" or (data.get("status") is None and data.get("error")):
         raise failure_of(data)
     parts = parts_of(data.get("output"))
     stop, native_stop = stop_of(data, any(isinstance(p, ToolCall) for p in parts))

@@ -13,11 +13,12 @@ from chatgw.backends import _responses_dialect as dialect
 from chatgw.backends._openai_http import COMMON_OPTIONS, EventReader, OpenAIHTTP, transport_options
 from chatgw.backends._options import Options
 from chatgw.backends._sse import SSEEvent
-from chatgw.backends.base import BackendDeps, refuse_unsupported
-from chatgw.conversation import Answer, Conversation, Event
+from chatgw.backends.base import BackendDeps, refuse_unsupported, unsupported
+from chatgw.conversation import Answer, Audio, Conversation, Event
 from chatgw.deadline import Deadline
 from chatgw.errors import ChatgwError, UpstreamError, UpstreamRateLimited
 
+BACKEND = "openai (responses)"
 RATE_LIMITED = frozenset({"rate_limit_exceeded", "rate_limit_error"})
 
 
@@ -34,7 +35,10 @@ class OpenAIResponsesBackend(OpenAIHTTP):
         self.refuse_listed(request)
         original = request.original
         if original is None or original.dialect != dialect.DIALECT:
-            refuse_unsupported(request, (*dialect.SUPPORTED, *dialect.MAPPED_PARAMS), "openai (responses)")
+            refuse_unsupported(request, (*dialect.SUPPORTED, *dialect.MAPPED_PARAMS), BACKEND)
+            if any(isinstance(p, Audio) for m in request.messages for p in m.parts):
+                # the Responses API takes no audio input: dropping it would answer another question
+                raise unsupported(request, "messages", BACKEND, ": content parts of type `input_audio` cannot be sent")
 
     async def complete(self, request: Conversation, deadline: Deadline) -> Answer:
         data = await self.read_json(dialect.request_body(request, model=self.upstream_model, stream=False), deadline)
