@@ -306,6 +306,10 @@ def test_a_failed_response_is_an_error_and_a_rate_limit_keeps_its_kind(fake_resp
     assert type(error) is UpstreamError and "(server_error): boom" in error.message
     with pytest.raises(UpstreamRateLimited):
         buffered(fake_responses, chat("public", "q"))
+    too_long = ("context_length_exceeded", "Your input exceeds the context window of this model.")
+    fake_responses.then(Script(failed=too_long))
+    with pytest.raises(UpstreamRejected, match="exceeds the context window"):
+        buffered(fake_responses, chat("public", "q"))
     fake_responses.then(Script(body={"object": "response", "status": "failed", "error": None, "output": []}))
     with pytest.raises(UpstreamError, match="the response failed"):
         buffered(fake_responses, chat("public", "q"))

@@ -16,10 +16,12 @@ from chatgw.backends._sse import SSEEvent
 from chatgw.backends.base import BackendDeps, refuse_unsupported, unsupported
 from chatgw.conversation import Answer, Audio, Conversation, Event
 from chatgw.deadline import Deadline
-from chatgw.errors import ChatgwError, UpstreamError, UpstreamRateLimited
+from chatgw.errors import ChatgwError, UpstreamError, UpstreamRateLimited, UpstreamRejected
 
 BACKEND = "openai (responses)"
 RATE_LIMITED = frozenset({"rate_limit_exceeded", "rate_limit_error"})
+REJECTED = frozenset({"context_length_exceeded", "invalid_prompt"})
+"""Failures the client's request caused (a 400 before the first byte, as the chat backend's upstream 4xx)."""
 
 
 def from_options(name: str, options: Mapping[str, Any], deps: BackendDeps) -> OpenAIResponsesBackend:
@@ -83,7 +85,8 @@ class OpenAIResponsesBackend(OpenAIHTTP):
             raise self._failed(exc) from None
 
     def _failed(self, failure: dialect.Failed) -> ChatgwError:
-        """A failed response: a rate limit keeps its kind (and its wait), anything else is the upstream's failure."""
+        """A failed response: a rate limit keeps its kind (and its wait), a request too long or refused is the
+        client's, anything else is the upstream's failure."""
         message = self.scrub(failure.message)
         if failure.code in RATE_LIMITED:
             wait = failure.retry_after
@@ -92,5 +95,7 @@ class OpenAIResponsesBackend(OpenAIHTTP):
                 retry_after=max(1, round(wait)) if wait is not None else 1,
                 cause="429",
             )
+        if failure.code in REJECTED:
+            return UpstreamRejected(message)
         code = f" ({failure.code})" if failure.code else ""
         return UpstreamError(f"The upstream of model '{self.name}' failed{code}: {message}")
