@@ -29,6 +29,12 @@ from .server import Stall, ThreadedServer
 
 ENCRYPTED = "gAAAAB-fake-encrypted-reasoning=="
 SUMMARY = "Thinking about the question."
+WEB_SEARCH = {
+    "id": "ws_fake1",
+    "type": "web_search_call",
+    "status": "completed",
+    "action": {"type": "search", "query": "the question"},
+}
 
 
 @dataclass
@@ -41,6 +47,8 @@ class Script:
     """Answer this instead of the model: a dict (JSON) or bytes, with `status`."""
     reasoning: bool = False
     """Begin the output with a reasoning item: a summary and `encrypted_content` (ENCRYPTED)."""
+    web_search: bool = False
+    """Put a hosted tool's item (`web_search_call`) before the answer, as a model that searched does."""
     parallel_calls: int = 1
     """When the model calls a tool: this many calls, to the offered tools in turn."""
     cached_tokens: int = 0
@@ -213,6 +221,8 @@ class Turn:
         out: list[dict[str, Any]] = []
         if self.script.reasoning:
             out.append(_reasoning(SUMMARY))
+        if self.script.web_search:
+            out.append(WEB_SEARCH)
         if self.answer.tool_calls:
             out += [_call(i, call, arguments_json(call)) for i, call in enumerate(self.calls())]
         else:
@@ -275,6 +285,10 @@ class Turn:
                 content_index=0,
                 part=item["content"][0],
             )
+        elif kind == "web_search_call":
+            yield ev("response.output_item.added", output_index=index, item={**item, "status": "in_progress"})
+            for step in ("in_progress", "searching", "completed"):
+                yield ev(f"response.web_search_call.{step}", item_id=item_id, output_index=index)
         elif kind == "function_call":
             yield ev(
                 "response.output_item.added",

@@ -26,6 +26,7 @@ TOOLS = [
 ]
 SCRIPTS = {
     "text-and-reasoning": (Script(reasoning=True, cached_tokens=1, reasoning_tokens=4), {}),
+    "web-search": (Script(web_search=True), {"tools": [{"type": "web_search"}]}),
     "parallel-calls": (Script(parallel_calls=2), {"tools": TOOLS}),
     "incomplete": (Script(), {"max_output_tokens": 2}),
     "content-filter": (Script(incomplete="content_filter"), {}),

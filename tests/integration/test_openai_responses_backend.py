@@ -106,11 +106,13 @@ def test_a_body_of_the_same_dialect_reaches_the_upstream_unchanged_but_model_cap
 def test_encrypted_reasoning_comes_back_unchanged_in_the_native_answer_and_the_reasoning_part(
     fake_responses: FakeResponses,
 ) -> None:
-    fake_responses.then(Script(reasoning=True))
+    fake_responses.then(Script(reasoning=True, web_search=True))
     answer = buffered(fake_responses, same_dialect(False))
     assert answer.native is not None and answer.native.dialect == "openai_responses"
     assert answer.native.body["output"][0]["encrypted_content"] == ENCRYPTED
     assert answer.native.body["id"] == "resp_fake0001"
+    # a hosted tool's item has no part; a door of the dialect has it natively
+    assert [item["type"] for item in answer.native.body["output"]] == ["reasoning", "web_search_call", "message"]
     (reasoning, text) = answer.outputs[0].parts
     assert reasoning == Reasoning(SUMMARY, encrypted=ENCRYPTED, dialect="openai_responses")
     assert isinstance(text, Text) and text.text.startswith("Hello from the fake model")
