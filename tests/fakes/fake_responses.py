@@ -349,14 +349,8 @@ def _message(text: str) -> dict[str, Any]:
 
 
 def _call(index: int, call: ToolCallOut, arguments: str) -> dict[str, Any]:
-    return {
-        "id": f"fc_fake{index + 1}",
-        "type": "function_call",
-        "status": "completed",
-        "call_id": call.id,
-        "name": call.name,
-        "arguments": arguments,
-    }
+    item = {"id": f"fc_fake{index + 1}", "type": "function_call", "status": "completed", "call_id": call.id}
+    return {**item, "name": call.name, "arguments": arguments}
 
 
 def _tools(body: dict[str, Any]) -> list[str]:
