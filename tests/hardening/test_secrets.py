@@ -234,7 +234,15 @@ def run_session(
         s.post(plain, {"model": "echo", "messages": user, "temperature": marker})  # 400
         s.post(plain, b'{"model": "echo", "messages": [{"role": "user", "content": "' + marker.encode() + b'"')
         s.post(plain, {"model": "echo", "messages": [{"role": "user", "content": marker * 200}]})  # 413
-        s.post(plain, {"model": "echo", "messages": user, "tools": [{"type": "function", "function": {"name": "f"}}]})
+        s.post(
+            plain,
+            {
+                "model": "echo",
+                "messages": user,
+                "tool_choice": "required",
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+            },
+        )
         r = httpx.get(s.base_url + f"/v1/models?api_key={plain}", timeout=10)  # never read from the query
         s.collect(r.status_code, r.text)
         for path in ("/v1/models", "/v2/llms", "/v1/models/echo", "/v1/models/nope"):

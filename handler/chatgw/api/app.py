@@ -15,6 +15,7 @@ from chatgw import __version__
 from chatgw.access.keys import KeyRecord
 from chatgw.api.http import Envelope, deadline_for, error_response, presented_key, report_of, request_id_of
 from chatgw.api.openai_chat import routes as openai_chat
+from chatgw.api.openai_responses import routes as openai_responses
 from chatgw.deadline import Deadline
 from chatgw.errors import ChatgwError, InvalidRequest, MethodNotAllowed, NotFound
 from chatgw.observability.observer import Observer
@@ -42,6 +43,7 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
         return {"status": "ok"}
 
     app.include_router(openai_chat.router(service, settings, authenticate))
+    app.include_router(openai_responses.router(service, settings, authenticate))
     install_error_handlers(app, service.observer)
     app.add_middleware(Envelope, observer=service.observer)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

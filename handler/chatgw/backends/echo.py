@@ -3,8 +3,9 @@ last user message, word by word, so that the gateway can be run and tested with 
 
 It honours `n` (at most MAX_N), `stop`, `max_tokens` / `max_completion_tokens` (a token is a word; the
 answer is capped at MAX_OUTPUT_WORDS words and MAX_OUTPUT_CHARS characters), and accepts the
-sampling parameters, whose only effect on a deterministic echo is none. Anything that would need a
-real model (tools, JSON modes, logprobs, audio) is refused with a 400."""
+sampling parameters, whose only effect on a deterministic echo is none. Tools are offered but never called
+(a `tool_choice` that requires one is refused); anything else that would need a real model (JSON
+modes, logprobs, audio) is refused with a 400."""
 
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ SUPPORTED = frozenset(
         "safety_identifier",
         "prompt_cache_key",
         "verbosity",
+        # tools it may leave uncalled: an agent (Codex) always offers some
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
     }
 )
 NO_TEXT = "(the last user message has no text)"
@@ -83,8 +88,9 @@ class EchoBackend:
             raise UnsupportedParameter(
                 f"The echo development model only supports `{param}` of type `text`.", param=param
             )
-        if request.tools:
-            raise unsupported(request, "tools", "echo (development)")
+        choice = request.tool_choice
+        if request.tools and choice is not None and choice.mode in ("required", "tool"):
+            raise unsupported(request, "tool_choice", "echo (development)", ": it never calls a tool")
 
     async def complete(self, request: Conversation, deadline: Deadline) -> Answer:
         words, finish = answer(request)

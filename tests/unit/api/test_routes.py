@@ -119,8 +119,8 @@ def test_max_tokens_per_request_caps_and_refuses(gw: Container) -> None:
         (json.dumps({"model": "echo", "messages": []}).encode(), "messages"),
         (json.dumps({"model": "echo", "messages": USER, "temperature": 9}).encode(), "temperature"),
         (json.dumps({"model": "echo", "messages": USER, "api_base": "http://x"}).encode(), "api_base"),
-        (json.dumps({"model": "echo", "messages": USER, "tools": [
-            {"type": "function", "function": {"name": "f"}}]}).encode(), "tools"),
+        (json.dumps({"model": "echo", "messages": USER, "tool_choice": "required", "tools": [
+            {"type": "function", "function": {"name": "f"}}]}).encode(), "tool_choice"),
         (json.dumps({"model": "echo", "messages": USER, "logprobs": True}).encode(), "logprobs"),
         (json.dumps({"model": "echo", "messages": USER, "response_format": {"type": "json_object"}}).encode(),
          "response_format"),
