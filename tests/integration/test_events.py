@@ -35,12 +35,27 @@ def test_event_through_buffered_handler(
     if response["statusCode"] != 200:
         envelope = json.loads(body)
         assert "detail" not in envelope and envelope["request_id"] == headers["x-request-id"]
+    elif "responses" in event.name:
+        assert_responses_answer(body, streamed="stream" in event.name)
     elif "stream" in event.name:
         assert headers["content-type"].startswith("text/event-stream")
         assert body.endswith("data: [DONE]\n\n")
     elif "chat" in event.name:
         completion = json.loads(body)
         assert completion["choices"][0]["message"]["content"] == "What is the capital of France?"
+
+
+def assert_responses_answer(body: str, *, streamed: bool) -> None:
+    """The Responses door's answer to its sample event: the echo of the input, whole (buffered) or
+    as the last event of the stream, `response.completed`."""
+    if streamed:
+        last = body.strip().split("\n\n")[-1]
+        assert last.startswith("event: response.completed\n")
+        answer = json.loads(last.split("\n", 1)[1].removeprefix("data: "))["response"]
+    else:
+        answer = json.loads(body)
+    assert answer["status"] == "completed"
+    assert answer["output"][0]["content"][0]["text"].startswith("Hello from a sample Responses event")
 
 
 def test_lambda_buffered_module_builds_once_from_the_environment(tmp_path: Path) -> None:

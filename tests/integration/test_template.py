@@ -32,6 +32,8 @@ from tests.support.tools import missing_tool
 ROUTES = {
     ("/v2/llms/chat/completions", "post"),
     ("/v1/chat/completions", "post"),
+    ("/v2/llms/responses", "post"),
+    ("/v1/responses", "post"),
     ("/v2/llms", "get"),
     ("/v1/models", "get"),
     ("/health", "get"),

@@ -14,4 +14,6 @@ EXPECTED = {
     "http-v2-chat.json": 200,
     "function-url-chat.json": 200,
     "function-url-chat-stream.json": 200,
+    "rest-v1-responses.json": 200,
+    "rest-v1-responses-stream.json": 200,
 }
