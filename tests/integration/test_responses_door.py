@@ -120,6 +120,8 @@ def test_tool_round_trip_through_the_chat_upstream(
     assert call.name == "get_weather" and json.loads(call.arguments) == {"query": "Paris"}
     upstream = _openai_server.requests[-1].body
     assert [t["function"]["name"] for t in upstream["tools"]] == ["get_weather"]  # the hosted tool dropped
+    dropped = [json.loads(line) for line in served.log.read_text().splitlines() if "hosted_tools_dropped" in line]
+    assert dropped and dropped[-1]["tools"] == ["web_search"]  # and the log says which
     history: list[Any] = [
         {"role": "user", "content": "Paris"},
         call.model_dump(exclude_none=True),

@@ -28,14 +28,18 @@ TERMINAL = frozenset({"response.completed", "response.incomplete", "response.fai
 
 def failure(error: ChatgwError) -> dict[str, str]:
     """An error as `response.failed`'s `error`, in the codes Codex acts on: it waits the seconds of
-    "try again in N s" after `rate_limit_exceeded`, and gives up at once on `insufficient_quota`."""
+    "try again in N s" after `rate_limit_exceeded`, and gives up at once on `insufficient_quota` and
+    `context_length_exceeded`. Anything else is `server_error` (a code of OpenAI's list, which the
+    SDK checks), with the gateway's own code as `type`."""
+    code = "server_error"
+    message = error.message
     if isinstance(error, RateLimited):
-        if error.code == "insufficient_quota":
-            return {"code": "insufficient_quota", "message": error.message}
-        return {"code": "rate_limit_exceeded", "message": f"{error.message} Please try again in {error.retry_after}s."}
-    if error.code == "context_length_exceeded" or "context length" in error.message.lower():
-        return {"code": "context_length_exceeded", "message": error.message}
-    return {"code": "server_error" if error.status >= 500 else error.code, "message": error.message}
+        code = "insufficient_quota" if error.code == "insufficient_quota" else "rate_limit_exceeded"
+        if code == "rate_limit_exceeded":
+            message = f"{message} Please try again in {error.retry_after}s."
+    elif error.code == "context_length_exceeded":
+        code = "context_length_exceeded"
+    return {"code": code, "message": message, "type": error.code}
 
 
 class _Item:
