@@ -19,7 +19,7 @@ from pydantic import TypeAdapter
 from tests.fakes.fake_openai import FakeOpenAI
 from tests.fakes.model import ANSWER
 from tests.support.sdk import openai_client
-from tests.support.served import PEPPER, Served, serve
+from tests.support.served import PEPPER, Served, away_from_a_minute_boundary, serve
 
 EVENT: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 WEATHER = {
@@ -172,6 +172,17 @@ def test_unknown_model_and_bad_key(served: Served, key: str) -> None:
         client(served, key).responses.create(model="nope", input="hi")
     with pytest.raises(openai.AuthenticationError):
         client(served, "sk-not-a-key").responses.create(model="echo", input="hi")
+
+
+def test_a_key_over_its_rate_is_a_429_with_retry_after(served: Served) -> None:
+    limited = str(served.cli("keys", "create", "--name", "slow", "--models", "echo", "--rpm", "1")["key"])
+    away_from_a_minute_boundary()
+    gw = client(served, limited)
+    gw.responses.create(model="echo", input="first")
+    with pytest.raises(openai.RateLimitError) as refused:
+        gw.responses.create(model="echo", input="second")
+    assert int(refused.value.response.headers["retry-after"]) >= 1
+    assert refused.value.code == "rate_limit_exceeded"
 
 
 def test_error_after_the_first_byte_is_response_failed(served: Served, key: str, _openai_server: FakeOpenAI) -> None:
