@@ -18,6 +18,7 @@ from pydantic import TypeAdapter
 
 from tests.fakes.fake_openai import FakeOpenAI
 from tests.fakes.model import ANSWER
+from tests.support.polling import eventually
 from tests.support.sdk import openai_client
 from tests.support.served import PEPPER, Served, away_from_a_minute_boundary, serve
 
@@ -51,6 +52,11 @@ def client(served: Served, key: str, prefix: str = "/v1") -> openai.OpenAI:
     return openai_client(served.base_url + prefix, key, max_retries=0, timeout=30)
 
 
+def completion_lines(served: Served, key_id: str) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in served.log.read_text().splitlines() if '"completion"' in line]
+    return [line for line in lines if line.get("key_id") == key_id]
+
+
 def events_of(stream: Any) -> list[Any]:
     events = list(stream)
     assert [e.sequence_number for e in events] == list(range(len(events)))
@@ -66,6 +72,22 @@ def test_buffered_echo_parses_as_the_sdks_response(served: Served, key: str) -> 
     assert answer.usage is not None and answer.usage.output_tokens == 3
     assert answer.usage.total_tokens == answer.usage.input_tokens + 3
     Response.model_validate(answer.model_dump(mode="json"), strict=True)
+
+
+def test_usage_reaches_the_ledger_and_the_completion_line(served: Served, _openai_server: FakeOpenAI) -> None:
+    from tests.fakes.fake_openai import Script
+
+    created = served.cli("keys", "create", "--name", "ledger", "--models", "m")
+    _openai_server.reset()
+    _openai_server.then(Script(cached_tokens=2))
+    with client(served, str(created["key"])).responses.stream(model="m", input="count these words") as stream:
+        usage = stream.get_final_response().usage
+    assert usage is not None and usage.input_tokens_details.cached_tokens == 2
+    rows = eventually(lambda: served.cli("usage", "--key", created["key_id"]))
+    assert (rows[0]["prompt_tokens"], rows[0]["completion_tokens"]) == (usage.input_tokens, usage.output_tokens)
+    (mine,) = eventually(lambda: completion_lines(served, created["key_id"]))
+    assert mine["path"] == "/v1/responses" and mine["streamed"] and mine["outcome"] == "ok"
+    assert mine["cached_tokens"] == 2
 
 
 def test_v2_prefix_and_instructions(served: Served, key: str) -> None:

@@ -104,6 +104,7 @@ def responses_route(
 def router(service: Service, settings: Settings, authenticate: Authenticate) -> APIRouter:
     routes = APIRouter()
     responses = responses_route(service, settings, authenticate)
-    routes.add_api_route("/v2/llms/responses", responses, methods=["POST"])
-    routes.add_api_route("/v1/responses", responses, methods=["POST"])
+    # Not in the OpenAPI document yet (it documents the chat door's shapes, which it checks by fuzzing).
+    routes.add_api_route("/v2/llms/responses", responses, methods=["POST"], include_in_schema=False)
+    routes.add_api_route("/v1/responses", responses, methods=["POST"], include_in_schema=False)
     return routes
