@@ -50,6 +50,8 @@ class _Item:
         self.index = index
         self.item_id = item_id
         self.text: list[str] = []
+        self.parts: list[tuple[str, list[str]]] = []
+        """A message's content parts: ("output_text" or "refusal", its pieces)."""
         self.call: ToolCall | None = None
         self.tool_index = -1
 
@@ -98,10 +100,10 @@ class ResponsesGrammar:
         if delta.reasoning:
             out.append(self._switch("reasoning"))
             out.append(self._reasoning_delta(delta.reasoning))
-        text = delta.text + delta.refusal
-        if text:
-            out.append(self._switch("message"))
-            out.append(self._text_delta(text))
+        for kind, piece in (("output_text", delta.text), ("refusal", delta.refusal)):
+            if piece:
+                out.append(self._switch("message"))
+                out.append(self._content_delta(kind, piece))
         if delta.tool is not None:
             out.append(self._tool_delta(delta))
         if delta.stop is not None:
@@ -118,14 +120,7 @@ class ResponsesGrammar:
         if kind == "message":
             added = message_item(item.item_id, "", status="in_progress")
             added["content"] = []
-            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-            return (
-                out
-                + self._frame("response.output_item.added", output_index=index, item=added)
-                + self._frame(
-                    "response.content_part.added", item_id=item.item_id, output_index=index, content_index=0, part=part
-                )
-            )
+            return out + self._frame("response.output_item.added", output_index=index, item=added)
         if kind == "reasoning":
             added = {"id": item.item_id, "type": "reasoning", "summary": []}
             part = {"type": "summary_text", "text": ""}
@@ -142,18 +137,38 @@ class ResponsesGrammar:
             )
         return out
 
-    def _text_delta(self, text: str) -> bytes:
+    def _content_delta(self, kind: str, piece: str) -> bytes:
+        """A piece of the message's text or refusal: a new content part when the kind changes."""
         item = self._item
         assert item is not None
-        item.text.append(text)
-        return self._frame(
-            "response.output_text.delta",
-            item_id=item.item_id,
-            output_index=item.index,
-            content_index=0,
-            delta=text,
-            logprobs=[],
+        out = b""
+        if not item.parts or item.parts[-1][0] != kind:
+            out = self._close_part(item)
+            item.parts.append((kind, []))
+            empty = {"type": kind, "text": "", "annotations": [], "logprobs": []} if kind == "output_text" else {}
+            part = empty or {"type": "refusal", "refusal": ""}
+            out += self._frame(
+                "response.content_part.added", **_where(item), content_index=len(item.parts) - 1, part=part
+            )
+        item.parts[-1][1].append(piece)
+        index = len(item.parts) - 1
+        if kind == "refusal":
+            return out + self._frame("response.refusal.delta", **_where(item), content_index=index, delta=piece)
+        return out + self._frame(
+            "response.output_text.delta", **_where(item), content_index=index, delta=piece, logprobs=[]
         )
+
+    def _close_part(self, item: _Item) -> bytes:
+        if not item.parts:
+            return b""
+        index, (kind, pieces) = len(item.parts) - 1, item.parts[-1]
+        whole = "".join(pieces)
+        if kind == "refusal":
+            out = self._frame("response.refusal.done", **_where(item), content_index=index, refusal=whole)
+        else:
+            out = self._frame("response.output_text.done", **_where(item), content_index=index, text=whole, logprobs=[])
+        part = _part(kind, whole)
+        return out + self._frame("response.content_part.done", **_where(item), content_index=index, part=part)
 
     def _reasoning_delta(self, text: str) -> bytes:
         item = self._item
@@ -208,9 +223,9 @@ class ResponsesGrammar:
         text = "".join(item.text)
         where = {"item_id": item.item_id, "output_index": item.index}
         if item.kind == "message":
-            done = message_item(item.item_id, text)
-            out = self._frame("response.output_text.done", **where, content_index=0, text=text, logprobs=[])
-            out += self._frame("response.content_part.done", **where, content_index=0, part=done["content"][0])
+            out = self._close_part(item)
+            done = message_item(item.item_id, "")
+            done["content"] = [_part(kind, "".join(pieces)) for kind, pieces in item.parts]
         elif item.kind == "reasoning":
             done = {"id": item.item_id, "type": "reasoning", "summary": [{"type": "summary_text", "text": text}]}
             part = done["summary"][0]
@@ -260,3 +275,13 @@ class ResponsesGrammar:
         if kind in TERMINAL:
             self._ended = True
         return self._frame(kind, **fields)
+
+
+def _where(item: _Item) -> dict[str, Any]:
+    return {"item_id": item.item_id, "output_index": item.index}
+
+
+def _part(kind: str, whole: str) -> dict[str, Any]:
+    if kind == "refusal":
+        return {"type": "refusal", "refusal": whole}
+    return {"type": "output_text", "text": whole, "annotations": [], "logprobs": []}

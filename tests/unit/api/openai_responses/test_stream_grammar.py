@@ -82,6 +82,18 @@ def test_a_custom_tool_call_is_free_text() -> None:
     assert [e.input for e in events if e.type == "response.custom_tool_call_input.done"] == ["*** Begin Patch"]
 
 
+def test_a_refusal_is_its_own_content_part() -> None:
+    g = grammar()
+    out = g.event(Event([Delta(text="Sorry, ")])) + g.event(Event([Delta(refusal="I can't help with that.")]))
+    events = parse(out + g.end(lambda: USAGE))
+    assert "response.refusal.done" in [e.type for e in events]
+    (item,) = [e.item for e in events if e.type == "response.output_item.done"]
+    assert [(p.type, getattr(p, "text", None) or p.refusal) for p in item.content] == [
+        ("output_text", "Sorry, "),
+        ("refusal", "I can't help with that."),
+    ]
+
+
 def test_a_cut_answer_is_incomplete() -> None:
     g = grammar()
     out = g.event(Event([Delta(text="a b")])) + g.event(Event([Delta(stop="length")])) + g.end(lambda: USAGE)
