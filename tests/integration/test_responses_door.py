@@ -207,6 +207,21 @@ def test_a_key_over_its_rate_is_a_429_with_retry_after(served: Served) -> None:
     assert refused.value.code == "rate_limit_exceeded"
 
 
+def test_an_upstream_refusal_before_the_stream_is_an_http_error(
+    served: Served, key: str, _openai_server: FakeOpenAI
+) -> None:
+    """Before the first byte an error is an ordinary HTTP error in OpenAI's envelope, streamed or not."""
+    from tests.fakes.fake_openai import Script
+
+    _openai_server.reset()
+    limited = {"error": {"message": "slow down", "type": "rate_limit_error", "code": "rate_limit_exceeded"}}
+    _openai_server.then(Script(status=429, headers={"retry-after": "3"}, body=limited))
+    with pytest.raises(openai.RateLimitError) as refused:
+        client(served, key).responses.create(model="m", input="hello", stream=True)
+    assert refused.value.response.headers["content-type"] == "application/json"
+    assert refused.value.response.headers["retry-after"] == "3"
+
+
 def test_error_after_the_first_byte_is_response_failed(served: Served, key: str, _openai_server: FakeOpenAI) -> None:
     from tests.fakes.fake_openai import Script
 
