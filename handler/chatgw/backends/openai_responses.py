@@ -30,6 +30,9 @@ def from_options(name: str, options: Mapping[str, Any], deps: BackendDeps) -> Op
 
 
 class OpenAIResponsesBackend(OpenAIHTTP):
+    native_dialect = "openai_responses"
+    """Read by the Responses door: this upstream runs hosted tools itself (they go in the client's body)."""
+
     def check(self, request: Conversation) -> None:
         """A body of this dialect passes through (the upstream refuses what it does not know); a
         translated one may only carry what a Responses body has a place for (no `stop`, `n`, `seed`,

@@ -31,12 +31,12 @@ DIALECT = "openai_responses"
 
 def speaks_responses(service: Service, model: str) -> bool:
     """Whether the model's backend is an upstream of this dialect (it then gets the client's body,
-    hosted tools included). A backend says so with `dialect = "openai_responses"`."""
+    hosted tools included). A backend says so with `native_dialect = "openai_responses"`."""
     try:
         entry = service.catalog.get(model)
     except ChatgwError:
         return False  # the service's own lookup says what is wrong with the model
-    return getattr(entry.backend, "dialect", None) == DIALECT
+    return getattr(entry.backend, "native_dialect", None) == DIALECT
 
 
 def check_hosted_tools(service: Service, request: ResponsesRequest, request_id: str) -> None:
