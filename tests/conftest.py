@@ -14,6 +14,7 @@ import pytest
 from chatgw.catalog import Catalog, ModelEntry
 from chatgw.compose import Container, build
 from chatgw.settings import Settings
+from tests.fakes.fake_anthropic import FakeAnthropic
 from tests.fakes.fake_bedrock import FakeBedrock
 from tests.fakes.fake_openai import FakeOpenAI
 from tests.support.sdk import close_sdk_clients
@@ -77,6 +78,20 @@ def fake_openai(_openai_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
     _openai_server.reset()
     yield _openai_server
     _openai_server.reset()
+
+
+@pytest.fixture(scope="session")
+def _anthropic_server() -> Iterator[FakeAnthropic]:
+    server = FakeAnthropic().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_anthropic(_anthropic_server: FakeAnthropic) -> Iterator[FakeAnthropic]:
+    _anthropic_server.reset()
+    yield _anthropic_server
+    _anthropic_server.reset()
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ ADAPTERS = {
     "echo": "chatgw.backends.echo",
     "openai": "chatgw.backends.openai_chat",
     "bedrock": "chatgw.backends.bedrock_converse",
+    "anthropic": "chatgw.backends.anthropic",
 }
 
 
