@@ -57,6 +57,8 @@ class Script:
     """A stream: send this many events, then nothing more (the connection kept open)."""
     drop_after_events: int | None = None
     """A stream: close the connection after this many events (no message_stop)."""
+    end_after_events: int | None = None
+    """A stream: end it cleanly but early (no message_stop) after this many events."""
     error_event_after_events: int | None = None
     """A stream: send an `error` event of `error_type` after this many events."""
     error_type: str = "overloaded_error"
@@ -174,6 +176,8 @@ class FakeAnthropic:
                     return
                 if n == script.drop_after_events:
                     raise ConnectionAbortedError("scripted drop")
+                if n == script.end_after_events:
+                    return
                 if n == script.error_event_after_events:
                     yield sse(error_body(500, script.message, script.error_type))
                     return
