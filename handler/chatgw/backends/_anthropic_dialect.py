@@ -274,7 +274,9 @@ def _int(value: Any) -> int:
 
 
 def usage_from(value: Any) -> Usage | None:
-    """Anthropic's `input_tokens` leaves out the cache reads and writes; `Usage.input` counts them."""
+    """Anthropic's `input_tokens` leaves out the cache reads and writes; `Usage.input` counts them.
+    No `native`: the chat door renders it as an OpenAI upstream's own usage fields; the Messages door
+    reads Anthropic's usage from the message (`Answer.native`) and the events."""
     if not isinstance(value, Mapping) or not isinstance(value.get("output_tokens"), int):
         return None
     read, written = _int(value.get("cache_read_input_tokens")), _int(value.get("cache_creation_input_tokens"))
@@ -283,7 +285,6 @@ def usage_from(value: Any) -> Usage | None:
         output=_int(value.get("output_tokens")),
         cache_read=read,
         cache_write=written,
-        native=dict(value),
     )
 
 
