@@ -1,7 +1,7 @@
 """One contract for the `ChatBackend` interface, run against every adapter: the echo model, the
 openai backend in front of the fake OpenAI server, the bedrock backend in front of the fake
-Bedrock runtime (through the real boto3 client), the anthropic backend in front of the fake
-Anthropic server."""
+Bedrock runtime (through the real boto3 client; Converse, and InvokeModel with Anthropic's body),
+the anthropic backend in front of the fake Anthropic server."""
 
 from __future__ import annotations
 
@@ -88,7 +88,22 @@ def _anthropic(request: pytest.FixtureRequest) -> Harness:
     )
 
 
-HARNESSES = {"echo": _echo, "openai": _openai, "bedrock": _bedrock, "anthropic": _anthropic}
+def _bedrock_invoke(request: pytest.FixtureRequest) -> Harness:
+    harness = _bedrock(request)
+    server: fake_bedrock.FakeBedrock = request.getfixturevalue("fake_bedrock")
+    harness.options["api"] = "invoke"
+    harness.slow = lambda: server.then(fake_bedrock.Script(stall_after_events=4))
+    return harness
+
+
+HARNESSES = {
+    "echo": _echo,
+    "openai": _openai,
+    "bedrock": _bedrock,
+    "bedrock-invoke": _bedrock_invoke,
+    "anthropic": _anthropic,
+}
+"""By adapter kind, then (after a dash) another API of the same kind."""
 
 
 @pytest.fixture(params=list(HARNESSES.values()), ids=list(HARNESSES))
@@ -98,7 +113,7 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
 
 def test_every_adapter_runs_the_contract() -> None:
     """A new or renamed adapter cannot slip out of the contract: each is imported and has a harness."""
-    assert set(HARNESSES) == set(ADAPTERS)
+    assert {name.split("-")[0] for name in HARNESSES} == set(ADAPTERS)
     for module in ADAPTERS.values():
         assert callable(importlib.import_module(module).from_options)
 

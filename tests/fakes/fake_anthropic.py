@@ -235,6 +235,11 @@ def _think(body: dict[str, Any], *, cut: bool = True) -> Answer:
     )
 
 
+def think_of(body: dict[str, Any]) -> Answer:
+    """What the fake model answers to this Messages body."""
+    return _think(body)
+
+
 def _thinks(body: dict[str, Any], script: Script) -> bool:
     return script.thinking or (body.get("thinking") or {}).get("type") in ("enabled", "adaptive")
 

@@ -1,13 +1,14 @@
 """The `bedrock` backend: AWS Bedrock Converse and ConverseStream through the container's botocore
 `bedrock-runtime` client (chatgw/aws.py). The blocking calls run on this backend's own threads, never on the event
-loop; a stream is read by one thread that hands events to the loop through a queue."""
+loop; a stream is read by one thread that hands events to the loop through a queue. With `"api": "invoke"` the
+same machinery calls InvokeModel with Anthropic's own body instead (`bedrock_invoke.py`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -26,7 +27,8 @@ from chatgw.errors import (
     UpstreamTimeout,
 )
 
-OPTIONS = {"model_id", "region", "max_retries"}
+OPTIONS = {"model_id", "region", "max_retries", "api", "beta_flags"}
+APIS = ("converse", "invoke")
 THREADS = 32
 
 RATE_LIMITED = {"throttlingexception", "servicequotaexceededexception", "toomanyrequestsexception"}
@@ -46,13 +48,22 @@ def from_options(name: str, options: Mapping[str, Any], deps: BackendDeps) -> Be
     model_id = opts.string("model_id")
     if model_id is None:
         raise opts.error("model_id", "is required (a Bedrock model id or inference profile ARN)")
-    return BedrockBackend(
-        name,
-        model_id=model_id,
-        region=opts.string("region"),
-        max_retries=opts.integer("max_retries", 2, minimum=0, maximum=2),
-        deps=deps,
-    )
+    api = opts.string("api", APIS[0])
+    if api not in APIS:
+        raise opts.error("api", f"must be one of {', '.join(APIS)}")
+    kwargs: dict[str, Any] = {
+        "model_id": model_id,
+        "region": opts.string("region"),
+        "max_retries": opts.integer("max_retries", 2, minimum=0, maximum=2),
+        "deps": deps,
+    }
+    if api == "invoke":
+        from chatgw.backends.bedrock_invoke import BedrockInvokeBackend
+
+        return BedrockInvokeBackend(name, beta_flags=frozenset(opts.string_list("beta_flags")), **kwargs)
+    if opts.has("beta_flags"):
+        raise opts.error("beta_flags", 'applies only to "api": "invoke" (Converse takes no beta flags)')
+    return BedrockBackend(name, **kwargs)
 
 
 class BedrockBackend:
@@ -74,10 +85,36 @@ class BedrockBackend:
         response = await self._call(lambda client: client.converse(**kwargs), deadline)
         return mapping.answer_from(response)
 
+    async def count_tokens(self, request: Conversation, deadline: Deadline | None = None) -> int:
+        """Bedrock's own count of the request's input tokens (CountTokens)."""
+        converse = mapping.converse_request(request)
+        counted = {k: v for k, v in converse.items() if k in ("messages", "system", "toolConfig")}
+        return await self._count({"converse": counted}, deadline)
+
     async def stream(self, request: Conversation, deadline: Deadline) -> AsyncIterator[Event]:
         kwargs = {"modelId": self.model_id, **mapping.converse_request(request)}
         response = await self._call(lambda client: client.converse_stream(**kwargs), deadline)
-        events = response["stream"]
+        mapper = mapping.StreamMapper()
+        async with contextlib.aclosing(self._pump(response["stream"], deadline)) as items:
+            async for item in items:
+                for step in mapper.feed(item):
+                    yield step
+        if not mapper.stopped:
+            raise UpstreamError(
+                f"The Bedrock stream of model '{self.name}' ended without messageStop.", cause="malformed"
+            )
+
+    async def _count(self, counted: dict[str, Any], deadline: Deadline | None) -> int:
+        deadline = deadline or Deadline.in_seconds(60)
+        response = await self._call(lambda client: client.count_tokens(modelId=self.model_id, input=counted), deadline)
+        count = response.get("inputTokens") if isinstance(response, dict) else None
+        if not isinstance(count, int) or count < 0:
+            raise UpstreamError(f"Bedrock answered a count without inputTokens for model '{self.name}'.")
+        return count
+
+    async def _pump(self, events: Any, deadline: Deadline) -> AsyncGenerator[Any]:
+        """The items of a botocore event stream, read by one of this backend's threads; closing this
+        generator stops that thread and closes the stream."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         stop = threading.Event()
@@ -98,7 +135,6 @@ class BedrockBackend:
                 hand_over("error", exc)
 
         loop.run_in_executor(self._threads(), pump)
-        mapper = mapping.StreamMapper()
         try:
             while True:
                 try:
@@ -111,12 +147,7 @@ class BedrockBackend:
                 if kind == "error":
                     error = self._map(item)
                     raise (error.error if isinstance(error, Retryable) else error) from None
-                for step in mapper.feed(item):
-                    yield step
-            if not mapper.stopped:
-                raise UpstreamError(
-                    f"The Bedrock stream of model '{self.name}' ended without messageStop.", cause="malformed"
-                )
+                yield item
         finally:
             stop.set()
             _close(events)
@@ -221,6 +252,8 @@ def _close_abandoned(future: Future[Any]) -> None:
         result = future.result()
         if isinstance(result, dict) and "stream" in result:
             _close(result["stream"])
+        elif isinstance(result, dict) and hasattr(result.get("body"), "close"):
+            _close(result["body"])  # InvokeModelWithResponseStream's event stream
 
 
 def _close(events: Any) -> None:
