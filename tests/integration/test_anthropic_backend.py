@@ -17,7 +17,6 @@ from chatgw.backends.anthropic import AnthropicBackend
 from chatgw.conversation import (
     Conversation,
     Message,
-    Original,
     Reasoning,
     Text,
     ToolCall,
@@ -34,34 +33,10 @@ from chatgw.errors import (
 )
 from tests.fakes.fake_anthropic import SIGNATURE, THINKING, FakeAnthropic, Script, stream_events
 from tests.support.backend_calls import chat, collect, stops, streamed_text, tool_deltas, usages
+from tests.support.messages_door import CLIENT_BODY, from_messages_door
 
 T = TypeVar("T")
 KEY = "sk-ant-fake-upstream-key-123456"
-
-# A Messages-door body as Claude Code sends one: an earlier turn's thinking with its signature,
-# cache_control on a system block, and fields no door knows of (top level and in a block).
-CLIENT_BODY: dict[str, Any] = {
-    "model": "claude-public-name",
-    "max_tokens": 32000,
-    "system": [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}],
-    "messages": [
-        {"role": "user", "content": "first question"},
-        {
-            "role": "assistant",
-            "content": [
-                {"type": "thinking", "thinking": "Hmm.", "signature": "Sig/Of+The=Earlier+Turn=="},
-                {"type": "text", "text": "first answer", "future_block_field": {"kept": True}},
-            ],
-        },
-        {
-            "role": "user",
-            "content": [{"type": "text", "text": "second question", "cache_control": {"type": "ephemeral"}}],
-        },
-    ],
-    "thinking": {"type": "enabled", "budget_tokens": 1024},
-    "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
-    "metadata": {"user_id": '{"session": "abc"}'},
-}
 
 
 def backend_for(server: FakeAnthropic, **options: Any) -> Callable[[BackendDeps], AnthropicBackend]:
@@ -88,21 +63,6 @@ def run(
             await deps.aclose()
 
     return asyncio.run(main())
-
-
-def from_messages_door(body: dict[str, Any], *, cap: int | None = None, betas: list[str] | None = None) -> Conversation:
-    """What the Messages door hands a backend: the raw body as `original` (the messages are the
-    door's business; this backend never reads them for a same-dialect call)."""
-    raw = json.dumps(body).encode()
-    return Conversation(
-        model="claude-public-name",
-        messages=(Message("user", (Text("second question"),)),),
-        max_output_tokens=cap,
-        stream=bool(body.get("stream")),
-        params={"anthropic-beta": betas} if betas is not None else {},
-        given=frozenset({"anthropic-beta"}) if betas is not None else frozenset(),
-        original=Original("anthropic", raw),
-    )
 
 
 @pytest.fixture(autouse=True)
