@@ -232,9 +232,9 @@ def _block(request: Conversation, part: Part) -> dict[str, Any] | None:
 
 
 def _reasoning(part: Reasoning) -> dict[str, Any] | None:
-    """Only Anthropic's own thinking goes back (with its signature); another model's reasoning is
-    not something this model can verify, and is left out."""
-    if part.dialect not in (DIALECT, None):
+    """Only Claude's own thinking goes back (with its signature, which holds on Anthropic's API and
+    on Bedrock alike); another model's reasoning is not something Claude can verify, and is left out."""
+    if part.dialect not in (DIALECT, "bedrock_converse", None):
         return None
     if part.redacted and part.encrypted:
         return {"type": "redacted_thinking", "data": part.encrypted}
