@@ -1,19 +1,19 @@
 """The `bedrock` backend: AWS Bedrock Converse and ConverseStream through the container's botocore
 `bedrock-runtime` client (chatgw/aws.py). The blocking calls run on this backend's own threads, never on the event
 loop; a stream is read by one thread that hands events to the loop through a queue. With `"api": "invoke"` the
-same machinery calls InvokeModel with Anthropic's own body instead (`bedrock_invoke.py`)."""
+same machinery calls InvokeModel with Anthropic's own body instead (`bedrock_invoke.py`); `bedrock.py` reads the
+catalog entry and makes one or the other."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from chatgw.backends import _converse_mapping as mapping
-from chatgw.backends._options import Options
 from chatgw.backends._retry import Retryable, with_retries
 from chatgw.backends._scrub import scrub
 from chatgw.backends.base import BackendDeps
@@ -27,8 +27,6 @@ from chatgw.errors import (
     UpstreamTimeout,
 )
 
-OPTIONS = {"model_id", "region", "max_retries", "api", "beta_flags"}
-APIS = ("converse", "invoke")
 THREADS = 32
 
 RATE_LIMITED = {"throttlingexception", "servicequotaexceededexception", "toomanyrequestsexception"}
@@ -41,29 +39,6 @@ NOT_ALLOWED = {
 }
 TIMED_OUT = {"modeltimeoutexception"}
 RETRYABLE = {"serviceunavailableexception", "internalserverexception", "modelnotreadyexception"}
-
-
-def from_options(name: str, options: Mapping[str, Any], deps: BackendDeps) -> BedrockBackend:
-    opts = Options(name, options, OPTIONS)
-    model_id = opts.string("model_id")
-    if model_id is None:
-        raise opts.error("model_id", "is required (a Bedrock model id or inference profile ARN)")
-    api = opts.string("api", APIS[0])
-    if api not in APIS:
-        raise opts.error("api", f"must be one of {', '.join(APIS)}")
-    kwargs: dict[str, Any] = {
-        "model_id": model_id,
-        "region": opts.string("region"),
-        "max_retries": opts.integer("max_retries", 2, minimum=0, maximum=2),
-        "deps": deps,
-    }
-    if api == "invoke":
-        from chatgw.backends.bedrock_invoke import BedrockInvokeBackend
-
-        return BedrockInvokeBackend(name, beta_flags=frozenset(opts.string_list("beta_flags")), **kwargs)
-    if opts.has("beta_flags"):
-        raise opts.error("beta_flags", 'applies only to "api": "invoke" (Converse takes no beta flags)')
-    return BedrockBackend(name, **kwargs)
 
 
 class BedrockBackend:
