@@ -53,6 +53,8 @@ class Script:
     body: Any = None
     """Answer this (JSON, with `status`) instead of the model."""
     delay_s: float = 0.0
+    stall_before_headers: bool = False
+    """Never answer (until the gateway gives up or the test ends): an upstream too slow to start."""
     stall_after_events: int | None = None
     """A stream: send this many events, then nothing more (the connection kept open)."""
     drop_after_events: int | None = None
@@ -144,6 +146,8 @@ class FakeAnthropic:
         script = self.scripts.popleft() if self.scripts else Script()
         if script.delay_s:
             await asyncio.sleep(script.delay_s)
+        if script.stall_before_headers:
+            await self.stall.wait()
         return body, script
 
     async def _count(self, request: Request) -> Response:

@@ -30,6 +30,7 @@ from chatgw.errors import (
     UpstreamOverloaded,
     UpstreamRateLimited,
     UpstreamRejected,
+    UpstreamTimeout,
 )
 from tests.fakes.fake_anthropic import SIGNATURE, THINKING, FakeAnthropic, Script, stream_events
 from tests.support.backend_calls import chat, collect, stops, streamed_text, tool_deltas, usages
@@ -252,6 +253,7 @@ ERRORS: list[tuple[Script, type[ChatgwError], str | None]] = [
         "Request exceeds the maximum size",
     ),
     (Script(status=401, message=f"invalid x-api-key {KEY}"), UpstreamError, None),
+    (Script(status=400, message=f"key {KEY} cannot use this model"), UpstreamRejected, "key *** cannot use this model"),
     (Script(status=429, message="slow down", headers={"retry-after": "7"}), UpstreamRateLimited, None),
     (Script(status=529, message="Overloaded"), UpstreamOverloaded, None),
     (Script(status=500, message="Internal server error"), UpstreamError, None),
@@ -344,3 +346,13 @@ def test_a_tool_result_history_with_reasoning_of_another_dialect_leaves_that_rea
     sent = fake_anthropic.requests[-1].body["messages"]
     assert sent[1]["content"] == [{"type": "tool_use", "id": "t1", "name": "lookup", "input": {}}]
     assert sent[2]["content"][0]["is_error"] is True
+
+
+def test_an_upstream_that_never_answers_is_a_timeout_within_the_deadline(fake_anthropic: FakeAnthropic) -> None:
+    fake_anthropic.then(Script(stall_before_headers=True))
+
+    async def scenario(backend: AnthropicBackend) -> None:
+        with pytest.raises(UpstreamTimeout):
+            await backend.complete(chat("m", "hi"), Deadline.in_seconds(0.5))
+
+    run(backend_for(fake_anthropic), scenario)
