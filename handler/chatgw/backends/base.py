@@ -18,7 +18,7 @@ class CatalogError(ValueError):
 
 class ChatBackend(Protocol):
     kind: str
-    """"echo", "openai" or "bedrock": written to the usage ledger."""
+    """"echo", "openai", "anthropic" or "bedrock": written to the usage ledger."""
 
     def check(self, request: Conversation) -> None:
         """Raise `UnsupportedParameter` naming the first parameter this backend cannot honour
