@@ -75,7 +75,7 @@ class BedrockInvokeBackend(BedrockBackend):
         body = json.loads(self.body(request))
         for name in COUNT_DROPPED:
             body.pop(name, None)
-        body["max_tokens"] = 1  # CountTokens checks the body as InvokeModel would, and that needs a cap
+        body["max_tokens"] = 1  # an InvokeModel body needs a cap (AWS's CountTokens examples send one); not counted
         return await self._count({"invokeModel": {"body": json.dumps(body).encode()}}, deadline)
 
     async def stream(self, request: Conversation, deadline: Deadline) -> AsyncIterator[Event]:
