@@ -52,7 +52,7 @@ def gateway(
     monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", fake_bedrock.url)
     invoke = {"backend": "bedrock", "api": "invoke", "model_id": "anthropic.claude-fake-v1:0", "region": "us-east-1"}
     models = {
-        "claude": fake_anthropic.catalog_entry("claude", price_per_million_tokens=PRICE),
+        "claude": fake_anthropic.catalog_entry("claude", price_per_million_tokens=PRICE, max_image_tokens=1600),
         "claude-invoke": {**invoke, "max_retries": 0, "price_per_million_tokens": PRICE},
     }
     container = make_container(models=json.dumps(models))
