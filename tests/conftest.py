@@ -14,6 +14,7 @@ import pytest
 from chatgw.catalog import Catalog, ModelEntry
 from chatgw.compose import Container, build
 from chatgw.settings import Settings
+from tests.fakes.fake_anthropic import FakeAnthropic
 from tests.fakes.fake_bedrock import FakeBedrock
 from tests.fakes.fake_openai import FakeOpenAI
 from tests.fakes.fake_responses import FakeResponses
@@ -92,6 +93,20 @@ def fake_responses(_responses_server: FakeResponses) -> Iterator[FakeResponses]:
     _responses_server.reset()
     yield _responses_server
     _responses_server.reset()
+
+
+@pytest.fixture(scope="session")
+def _anthropic_server() -> Iterator[FakeAnthropic]:
+    server = FakeAnthropic().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_anthropic(_anthropic_server: FakeAnthropic) -> Iterator[FakeAnthropic]:
+    _anthropic_server.reset()
+    yield _anthropic_server
+    _anthropic_server.reset()
 
 
 @pytest.fixture(scope="session")

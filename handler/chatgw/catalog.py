@@ -1,6 +1,6 @@
 """The model catalog: `CHATGW_MODELS` (a JSON file path or inline JSON) to backends.
 
-{"<public name>": {"backend": "openai" | "bedrock" | "echo",
+{"<public name>": {"backend": "openai" | "anthropic" | "bedrock" | "echo",
                    "description": "...", "price_per_million_tokens": {"input": 0.15, "output": 0.6,
                    "cached_input": 0.075, "cache_write": 0.1875}, "max_output_tokens": 4096,
                    "fallbacks": ["<other public name>", ...], ...backend options}}

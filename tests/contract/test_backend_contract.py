@@ -1,7 +1,8 @@
 """One contract for the `ChatBackend` interface, run against every adapter: the echo model, the
 openai backend in front of the fake OpenAI server (chat completions) and the fake Responses server
-(`api: responses`), the bedrock backend in front of the fake
-Bedrock runtime (through the real boto3 client)."""
+(`api: responses`), the bedrock backend in front of the fake Bedrock runtime (through the real boto3
+client; Converse, and InvokeModel with Anthropic's body), the anthropic backend in front of the fake
+Anthropic server."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from chatgw.backends.base import BackendDeps, ChatBackend
 from chatgw.conversation import Conversation, Delta, Event
 from chatgw.deadline import Deadline
 from chatgw.errors import UnsupportedParameter
-from tests.fakes import fake_bedrock, fake_openai, fake_responses
+from tests.fakes import fake_anthropic, fake_bedrock, fake_openai, fake_responses
 from tests.support.backend_calls import answer_text, chat, stops, streamed_text, usages
 from tests.support.backend_calls import collect as collect_stream
 
@@ -91,12 +92,35 @@ def _openai_responses(request: pytest.FixtureRequest) -> Harness:
     )
 
 
+def _anthropic(request: pytest.FixtureRequest) -> Harness:
+    server: fake_anthropic.FakeAnthropic = request.getfixturevalue("fake_anthropic")
+    return Harness(
+        "anthropic",
+        {"base_url": server.base_url, "upstream_model": "claude-fake", "max_retries": 0},
+        BackendDeps,
+        slow=lambda: server.then(fake_anthropic.Script(stall_after_events=4)),
+        aborted=server.stream_aborted.wait,
+        refused=[{"logprobs": True}, {"seed": 7}, {"n": 2}, {"frequency_penalty": 0.5}],
+    )
+
+
+def _bedrock_invoke(request: pytest.FixtureRequest) -> Harness:
+    harness = _bedrock(request)
+    server: fake_bedrock.FakeBedrock = request.getfixturevalue("fake_bedrock")
+    harness.options["api"] = "invoke"
+    harness.slow = lambda: server.then(fake_bedrock.Script(stall_after_events=4))
+    return harness
+
+
 HARNESSES = {
     "echo": _echo,
     "openai": _openai,
     "openai-responses": _openai_responses,
     "bedrock": _bedrock,
+    "bedrock-invoke": _bedrock_invoke,
+    "anthropic": _anthropic,
 }
+"""By adapter kind, then (after a dash) another API of the same kind."""
 
 
 @pytest.fixture(params=list(HARNESSES.values()), ids=list(HARNESSES))
@@ -227,7 +251,7 @@ def test_closing_the_stream_closes_the_upstream_call(harness: Harness) -> None:
         stream = backend.stream(ask(stream=True), Deadline.in_seconds(30))
         first = await anext(stream)
         second = await anext(stream)
-        while not second.deltas:  # an event kept only for a door of the upstream's dialect
+        while not (second.deltas or second.usage):  # an event kept only for a door of the upstream's dialect
             second = await anext(stream)
         assert first.deltas == [Delta()] and second.deltas
         await stream.aclose()  # type: ignore[attr-defined]

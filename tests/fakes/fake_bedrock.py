@@ -1,7 +1,10 @@
 """A Bedrock runtime server on loopback, for tests, reached by the real boto3 client via `endpoint_url`:
 `POST /model/{modelId}/converse` (JSON) and `POST /model/{modelId}/converse-stream`
-(`application/vnd.amazon.eventstream` frames). Errors come as HTTP error JSON with `x-amzn-ErrorType`
-before the first byte, or as `:message-type: exception` frames after it.
+(`application/vnd.amazon.eventstream` frames); `POST /model/{modelId}/invoke` and
+`.../invoke-with-response-stream` with Anthropic's Messages body (answered as the fake Anthropic server
+answers, each stream event base64 JSON in a `chunk` frame); `POST /model/{modelId}/count-tokens`.
+Errors come as HTTP error JSON with `x-amzn-ErrorType` before the first byte, or as
+`:message-type: exception` frames after it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from . import eventstream
+from . import eventstream, fake_anthropic
 from .model import Answer, think
 from .server import Stall, ThreadedServer
 
@@ -84,6 +87,9 @@ class FakeBedrock:
         routes = [
             Route("/model/{model_id:path}/converse", self._converse, methods=["POST"]),
             Route("/model/{model_id:path}/converse-stream", self._converse_stream, methods=["POST"]),
+            Route("/model/{model_id:path}/invoke", self._invoke, methods=["POST"]),
+            Route("/model/{model_id:path}/invoke-with-response-stream", self._invoke_stream, methods=["POST"]),
+            Route("/model/{model_id:path}/count-tokens", self._count_tokens, methods=["POST"]),
         ]
         self._server = ThreadedServer(Starlette(routes=routes))
 
@@ -196,6 +202,44 @@ class FakeBedrock:
         finally:
             if not released:
                 (self.stream_completed if completed else self.stream_aborted).set()
+
+    # ---- InvokeModel with Anthropic's body ----------------------------------------------------
+
+    async def _invoke(self, request: Request) -> Response:
+        body, script, error = await self._begin(request)
+        if error is not None:
+            return error
+        message = fake_anthropic.message_body(body, _anthropic_script(script))
+        return JSONResponse({**message, "model": request.path_params["model_id"]})
+
+    async def _invoke_stream(self, request: Request) -> Response:
+        body, script, error = await self._begin(request)
+        if error is not None:
+            return error
+        events = [
+            (
+                "chunk",
+                {"bytes": base64.b64encode(json.dumps(e).encode()).decode()},
+            )
+            for e in fake_anthropic.stream_events(body, _anthropic_script(script))
+        ]
+        return StreamingResponse(self._frames(events, script), media_type="application/vnd.amazon.eventstream")
+
+    async def _count_tokens(self, request: Request) -> Response:
+        body, _, error = await self._begin(request)
+        if error is not None:
+            return error
+        given = body.get("input") or {}
+        if "invokeModel" in given:
+            counted = json.loads(base64.b64decode(given["invokeModel"]["body"]))
+            return JSONResponse({"inputTokens": fake_anthropic.think_of(counted).prompt_tokens})
+        return JSONResponse({"inputTokens": _think(given.get("converse") or {}).prompt_tokens})
+
+
+def _anthropic_script(script: Script) -> fake_anthropic.Script:
+    return fake_anthropic.Script(
+        cache_read_tokens=script.cache_read_tokens, cache_write_tokens=script.cache_write_tokens
+    )
 
 
 def _think(body: dict[str, Any]) -> Answer:

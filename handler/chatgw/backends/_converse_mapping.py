@@ -1,5 +1,10 @@
 """Conversations to Bedrock Converse requests, and Converse answers and ConverseStream events back to
-the conversation model. Pure functions: no I/O, no boto3."""
+the conversation model. Pure functions: no I/O, no boto3.
+
+Cache markers on parts and tools become cache points after them; a thinking budget goes through
+`additionalModelRequestFields` (Claude's own `thinking`); Claude's reasoning blocks (with their
+signatures) go back as `reasoningContent`, because Claude refuses a tool-use history whose thinking
+was dropped."""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from chatgw.conversation import (
     Message,
     Output,
     Part,
+    Reasoning,
     Refusal,
     StopReason,
     Text,
@@ -31,7 +37,7 @@ from chatgw.conversation import (
 )
 from chatgw.errors import UnsupportedParameter
 
-SUPPORTED = frozenset({"temperature", "top_p", "max_output_tokens", "stop", "tools", "tool_choice"})
+SUPPORTED = frozenset({"temperature", "top_p", "max_output_tokens", "stop", "tools", "tool_choice", "thinking_budget"})
 SUPPORTED_AS_NO_OP = frozenset({"user"})
 """Identifies the end user to OpenAI; Converse has no such field and the answer does not depend on it."""
 NO_OP_VALUES: dict[str, Any] = {
@@ -58,6 +64,9 @@ STOP_REASONS: dict[str, StopReason] = {
     "content_filtered": "content_filter",
     "guardrail_intervened": "content_filter",
 }
+CACHE_POINT = {"cachePoint": {"type": "default"}}
+SIGNED_DIALECTS = ("anthropic", "bedrock_converse", None)
+"""Whose reasoning goes back: Claude's signatures hold on Anthropic's API and on Bedrock alike."""
 
 
 def _unsupported(request: Conversation, name: str, why: str = "") -> UnsupportedParameter:
@@ -114,6 +123,8 @@ def converse_request(request: Conversation) -> dict[str, Any]:
     for message in request.messages:
         if message.role == "system":
             system.append({"text": text_of(message.parts)})
+            if any(getattr(p, "cache", False) for p in message.parts):
+                system.append(dict(CACHE_POINT))
         elif message.role == "assistant":
             add("assistant", _assistant_blocks(request, message))
         else:
@@ -133,6 +144,10 @@ def converse_request(request: Conversation) -> dict[str, Any]:
         config["stopSequences"] = list(request.stop)
     if config:
         kwargs["inferenceConfig"] = config
+    if request.thinking_budget is not None:
+        kwargs["additionalModelRequestFields"] = {
+            "thinking": {"type": "enabled", "budget_tokens": request.thinking_budget}
+        }
     tool_config = _tool_config(request, messages)
     if tool_config:
         kwargs["toolConfig"] = tool_config
@@ -151,9 +166,13 @@ def _user_blocks(request: Conversation, message: Message) -> list[dict[str, Any]
             if part.is_error:
                 result["status"] = "error"
             blocks.append({"toolResult": result})
+        elif isinstance(part, Reasoning):
+            continue  # a user's message holds no reasoning of the model's
         else:
             kind = {Audio: "input_audio", Document: "file"}.get(type(part), type(part).__name__.lower())
             raise _unsupported(request, "messages", f": content parts of type `{kind}` cannot be sent")
+        if getattr(part, "cache", False):
+            blocks.append(dict(CACHE_POINT))
     return blocks
 
 
@@ -175,27 +194,48 @@ def _image(request: Conversation, url: str) -> dict[str, Any]:
 def _assistant_blocks(request: Conversation, message: Message) -> list[dict[str, Any]]:
     if any(isinstance(p, Audio) for p in message.parts):
         raise _unsupported(request, "messages", ": assistant audio cannot be sent")
-    blocks: list[dict[str, Any]] = [{"text": p.text} for p in message.parts if isinstance(p, Text | Refusal) and p.text]
-    for call in message.parts:
-        if not isinstance(call, ToolCall):
+    blocks: list[dict[str, Any]] = []
+    for part in message.parts:  # in order: Claude wants its reasoning before the tool calls it led to
+        if isinstance(part, Text | Refusal) and part.text:
+            blocks.append({"text": part.text})
+        elif isinstance(part, Reasoning) and part.dialect in SIGNED_DIALECTS:
+            if part.redacted and part.encrypted:
+                blocks.append({"reasoningContent": {"redactedContent": base64.b64decode(part.encrypted)}})
+            elif part.signature is not None:
+                text = {"text": part.text, "signature": part.signature}
+                blocks.append({"reasoningContent": {"reasoningText": text}})
+        elif isinstance(part, ToolCall):
+            try:
+                arguments = json.loads(part.arguments or "{}")
+            except json.JSONDecodeError:
+                arguments = None
+            if not isinstance(arguments, dict):
+                why = f": the arguments of tool call `{part.id}` must be a JSON object"
+                raise _unsupported(request, "messages", why)
+            blocks.append({"toolUse": {"toolUseId": part.id, "name": part.name, "input": arguments}})
+        else:
             continue
-        try:
-            arguments = json.loads(call.arguments or "{}")
-        except json.JSONDecodeError:
-            arguments = None
-        if not isinstance(arguments, dict):
-            raise _unsupported(request, "messages", f": the arguments of tool call `{call.id}` must be a JSON object")
-        blocks.append({"toolUse": {"toolUseId": call.id, "name": call.name, "input": arguments}})
+        if getattr(part, "cache", False):
+            blocks.append(dict(CACHE_POINT))
     return blocks
 
 
+def _used_tools(messages: list[dict[str, Any]]) -> list[str]:
+    names = [b["toolUse"]["name"] for m in messages for b in m["content"] if "toolUse" in b]
+    results = any("toolResult" in b for m in messages for b in m["content"])
+    return list(dict.fromkeys(names)) or (["tool"] if results else [])
+
+
 def _tool_config(request: Conversation, messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    used = _used_tools(messages)
     if not request.tools:
-        return None
+        # Converse refuses a history with tool blocks and no toolConfig: the tools it used are
+        # declared (schema-less), and the model, told of no others, is free to answer in text.
+        specs = [{"toolSpec": {"name": n, "inputSchema": {"json": {"type": "object"}}}} for n in used]
+        return {"tools": specs} if specs else None
     choice = request.tool_choice
     if choice is not None and choice.mode == "none":
-        uses_tools = any("toolUse" in b or "toolResult" in b for m in messages for b in m["content"])
-        if uses_tools:
+        if used:
             raise _unsupported(
                 request,
                 "tool_choice",
@@ -211,6 +251,8 @@ def _tool_config(request: Conversation, messages: list[dict[str, Any]]) -> dict[
         if tool.description:
             spec["description"] = tool.description
         tools.append({"toolSpec": spec})
+        if tool.cache:
+            tools.append(dict(CACHE_POINT))
     config: dict[str, Any] = {"tools": tools}
     if choice is not None and choice.mode == "auto":
         config["toolChoice"] = {"auto": {}}
@@ -246,10 +288,20 @@ def answer_from(response: dict[str, Any]) -> Answer:
         elif "toolUse" in block:
             use = block["toolUse"]
             parts.append(ToolCall(use["toolUseId"], use["name"], json.dumps(use.get("input") or {})))
+        elif "reasoningContent" in block:
+            parts.append(_reasoning(block["reasoningContent"]))
     if not parts:
         parts.append(Text(""))
     output = Output(parts, stop_of(response.get("stopReason")))
     return Answer([output], usage_from(response.get("usage")))
+
+
+def _reasoning(content: dict[str, Any]) -> Reasoning:
+    if "redactedContent" in content:
+        data = base64.b64encode(content["redactedContent"]).decode()
+        return Reasoning(encrypted=data, redacted=True, dialect="bedrock_converse")
+    text = content.get("reasoningText") or {}
+    return Reasoning(text.get("text") or "", signature=text.get("signature"), dialect="bedrock_converse")
 
 
 class StreamMapper:
@@ -274,6 +326,10 @@ class StreamMapper:
             delta = body.get("delta") or {}
             if "text" in delta:
                 return [Event([Delta(text=delta["text"])])]
+            reasoning = delta.get("reasoningContent") or {}
+            if "text" in reasoning or "signature" in reasoning:
+                text, signature = reasoning.get("text") or "", reasoning.get("signature") or ""
+                return [Event([Delta(reasoning=text, signature=signature)])]
             if "toolUse" in delta:
                 block = body.get("contentBlockIndex", 0)
                 index = self._tool_index.setdefault(block, len(self._tool_index))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from chatgw.conversation import Answer, Conversation, Event
 from chatgw.deadline import Deadline
@@ -18,7 +18,7 @@ class CatalogError(ValueError):
 
 class ChatBackend(Protocol):
     kind: str
-    """"echo", "openai" or "bedrock": written to the usage ledger."""
+    """"echo", "openai", "anthropic" or "bedrock": written to the usage ledger."""
 
     def check(self, request: Conversation) -> None:
         """Raise `UnsupportedParameter` naming the first parameter this backend cannot honour
@@ -33,6 +33,15 @@ class ChatBackend(Protocol):
         time each read against it: one read waits at most the model's timeout."""
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class CountsTokens(Protocol):
+    """A backend whose upstream counts a request's input tokens itself (Anthropic's count_tokens,
+    Bedrock's CountTokens). A door's count route asks it, and answers 404 for a backend without:
+    clients decide when to compact on this number, so the gateway never makes one up."""
+
+    async def count_tokens(self, request: Conversation, deadline: Deadline | None = None) -> int: ...
 
 
 def unsupported(request: Conversation, name: str, backend: str, why: str = "") -> UnsupportedParameter:

@@ -1,18 +1,19 @@
 """The `bedrock` backend: AWS Bedrock Converse and ConverseStream through the container's botocore
 `bedrock-runtime` client (chatgw/aws.py). The blocking calls run on this backend's own threads, never on the event
-loop; a stream is read by one thread that hands events to the loop through a queue."""
+loop; a stream is read by one thread that hands events to the loop through a queue. With `"api": "invoke"` the
+same machinery calls InvokeModel with Anthropic's own body instead (`bedrock_invoke.py`); `bedrock.py` reads the
+catalog entry and makes one or the other."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from chatgw.backends import _converse_mapping as mapping
-from chatgw.backends._options import Options
 from chatgw.backends._retry import Retryable, with_retries
 from chatgw.backends._scrub import scrub
 from chatgw.backends.base import BackendDeps
@@ -26,7 +27,6 @@ from chatgw.errors import (
     UpstreamTimeout,
 )
 
-OPTIONS = {"model_id", "region", "max_retries"}
 THREADS = 32
 
 RATE_LIMITED = {"throttlingexception", "servicequotaexceededexception", "toomanyrequestsexception"}
@@ -39,20 +39,6 @@ NOT_ALLOWED = {
 }
 TIMED_OUT = {"modeltimeoutexception"}
 RETRYABLE = {"serviceunavailableexception", "internalserverexception", "modelnotreadyexception"}
-
-
-def from_options(name: str, options: Mapping[str, Any], deps: BackendDeps) -> BedrockBackend:
-    opts = Options(name, options, OPTIONS)
-    model_id = opts.string("model_id")
-    if model_id is None:
-        raise opts.error("model_id", "is required (a Bedrock model id or inference profile ARN)")
-    return BedrockBackend(
-        name,
-        model_id=model_id,
-        region=opts.string("region"),
-        max_retries=opts.integer("max_retries", 2, minimum=0, maximum=2),
-        deps=deps,
-    )
 
 
 class BedrockBackend:
@@ -74,10 +60,36 @@ class BedrockBackend:
         response = await self._call(lambda client: client.converse(**kwargs), deadline)
         return mapping.answer_from(response)
 
+    async def count_tokens(self, request: Conversation, deadline: Deadline | None = None) -> int:
+        """Bedrock's own count of the request's input tokens (CountTokens)."""
+        converse = mapping.converse_request(request)
+        counted = {k: v for k, v in converse.items() if k in ("messages", "system", "toolConfig")}
+        return await self._count({"converse": counted}, deadline)
+
     async def stream(self, request: Conversation, deadline: Deadline) -> AsyncIterator[Event]:
         kwargs = {"modelId": self.model_id, **mapping.converse_request(request)}
         response = await self._call(lambda client: client.converse_stream(**kwargs), deadline)
-        events = response["stream"]
+        mapper = mapping.StreamMapper()
+        async with contextlib.aclosing(self._pump(response["stream"], deadline)) as items:
+            async for item in items:
+                for step in mapper.feed(item):
+                    yield step
+        if not mapper.stopped:
+            raise UpstreamError(
+                f"The Bedrock stream of model '{self.name}' ended without messageStop.", cause="malformed"
+            )
+
+    async def _count(self, counted: dict[str, Any], deadline: Deadline | None) -> int:
+        deadline = deadline or Deadline.in_seconds(60)
+        response = await self._call(lambda client: client.count_tokens(modelId=self.model_id, input=counted), deadline)
+        count = response.get("inputTokens") if isinstance(response, dict) else None
+        if not isinstance(count, int) or count < 0:
+            raise UpstreamError(f"Bedrock answered a count without inputTokens for model '{self.name}'.")
+        return count
+
+    async def _pump(self, events: Any, deadline: Deadline) -> AsyncGenerator[Any]:
+        """The items of a botocore event stream, read by one of this backend's threads; closing this
+        generator stops that thread and closes the stream."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         stop = threading.Event()
@@ -98,7 +110,6 @@ class BedrockBackend:
                 hand_over("error", exc)
 
         loop.run_in_executor(self._threads(), pump)
-        mapper = mapping.StreamMapper()
         try:
             while True:
                 try:
@@ -111,12 +122,7 @@ class BedrockBackend:
                 if kind == "error":
                     error = self._map(item)
                     raise (error.error if isinstance(error, Retryable) else error) from None
-                for step in mapper.feed(item):
-                    yield step
-            if not mapper.stopped:
-                raise UpstreamError(
-                    f"The Bedrock stream of model '{self.name}' ended without messageStop.", cause="malformed"
-                )
+                yield item
         finally:
             stop.set()
             _close(events)
@@ -226,6 +232,8 @@ def _close_abandoned(future: Future[Any]) -> None:
         result = future.result()
         if isinstance(result, dict) and "stream" in result:
             _close(result["stream"])
+        elif isinstance(result, dict) and hasattr(result.get("body"), "close"):
+            _close(result["body"])  # InvokeModelWithResponseStream's event stream
 
 
 def _close(events: Any) -> None:

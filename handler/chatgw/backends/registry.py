@@ -12,7 +12,8 @@ from chatgw.backends.base import BackendDeps, ChatBackend
 ADAPTERS = {
     "echo": "chatgw.backends.echo",
     "openai": "chatgw.backends.openai_chat",
-    "bedrock": "chatgw.backends.bedrock_converse",
+    "bedrock": "chatgw.backends.bedrock",
+    "anthropic": "chatgw.backends.anthropic",
 }
 
 

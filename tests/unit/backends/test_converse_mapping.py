@@ -9,7 +9,17 @@ import pytest
 from chatgw.api.openai_chat.completion import usage_dict
 from chatgw.api.openai_chat.inbound import conversation_of
 from chatgw.backends import _converse_mapping as mapping
-from chatgw.conversation import Conversation, Delta, Usage
+from chatgw.conversation import (
+    Conversation,
+    Delta,
+    Message,
+    Reasoning,
+    Text,
+    Tool,
+    ToolCall,
+    ToolResult,
+    Usage,
+)
 from chatgw.errors import UnsupportedParameter
 from tests.support.backend_calls import stops, tool_deltas
 
@@ -158,3 +168,106 @@ def test_stream_mapper_numbers_tool_calls_from_zero_whatever_the_block_index() -
     assert [(t.index, t.id) for t in tool_deltas(mapped)] == [(0, "a"), (0, None), (1, "b"), (1, None)]
     assert mapped[0].deltas == [Delta()]  # the opening
     assert stops(mapped) == ["tool_use"] and mapped[-1].deltas[0].stop == "tool_use" and mapper.stopped
+
+
+# ---- conversations from doors other than the chat door (thinking, cache markers, reasoning) ----
+
+CLAUDE_SIGNATURE = "EqQBCkYIBxgCKkAsig=="
+
+
+def _history_with_tool_use(*, tools: tuple[Tool, ...] = ()) -> Conversation:
+    return Conversation(
+        model="claude",
+        messages=(
+            Message("user", (Text("look it up"),)),
+            Message(
+                "assistant",
+                (
+                    Reasoning("I should look.", signature=CLAUDE_SIGNATURE, dialect="anthropic"),
+                    ToolCall("t1", "lookup", "{}"),
+                ),
+            ),
+            Message("tool", (ToolResult("t1", (Text("found"),)),)),
+        ),
+        tools=tools,
+    )
+
+
+def test_a_history_with_tool_blocks_gets_a_tool_config_even_without_tools() -> None:
+    kwargs = mapping.converse_request(_history_with_tool_use())
+    assert kwargs["toolConfig"] == {
+        "tools": [{"toolSpec": {"name": "lookup", "inputSchema": {"json": {"type": "object"}}}}]
+    }
+    assert "toolConfig" not in mapping.converse_request(ask())
+
+
+def test_claudes_reasoning_goes_back_before_the_tool_call_it_led_to_with_its_signature() -> None:
+    assistant = mapping.converse_request(_history_with_tool_use())["messages"][1]["content"]
+    assert assistant == [
+        {"reasoningContent": {"reasoningText": {"text": "I should look.", "signature": CLAUDE_SIGNATURE}}},
+        {"toolUse": {"toolUseId": "t1", "name": "lookup", "input": {}}},
+    ]
+    other = Conversation(
+        model="claude",
+        messages=(Message("assistant", (Reasoning("hidden", dialect="openai_chat"), Text("hi"))),),
+    )
+    assert mapping.converse_request(other)["messages"][0]["content"] == [{"text": "hi"}]
+
+
+def test_reasoning_round_trips_from_an_answer_and_its_stream() -> None:
+    answer = mapping.answer_from(
+        {
+            "output": {
+                "message": {
+                    "content": [
+                        {"reasoningContent": {"reasoningText": {"text": "Hmm.", "signature": CLAUDE_SIGNATURE}}},
+                        {"reasoningContent": {"redactedContent": b"\x00secret"}},
+                        {"text": "Yes."},
+                    ]
+                }
+            },
+            "stopReason": "end_turn",
+        }
+    )
+    signed, redacted, text = answer.outputs[0].parts
+    assert signed == Reasoning("Hmm.", signature=CLAUDE_SIGNATURE, dialect="bedrock_converse")
+    assert isinstance(redacted, Reasoning) and redacted.redacted and text == Text("Yes.")
+    again = Conversation(model="claude", messages=(Message("assistant", (signed, redacted, text)),))
+    assert mapping.converse_request(again)["messages"][0]["content"][:2] == [
+        {"reasoningContent": {"reasoningText": {"text": "Hmm.", "signature": CLAUDE_SIGNATURE}}},
+        {"reasoningContent": {"redactedContent": b"\x00secret"}},
+    ]
+    mapper = mapping.StreamMapper()
+    deltas = [
+        d
+        for e in (
+            {"contentBlockDelta": {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "Hmm."}}}},
+            {"contentBlockDelta": {"contentBlockIndex": 0, "delta": {"reasoningContent": {"signature": "S=="}}}},
+        )
+        for event in mapper.feed(e)
+        for d in event.deltas
+    ]
+    assert [(d.reasoning, d.signature) for d in deltas] == [("Hmm.", ""), ("", "S==")]
+
+
+def test_a_thinking_budget_goes_through_additional_model_request_fields() -> None:
+    request = Conversation(model="claude", messages=(Message("user", (Text("hi"),)),), thinking_budget=2048)
+    mapping.check(request)
+    fields = mapping.converse_request(request)["additionalModelRequestFields"]
+    assert fields == {"thinking": {"type": "enabled", "budget_tokens": 2048}}
+
+
+def test_cache_markers_become_cache_points_after_their_blocks() -> None:
+    request = Conversation(
+        model="claude",
+        messages=(
+            Message("system", (Text("long rules", cache=True),)),
+            Message("user", (Text("context", cache=True), Text("question"))),
+        ),
+        tools=(Tool("lookup", cache=True),),
+    )
+    kwargs = mapping.converse_request(request)
+    point = {"cachePoint": {"type": "default"}}
+    assert kwargs["system"] == [{"text": "long rules"}, point]
+    assert kwargs["messages"][0]["content"] == [{"text": "context"}, point, {"text": "question"}]
+    assert kwargs["toolConfig"]["tools"][1] == point
