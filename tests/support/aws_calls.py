@@ -11,7 +11,13 @@ from typing import Any
 
 from tests.support.cfn_template import REGION
 
-BEDROCK_ACTIONS = {"Converse": "InvokeModel", "ConverseStream": "InvokeModelWithResponseStream"}
+BEDROCK_ACTIONS = {
+    "Converse": "InvokeModel",
+    "ConverseStream": "InvokeModelWithResponseStream",
+    "InvokeModel": "InvokeModel",
+    "InvokeModelWithResponseStream": "InvokeModelWithResponseStream",
+    "CountTokens": "CountTokens",
+}
 """Bedrock's Converse calls are authorized as the model invocations they make."""
 
 
