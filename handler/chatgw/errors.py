@@ -15,6 +15,7 @@
     │   └── UpstreamRateLimited      429     rate_limit_error / upstream_rate_limited
     ├── InternalError                500     api_error / internal_error
     ├── UpstreamError                502     api_error / upstream_error
+    │   └── UpstreamOverloaded       502     api_error / upstream_overloaded (529 on Anthropic's door)
     ├── StoreUnavailable             503     api_error / store_unavailable
     └── UpstreamTimeout              504     api_error / upstream_timeout
 
@@ -139,6 +140,13 @@ class UpstreamError(ChatgwError):
     status = 502
     type = "api_error"
     code = "upstream_error"
+
+
+class UpstreamOverloaded(UpstreamError):
+    """The upstream said it is overloaded (Anthropic's 529): retryable, and a 529 where the door's
+    dialect has that status."""
+
+    code = "upstream_overloaded"
 
 
 class StoreUnavailable(ChatgwError):
