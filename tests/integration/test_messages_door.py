@@ -91,6 +91,13 @@ def test_a_dated_alias_reaches_its_entry_and_is_answered_by_its_name(gateway: Ga
     assert message.content[0].text == "aliased" and message.model == "claude-haiku-4-5-20251001"  # type: ignore[union-attr]
 
 
+def test_a_keys_model_permission_applies_to_the_entry_an_alias_names(gateway: Gateway) -> None:
+    ask: Any = {"model": "claude-haiku-4-5-20251001", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+    with pytest.raises(anthropic.NotFoundError):
+        client(gateway, gateway.create_key(allowed_models=("gpt-fake",))).messages.create(**ask)
+    assert client(gateway, gateway.create_key(allowed_models=("echo",))).messages.create(**ask).content
+
+
 def test_streamed_answer_final_message_and_the_grammar(gateway: Gateway) -> None:
     body: Any = {"model": "echo", "max_tokens": 100, "messages": [{"role": "user", "content": "one two three"}]}
     with client(gateway).messages.stream(**body) as stream:
