@@ -142,9 +142,11 @@ def anthropic_model(entry: ModelEntry) -> dict[str, Any]:
 
 def router(service: Service, settings: Settings, authenticate: Authenticate) -> APIRouter:
     routes = APIRouter()
-    routes.add_api_route("/v1/messages", messages_route(service, settings, authenticate), methods=["POST"])
+    # Not in the OpenAPI document yet (it describes the chat door; Anthropic publishes its own).
+    messages = messages_route(service, settings, authenticate)
+    routes.add_api_route("/v1/messages", messages, methods=["POST"], include_in_schema=False)
     count = count_tokens_route(service, settings, authenticate)
-    routes.add_api_route("/v1/messages/count_tokens", count, methods=["POST"])
+    routes.add_api_route("/v1/messages/count_tokens", count, methods=["POST"], include_in_schema=False)
 
     @routes.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def root() -> dict[str, str]:
