@@ -32,6 +32,8 @@ from tests.support.tools import missing_tool
 ROUTES = {
     ("/v2/llms/chat/completions", "post"),
     ("/v1/chat/completions", "post"),
+    ("/v1/messages", "post"),
+    ("/v1/messages/count_tokens", "post"),
     ("/v2/llms", "get"),
     ("/v1/models", "get"),
     ("/health", "get"),
