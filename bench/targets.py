@@ -107,7 +107,7 @@ def chatgw_server(name: str, env: dict[str, str], log: Path, counted_out: Path |
         env = {**env, "BENCH_COUNTS_OUT": str(counted_out)}
     else:
         # the store comes from the environment (CHATGW_STATE_DIR, or the DynamoDB tables), as in Lambda
-        argv = [PY, "-m", "chatgw.cli.main", "serve", "--port", str(port)]
+        argv = [PY, "-m", "chatgw.cli", "serve", "--port", str(port)]
     return Server(name, argv, port, env=env, log=log)
 
 

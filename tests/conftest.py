@@ -16,6 +16,7 @@ from chatgw.compose import Container, build
 from chatgw.settings import Settings
 from tests.fakes.fake_bedrock import FakeBedrock
 from tests.fakes.fake_openai import FakeOpenAI
+from tests.fakes.fake_responses import FakeResponses
 from tests.support.sdk import close_sdk_clients
 from tests.support.servers import Gateway, free_port, running_gateway
 
@@ -77,6 +78,20 @@ def fake_openai(_openai_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
     _openai_server.reset()
     yield _openai_server
     _openai_server.reset()
+
+
+@pytest.fixture(scope="session")
+def _responses_server() -> Iterator[FakeResponses]:
+    server = FakeResponses().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_responses(_responses_server: FakeResponses) -> Iterator[FakeResponses]:
+    _responses_server.reset()
+    yield _responses_server
+    _responses_server.reset()
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,10 @@ from typing import Any
 from chatgw.backends import ADAPTERS, BackendDeps, CatalogError, ChatBackend, build_backend
 from chatgw.conversation import Conversation
 from chatgw.errors import ModelNotFound, UnsupportedParameter
+from chatgw.metering.estimate import image_count
 from chatgw.metering.price import Price
 from chatgw.observability import logs
+from chatgw.store.base import DOOR_MARK
 
 COMMON_FIELDS = (
     "backend",
@@ -28,6 +30,7 @@ COMMON_FIELDS = (
     "price_per_million_tokens",
     "fallbacks",
     "max_output_tokens",
+    "max_image_tokens",
     "account_params",
     "aliases",
 )
@@ -37,6 +40,8 @@ know, stored conversations, end-user identities. Refused unless the model's `acc
 them (a harmless value passes: `service_tier` "auto"/"default", `store` false)."""
 HARMLESS = {"service_tier": ("auto", "default"), "store": (False,)}
 PRICE_FIELDS = {"input", "output", "cached_input", "cache_write"}
+ECHO_IMAGE_TOKENS = 85
+"""What an image reserves on echo, which never reads one."""
 ECHO_DESCRIPTION = (
     "Development model: answers deterministically by echoing the last user message. Not a language model."
 )
@@ -56,6 +61,8 @@ class ModelEntry:
     fallbacks: tuple[str, ...] = ()
     max_output_tokens: int | None = None
     account_params: frozenset[str] = frozenset()
+    max_image_tokens: int | None = None
+    """What one image may cost at most on this model; unset, the model takes no images."""
     aliases: tuple[str, ...] = ()
     """More names that reach this entry (Claude Code asks for dated names); a key's model
     permission applies to the entry's `name`."""
@@ -64,9 +71,21 @@ class ModelEntry:
     def development(self) -> bool:
         return self.backend.kind == "echo"
 
+    @property
+    def image_tokens(self) -> int | None:
+        """What an image reserves on this model (echo's own small figure: it reads no image)."""
+        return ECHO_IMAGE_TOKENS if self.development and self.max_image_tokens is None else self.max_image_tokens
+
     def check(self, request: Conversation) -> None:
-        """Raise `UnsupportedParameter` for what this model may not take: an account parameter
-        the catalog does not allow for it, or what its backend cannot honour."""
+        """Raise `UnsupportedParameter` for what this model may not take: images when the catalog
+        does not say what one may cost, an account parameter the catalog does not allow for it, or
+        what its backend cannot honour."""
+        if self.image_tokens is None and image_count(request):
+            raise UnsupportedParameter(
+                f"The model '{self.name}' takes no images: its catalog entry sets no `max_image_tokens` "
+                "(what one image may cost, which its reservation needs).",
+                param="messages",
+            )
         for param in ACCOUNT_PARAMS:
             value = request.params.get(param)
             if param not in request.given or param in self.account_params or self.development:
@@ -167,6 +186,14 @@ def _max_output(name: str, value: Any) -> int | None:
     return value
 
 
+def _positive(name: str, field: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise CatalogError(f"CHATGW_MODELS: model '{name}': field '{field}' must be an integer >= 1")
+    return value
+
+
 def _account_params(name: str, value: Any) -> frozenset[str]:
     if value is None:
         return frozenset()
@@ -207,6 +234,8 @@ def load_catalog(source: str | None, deps: BackendDeps) -> Catalog:
     for name, spec in data.items():
         if not isinstance(spec, dict):
             raise CatalogError(f"CHATGW_MODELS: model '{name}': must be an object")
+        if DOOR_MARK in name:  # the ledger's per-model rows put it between a model and its door
+            raise CatalogError(f"CHATGW_MODELS: model {name!r}: a name may not hold the control character U+001F")
         kind = spec.get("backend")
         if kind not in ADAPTERS:
             raise CatalogError(
@@ -235,6 +264,7 @@ def load_catalog(source: str | None, deps: BackendDeps) -> Catalog:
             price=_price(name, spec.get("price_per_million_tokens")),
             fallbacks=tuple(fallbacks),
             max_output_tokens=_max_output(name, spec.get("max_output_tokens")),
+            max_image_tokens=_positive(name, "max_image_tokens", spec.get("max_image_tokens")),
             account_params=_account_params(name, spec.get("account_params")),
             aliases=_aliases(name, spec.get("aliases")),
         )

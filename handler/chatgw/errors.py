@@ -43,8 +43,11 @@ class ChatgwError(Exception):
         field_errors: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
         cause: str | None = None,
+        unsent: bool = False,
     ) -> None:
         super().__init__(message)
+        self.unsent = unsent
+        """An upstream failure known to come before the request reached the upstream (no connection)."""
         self.message = message
         self.param = param
         # What went wrong, for logs and metrics only (never sent): an upstream failure's class

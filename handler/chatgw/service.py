@@ -31,9 +31,10 @@ from chatgw.errors import (
     UpstreamTimeout,
 )
 from chatgw.fallbacks import ChainLog, fallback_chain
+from chatgw.metering.estimate import image_count
 from chatgw.metering.reservations import output_cap, reserves_tokens, with_cap, worst_case
 from chatgw.metering.usage import NONE as NO_USAGE
-from chatgw.metering.usage import usage_event, usage_of
+from chatgw.metering.usage import failed_call_usage, plus, usage_event, usage_of
 from chatgw.observability import logs
 from chatgw.observability.observer import Observer, Report
 from chatgw.settings import Settings
@@ -135,8 +136,9 @@ class Service:
         if pepper is None:
             pepper, problem = await asyncio.to_thread(self.peppers.reload_for, record.pepper_version)
             if pepper is None:  # the key cannot match: the log says why, the client gets the usual 401
-                logs.event(
+                logs.throttled_event(  # a client can send such a key on every request: once a minute
                     "key_pepper_unknown",
+                    record.key_id,
                     logging.ERROR,
                     key_id=record.key_id,
                     pepper_version=record.pepper_version or LEGACY,
@@ -181,6 +183,13 @@ class Service:
         call.seen.resolved(entry.name, entry.backend.kind)
         if request.stream and not record.allow_streaming:
             raise PermissionDenied(f"{PERMISSION_MESSAGE} This key may not stream.", param="stream")
+        images = image_count(request)
+        if images > self.settings.max_images:
+            raise InvalidRequest(
+                f"The request holds {images} images, above the gateway's limit of {self.settings.max_images} "
+                "per request (CHATGW_MAX_IMAGES).",
+                param="messages",
+            )
         request = self._apply_token_cap(record, request)
         request, reserve = self._reservation(record, entry, request)
         entry.check(request)
@@ -194,7 +203,7 @@ class Service:
         if not reserves_tokens(record.limits):
             return request, 0
         cap = output_cap(request, record, entry.max_output_tokens, self.settings.default_max_output_tokens)
-        return with_cap(request, cap), worst_case(request, cap)
+        return with_cap(request, cap), worst_case(request, cap, entry.image_tokens)
 
     @staticmethod
     def _apply_token_cap(record: KeyRecord, request: Conversation) -> Conversation:
@@ -245,10 +254,12 @@ class Service:
 
     async def complete(self, prepared: Prepared, call: Call) -> tuple[Answer, Usage, UsageEvent]:
         """The buffered answer, its usage, and its usage event (which the caller records after
-        responding)."""
+        responding). A model of the chain that failed after the upstream may have worked is booked
+        too (`metering.usage.failed_call_usage`): a flood of timeouts still spends the budget."""
         request = prepared.conversation
         chain = ChainLog(call.request_id, request.model)
         last_error: ChatgwError | None = None
+        spent = NO_USAGE
         for entry in prepared.chain:
             try:
                 async with asyncio.timeout(max(0.0, call.deadline.remaining())):
@@ -257,31 +268,42 @@ class Service:
                 last_error = UpstreamTimeout(f"The model `{entry.name}` did not answer before the deadline.")
             except RETRYABLE_UPSTREAM as exc:
                 last_error = exc
-            except ChatgwError as exc:
-                chain.failed(entry, exc)
+            except Exception as exc:
+                error = exc if isinstance(exc, ChatgwError) else UpstreamError("The model backend failed.")
+                if not isinstance(exc, ChatgwError):  # a backend bug: a 502 and a usage event, as when streaming
+                    logs.event(
+                        "backend_failed", logging.ERROR, request_id=call.request_id, error_type=type(exc).__name__
+                    )
+                else:
+                    chain.failed(entry, exc)
                 chain.flush()
                 self.upstream_failed(call, entry, exc, falling_back=False)
-                await self.record(self.event(prepared, call, entry, status="error"), call.deadline)
-                raise exc
-            except Exception as exc:  # a backend bug: a 502 and a usage event, as when streaming
-                logs.event("backend_failed", logging.ERROR, request_id=call.request_id, error_type=type(exc).__name__)
-                chain.flush()
-                self.upstream_failed(call, entry, exc, falling_back=False)
-                await self.record(self.event(prepared, call, entry, status="error"), call.deadline)
-                raise UpstreamError("The model backend failed.") from None
+                spent = plus(spent, self._failed_call(prepared, error))
+                await self.record(self._failed_event(prepared, call, entry, spent), call.deadline)
+                raise error from None
             else:
                 chain.served(entry)
                 chain.flush()
-                usage, estimated = usage_of(request, answer)
-                event = self.event(prepared, call, entry, status="ok", usage=usage, estimated=estimated)
+                usage, estimated = usage_of(request, answer)  # the client's: the model that answered
+                booked = plus(usage, spent)  # the ledger's: every model of the chain that worked
+                estimated = estimated or spent != NO_USAGE
+                event = self.event(prepared, call, entry, status="ok", usage=booked, estimated=estimated)
                 return answer, usage, event
             assert last_error is not None
+            spent = plus(spent, self._failed_call(prepared, last_error))
             chain.failed(entry, last_error)
             self.upstream_failed(call, entry, last_error, falling_back=entry is not prepared.chain[-1])
         assert last_error is not None
         chain.flush()
-        await self.record(self.event(prepared, call, prepared.chain[-1], status="error"), call.deadline)
+        await self.record(self._failed_event(prepared, call, prepared.chain[-1], spent), call.deadline)
         raise chain.whole_chain_failed(last_error)
+
+    @staticmethod
+    def _failed_call(prepared: Prepared, error: BaseException) -> Usage:
+        return failed_call_usage(prepared.conversation, error, buffered=True, reserved=prepared.reserved)
+
+    def _failed_event(self, prepared: Prepared, call: Call, entry: ModelEntry, spent: Usage) -> UsageEvent:
+        return self.event(prepared, call, entry, status="error", usage=spent, estimated=spent != NO_USAGE)
 
     # the ledger ----------------------------------------------------------------------
 
@@ -311,6 +333,7 @@ class Service:
             ttft_ms=ttft_ms,
             estimated=estimated,
             reserved=prepared.reserved,
+            door=call.seen.door,
         )
         call.seen.metered(event, served_model=entry.name)
         return event

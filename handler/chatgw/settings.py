@@ -89,6 +89,9 @@ class Settings:
     """CHATGW_LOG_LEVEL."""
     log_prompts: bool = False
     """CHATGW_LOG_PROMPTS: log request messages (off: prompts are never logged)."""
+    max_images: int = 20
+    """CHATGW_MAX_IMAGES: the most images one request may hold (each reserves its model's
+    `max_image_tokens`)."""
     default_max_output_tokens: int = 4096
     """CHATGW_DEFAULT_MAX_OUTPUT_TOKENS: the output cap a token-limited key's request reserves (and
     is sent) when neither the request, the key nor the model's `max_output_tokens` sets one."""
@@ -100,6 +103,9 @@ class Settings:
     (default: `emf` in Lambda, `off` elsewhere)."""
     metrics_namespace: str = "chatgw"
     """CHATGW_METRICS_NAMESPACE: the CloudWatch namespace of the metrics."""
+    metrics_token: str = ""
+    """CHATGW_METRICS_TOKEN: `chatgw serve --metrics` only: the bearer token `/metrics` asks for
+    (unset: one generated into the state folder's `metrics-token`)."""
 
     @property
     def uses_dynamodb(self) -> bool:
@@ -145,10 +151,34 @@ class Settings:
             log_level=level,
             log_prompts=_bool(env, "CHATGW_LOG_PROMPTS", False),
             default_max_output_tokens=_int(env, "CHATGW_DEFAULT_MAX_OUTPUT_TOKENS", 4096, minimum=1),
+            max_images=_int(env, "CHATGW_MAX_IMAGES", 20, minimum=0),
             log_sample_rate=sample_rate,
             metrics=metrics,
             metrics_namespace=env.get("CHATGW_METRICS_NAMESPACE") or "chatgw",
+            metrics_token=_metrics_token(env),
         )
 
 
+def _metrics_token(env: Mapping[str, str]) -> str:
+    token = env.get("CHATGW_METRICS_TOKEN") or ""
+    if token and len(token) < 16:
+        raise SettingsError("CHATGW_METRICS_TOKEN must be at least 16 characters")
+    return token
+
+
 SETTING_NAMES = [f.name for f in fields(Settings)]
+
+
+def private_dir(path: Path) -> Path:
+    """Make a state folder and each missing parent 0700: they hold key hashes, the ledger, the
+    peppers and the development key. `mkdir(mode=...)` alone is not enough: the umask narrows it
+    further only, but `parents=True` makes the parents with the default mode, so each folder made
+    here is created and then chmod-ed. A folder that already exists is left as its owner set it."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:  # made by another process in between: not ours to change
+            continue
+        os.chmod(folder, 0o700)
+    return path

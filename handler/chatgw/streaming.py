@@ -15,7 +15,7 @@ from chatgw.conversation import Event, Usage
 from chatgw.errors import RETRYABLE_UPSTREAM, ChatgwError, UpstreamError, UpstreamTimeout
 from chatgw.fallbacks import ChainLog
 from chatgw.metering.estimate import event_text
-from chatgw.metering.usage import estimated_usage
+from chatgw.metering.usage import NONE, estimated_usage, failed_call_usage, plus
 from chatgw.observability import logs
 from chatgw.service import Call, Prepared, Service
 from chatgw.store.base import UsageStatus
@@ -55,6 +55,10 @@ class AnswerStream:
         self._text: list[str] = []
         self._ttft_ms: int | None = None
         self._recorded = False
+        self._spent: Usage = NONE
+        """What the models of the chain that failed before the one streaming are booked as."""
+        self._failure: ChatgwError | None = None
+        """The error that ended the stream, if one did."""
         self._ended = False
         """The end or an error was taken from the queue: the backend has nothing more to give."""
 
@@ -83,15 +87,18 @@ class AnswerStream:
                         if entry is self.prepared.chain[-1]:
                             raise chain.whole_chain_failed(exc) from None
                         self.service.upstream_failed(self.call, entry, exc, falling_back=True)
+                        self._spent = plus(self._spent, failed_call_usage(request, exc, buffered=False, reserved=0))
                     finally:
                         await events.aclose()  # type: ignore[attr-defined]
         except TimeoutError:
             timeout = UpstreamTimeout(f"The model `{request.model}` did not finish before the deadline.")
             chain.failed(self.entry, timeout)
             self.service.upstream_failed(self.call, self.entry, timeout, falling_back=False)
+            self._failure = timeout
             await self._queue.put(timeout)
         except ChatgwError as exc:
             self.service.upstream_failed(self.call, self.entry, exc, falling_back=False)
+            self._failure = exc
             await self._queue.put(exc)
         except Exception as exc:
             logs.event(
@@ -101,7 +108,8 @@ class AnswerStream:
                 error_type=type(exc).__name__,
             )
             self.service.upstream_failed(self.call, self.entry, exc, falling_back=False)
-            await self._queue.put(UpstreamError("The model backend failed."))
+            self._failure = UpstreamError("The model backend failed.")
+            await self._queue.put(self._failure)
         finally:
             chain.flush()
 
@@ -226,7 +234,18 @@ class AnswerStream:
             await self.drain()
         await self.close()
         reached = self._usage is not None or self._text or self.status != "error"
-        usage, estimated = self.usage() if reached else (Usage(0, 0), False)
+        if reached:
+            usage, estimated = self.usage()
+        else:  # failed before any event: booked as far as the upstream may have worked
+            failure = self._failure
+            failed = (
+                NONE
+                if failure is None
+                else failed_call_usage(self.prepared.conversation, failure, buffered=False, reserved=0)
+            )
+            usage, estimated = failed, failed != NONE
+        if self._spent != NONE:  # models of the chain that failed before this one
+            usage, estimated = plus(usage, self._spent), True
         event = self.service.event(
             self.prepared,
             self.call,

@@ -237,11 +237,11 @@ def test_aggregates_per_day_month_and_model(store: Store) -> None:
     assert store.usage(UsageQuery("day", day, key_id=a.key_id)) == [UsageRow(a.key_id, day, 2, 30, 3)]
     assert store.usage(UsageQuery("month", month, key_id=a.key_id)) == [UsageRow(a.key_id, month, 3, 60, 6)]
     assert store.usage(UsageQuery("month", month, key_id=a.key_id, by_model=True)) == [
-        UsageRow(a.key_id, month, 2, 40, 4, model="echo"),
-        UsageRow(a.key_id, month, 1, 20, 2, model="gpt-x"),
+        UsageRow(a.key_id, month, 2, 40, 4, model="echo", door="chat"),
+        UsageRow(a.key_id, month, 1, 20, 2, model="gpt-x", door="chat"),
     ]
     assert store.usage(UsageQuery("day", day_of(next_day), key_id=a.key_id, by_model=True)) == [
-        UsageRow(a.key_id, day_of(next_day), 1, 30, 3, model="echo")
+        UsageRow(a.key_id, day_of(next_day), 1, 30, 3, model="echo", door="chat")
     ]
     everyone = store.usage(UsageQuery("day", day))
     assert everyone == sorted(
@@ -249,6 +249,23 @@ def test_aggregates_per_day_month_and_model(store: Store) -> None:
     )
     assert len(store.usage(UsageQuery("month", month, by_model=True))) == 3
     assert store.usage(UsageQuery("month", "1999-01")) == []
+
+
+def test_per_model_rows_are_per_door_too(store: Store) -> None:
+    """Each front door's use of a model is its own row; the key's totals hold every door."""
+    _, a = make_key(store)
+    store.record_usage(event(a.key_id, "1", model="echo", prompt=10, completion=1))
+    store.record_usage(event(a.key_id, "2", model="echo", prompt=20, completion=2, door="messages"))
+    store.record_usage(event(a.key_id, "3", model="echo", prompt=30, completion=3, door="responses"))
+    store.record_usage(event(a.key_id, "4", model="echo", prompt=40, completion=4, door="messages"))
+    day = day_of(BASE)
+    assert store.usage(UsageQuery("day", day, key_id=a.key_id)) == [UsageRow(a.key_id, day, 4, 100, 10)]
+    assert store.usage(UsageQuery("day", day, key_id=a.key_id, by_model=True)) == [
+        UsageRow(a.key_id, day, 1, 10, 1, model="echo", door="chat"),
+        UsageRow(a.key_id, day, 2, 60, 6, model="echo", door="messages"),
+        UsageRow(a.key_id, day, 1, 30, 3, model="echo", door="responses"),
+    ]
+    assert [e.door for e in store.usage_events(a.key_id)] == ["chat", "messages", "responses", "messages"]
 
 
 def test_admission_alone_makes_no_usage_row(store: Store) -> None:

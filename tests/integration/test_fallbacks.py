@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from chatgw.access.limits import month_of
+from chatgw.api.openai_chat.inbound import conversation_of
 from chatgw.compose import Container, build
+from chatgw.metering.estimate import estimate_prompt_tokens
 from chatgw.store import UsageQuery
 from tests.fakes.fake_openai import FakeOpenAI, Script
 from tests.support.keys import add_key
@@ -89,11 +91,14 @@ def test_a_fallback_outside_the_allow_list_is_never_called(
     assert usage is not None
     (event,) = eventually(lambda: gateway.store.usage_events(key_id))
     assert (event.model, event.served_model, event.status) == ("primary", "backup", "ok")
-    expected_cost = (usage.prompt_tokens * 2.0 + usage.completion_tokens * 4.0) / 1e6
+    # The primary's 500 came after it read the prompt: the ledger books that prompt too (estimated).
+    failed_hop = estimate_prompt_tokens(conversation_of({"model": "primary", "messages": USER}))
+    assert event.estimated and event.prompt_tokens == usage.prompt_tokens + failed_hop
+    expected_cost = (event.prompt_tokens * 2.0 + usage.completion_tokens * 4.0) / 1e6
     assert event.cost == pytest.approx(expected_cost)
     by_model = gateway.store.usage(UsageQuery("month", month_of(event.at), key_id=key_id, by_model=True))
     assert [(r.model, r.total_tokens, r.cost) for r in by_model] == [
-        ("backup", usage.total_tokens, pytest.approx(expected_cost))
+        ("backup", usage.total_tokens + failed_hop, pytest.approx(expected_cost))
     ]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,7 +119,7 @@ def completion(seen: Seen) -> dict[str, Any]:
 
 def request_metrics(seen: Seen) -> dict[str, Any]:
     ((value, dims, sets),) = seen.metric("chatgw.requests")
-    assert value == 1 and sets == [[], ["outcome"], ["model", "backend", "outcome"]]
+    assert value == 1 and sets == [[], ["outcome"], ["door", "outcome"], ["model", "backend", "outcome"]]
     return dims
 
 
@@ -126,6 +127,28 @@ def assert_nothing_secret(seen: Seen, key: str) -> None:
     secret = key.split("_", 2)[2]
     for text in seen.raw:
         assert key not in text and secret not in text and PROMPT not in text and "Tell me" not in text
+
+
+PACE_S = 0.05
+"""The paced model's sleep before its answer (buffered) or before each of its 3 words (streamed)."""
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("stream", [False, True], ids=["buffered_answer", "streamed_answer"])
+def test_latency_covers_the_backends_time(
+    runner: str, stream: bool, make_container: Callable[..., Container], seen: Seen
+) -> None:
+    """The backend sleeps at least PACE_S (x3 streamed): the logged latency is no less than that, and no
+    more than the time the whole run took here (both hold on any machine: sleeps never end early)."""
+    container = make_container({"paced": ScriptedBackend(delay_s=PACE_S)}, log_level="INFO")
+    key = add_key(container)
+    event = rest_v1_event("POST", CHAT, body(stream, model="paced"), {"x-api-key": key})
+    started = time.monotonic()
+    assert RUNNERS[runner](container, event) == 200
+    took_ms = (time.monotonic() - started) * 1000
+    line = completion(seen)
+    slept_ms = PACE_S * 1000 * (3 if stream else 1)
+    assert slept_ms - 1 <= line["latency_ms"] <= took_ms + 1, (line["latency_ms"], slept_ms, took_ms)
 
 
 @pytest.mark.parametrize("runner", RUNNERS)
@@ -139,10 +162,12 @@ def test_ok(runner: str, stream: bool, gateway: Container, seen: Seen) -> None:
     assert line["level"] == "INFO" and line["outcome"] == "ok" and line["status"] == 200
     assert line["key_id"] == key.split("_")[1] and line["model"] == line["served_model"] == "echo"
     assert line["backend"] == "echo" and line["streamed"] is stream and line["fallback"] is False
+    assert line["door"] == "chat"
     assert line["prompt_tokens"] > 0 and line["completion_tokens"] == len(PROMPT.split())
-    assert line["client_closed"] is False and line["latency_ms"] >= 0 and line["lambda_request_id"]
+    assert line["client_closed"] is False and line["lambda_request_id"]
+    assert isinstance(line["latency_ms"], int) and line["latency_ms"] >= (line["ttft_ms"] or 0)
     assert (line["ttft_ms"] is not None) is stream
-    assert request_metrics(seen) == {"outcome": "ok", "model": "echo", "backend": "echo"}
+    assert request_metrics(seen) == {"outcome": "ok", "model": "echo", "backend": "echo", "door": "chat"}
     ((errors, _, _),) = seen.metric("chatgw.server_errors")
     assert errors == 0
     assert len(seen.metric("gen_ai.client.operation.duration")) == 1
@@ -212,7 +237,7 @@ def test_502_upstream_failure(runner: str, stream: bool, gateway: Container, see
     line = completion(seen)
     assert line["outcome"] == "upstream_error" and line["status"] == 502 and line["level"] == "WARNING"
     assert line["served_model"] == "broken" and line["backend"] == "fake"
-    assert request_metrics(seen) == {"outcome": "upstream_error", "model": "broken", "backend": "fake"}
+    assert request_metrics(seen) == {"outcome": "upstream_error", "model": "broken", "backend": "fake", "door": "chat"}
     ((errors, _, _),) = seen.metric("chatgw.server_errors")
     assert errors == 1
     assert [(v, d) for v, d, _ in seen.metric("chatgw.upstream.errors")] == [(1, {"backend": "fake", "cause": "5xx"})]
@@ -235,7 +260,7 @@ def test_503_store_unavailable(runner: str, gateway: Container, seen: Seen, monk
     assert store_error["code"] == "store_unavailable"
     line = completion(seen)
     assert line["outcome"] == "store_unavailable" and line["status"] == 503 and line["key_id"] == key.split("_")[1]
-    assert request_metrics(seen) == {"outcome": "store_unavailable", "model": "none", "backend": "none"}
+    assert request_metrics(seen) == {"outcome": "store_unavailable", "model": "none", "backend": "none", "door": "chat"}
     assert [(v, d) for v, d, _ in seen.metric("chatgw.store.errors")] == [(1, {"operation": "get_key"})]
     assert not seen.metric("chatgw.refusals")
     assert_nothing_secret(seen, key)
@@ -252,7 +277,7 @@ def test_client_gone_mid_stream(make_container: Callable[..., Container], seen: 
     line = completion(seen)
     assert line["outcome"] == "client_closed" and line["client_closed"] is True and line["streamed"] is True
     assert line["status"] == 200 and line["completion_tokens"] > 0  # drained or estimated: counted either way
-    assert request_metrics(seen) == {"outcome": "client_closed", "model": "slow", "backend": "fake"}
+    assert request_metrics(seen) == {"outcome": "client_closed", "model": "slow", "backend": "fake", "door": "chat"}
     assert_nothing_secret(seen, key)
 
 
@@ -271,7 +296,7 @@ def test_failure_after_the_first_byte(runner: str, make_container: Callable[...,
     assert line["level"] == "WARNING" and line["streamed"] is True and line["ttft_ms"] is not None
     (failed,) = seen.logged("upstream_error")
     assert failed["cause"] == "connect" and failed["fallback"] is False
-    assert request_metrics(seen) == {"outcome": "upstream_error", "model": "flaky", "backend": "fake"}
+    assert request_metrics(seen) == {"outcome": "upstream_error", "model": "flaky", "backend": "fake", "door": "chat"}
     ((errors, _, _),) = seen.metric("chatgw.server_errors")
     assert errors == 1
     assert [(v, d) for v, d, _ in seen.metric("chatgw.upstream.errors")] == [
@@ -298,7 +323,7 @@ def test_fallback(runner: str, stream: bool, make_container: Callable[..., Conta
     (failed,) = seen.logged("upstream_error")
     assert failed["model"] == "primary" and failed["cause"] == "5xx" and failed["fallback"] is True
     assert [(v, d) for v, d, _ in seen.metric("chatgw.fallbacks")] == [(1, {"model": "primary"})]
-    assert request_metrics(seen) == {"outcome": "ok", "model": "echo", "backend": "echo"}
+    assert request_metrics(seen) == {"outcome": "ok", "model": "echo", "backend": "echo", "door": "chat"}
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["invoke", "invoke_stream"])

@@ -24,6 +24,7 @@ from chatgw.access.keys import new_key
 from chatgw.access.peppers import PEPPER_FILE, FileSource, PepperBook, PepperError, SecretSource, parse, rotated
 from chatgw.cli import main as chatgw_cli
 from chatgw.compose import Container, build, open_store
+from chatgw.observability import logs
 from chatgw.settings import Settings
 from tests.support.cfn_template import moto_stack_outputs, pepper_secret
 from tests.support.dynamo import MotoServer
@@ -109,7 +110,9 @@ def test_rotation_in_secrets_manager_keeps_keys_of_both_versions_working(
 
     code, out, _ = cli("pepper", "rotate")
     assert code == 0 and "v2" in out
-    stored = boto3.client("secretsmanager", region_name="us-east-1").get_secret_value(SecretId=secret_arn)
+    stored = boto3.client("secretsmanager", region_name="us-east-1").get_secret_value(
+        SecretId=secret_arn, VersionStage="AWSCURRENT"
+    )
     assert sorted(json.loads(stored["SecretString"])) == ["current", "v1", "v2"]
     v2 = cli.json("keys", "create", "--name", "v2-app")
     rotated_v1 = cli.json("keys", "rotate", v1["key_id"])
@@ -166,24 +169,43 @@ def test_a_malformed_secret_is_named(env: None, secret_arn: str) -> None:
         SecretSource(secret_arn, b"").load()
 
 
-def test_a_key_of_an_unknown_version_is_logged_with_the_reason(
-    env: None, tmp_path: Path, containers: list[Container], caplog: pytest.LogCaptureFixture
+def test_a_key_of_an_unknown_version_is_logged_with_the_reason_once_a_minute(
+    env: None,
+    tmp_path: Path,
+    containers: list[Container],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """A client holding such a key can send it on every request: one ERROR line per key per minute."""
+    clock = [1000.0]
+    monkeypatch.setitem(logs._throttles, "key_pepper_unknown", logs.Throttle(clock=lambda: clock[0]))
     gw = gateway(containers, replace(Settings.from_env(), state_dir=tmp_path, log_level="WARNING"))
     key, record = new_key("lost", pepper=b"a pepper nobody has any more", pepper_version="v9")
+    other_key, other = new_key("lost too", pepper=b"a pepper nobody has any more", pepper_version="v7")
     gw.store.create_key(record)
+    gw.store.create_key(other)
+
+    def lines_after(*keys: str) -> list[dict[str, Any]]:
+        caplog.clear()
+        assert [models(gw, k) for k in keys] == [401] * len(keys)
+        unique = {id(r): r for r in caplog.records}.values()  # the handler may see a record twice
+        return [r.fields for r in unique if r.getMessage() == "key_pepper_unknown"]  # type: ignore[attr-defined]
+
     logger = logging.getLogger("chatgw")
     logger.addHandler(caplog.handler)
     try:
         with caplog.at_level(logging.ERROR, logger="chatgw"):
-            assert models(gw, key) == 401
+            (line,) = lines_after(*[key] * 5)
+            assert line["key_id"] == record.key_id and line["pepper_version"] == "v9"
+            assert "holds versions: v1" in line["problem"]
+            assert [f["key_id"] for f in lines_after(key, other_key, other_key)] == [other.key_id]
+            clock[0] += 59
+            assert lines_after(key, other_key) == []
+            clock[0] += 2  # a minute after the first line
+            again = lines_after(key, key)
     finally:
         logger.removeHandler(caplog.handler)
-    unique = {id(r): r for r in caplog.records}.values()  # the handler may see a record twice
-    (line,) = [r for r in unique if r.getMessage() == "key_pepper_unknown"]
-    fields = line.fields  # type: ignore[attr-defined]
-    assert fields["key_id"] == record.key_id and fields["pepper_version"] == "v9"
-    assert "holds versions: v1" in fields["problem"]
+    assert [(f["key_id"], f["suppressed"]) for f in again] == [(record.key_id, 6)]  # 4 + 1 + 1 held back
 
 
 def test_the_state_folder_holds_a_generated_pepper_file(env: None, tmp_path: Path) -> None:
@@ -217,7 +239,7 @@ def test_an_upgraded_stack_keeps_its_old_pepper_in_the_secret(env: None, secret_
     source = SecretSource(secret_arn, LEGACY_PEPPER.encode())
     assert source.load().get(None) == b"the-old-parameter-value"
     source.save(rotated(source.load()))
-    after = json.loads(client.get_secret_value(SecretId=secret_arn)["SecretString"])
+    after = json.loads(client.get_secret_value(SecretId=secret_arn, VersionStage="AWSCURRENT")["SecretString"])
     assert after["legacy"] == "the-old-parameter-value" and after["current"] == "v2"
 
 

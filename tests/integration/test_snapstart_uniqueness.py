@@ -127,7 +127,9 @@ def test_copies_restored_from_one_snapshot_share_no_ids_randomness_or_sockets(
             CHATGW_KEYS_TABLE=dynamo_tables.keys,
             CHATGW_USAGE_TABLE=dynamo_tables.usage,
             CHATGW_LOG_LEVEL="INFO",
-            PYTHONPATH=str(ROOT),
+            PYTHONPATH=os.pathsep.join(
+                [str(ROOT / "handler"), str(ROOT)]
+            ),  # this checkout's chatgw, not an installed one
         )
         command = [sys.executable, "-m", "tests.support.snapfork", str(COPIES), str(INVOCATIONS)]
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)

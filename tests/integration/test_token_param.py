@@ -45,6 +45,14 @@ CASES = [
     ("classic", {"monthly_token_budget": 10_000}, {"max_completion_tokens": 9}, {"max_completion_tokens": 9}),
     ("classic", {}, {"max_tokens": 7}, {"max_tokens": 7}),
     ("classic-explicit", {"max_tokens_per_request": 40}, {}, {"max_tokens": 40}),
+    # both names: only the cap the gateway checked (max_completion_tokens wins) goes upstream
+    (
+        "classic",
+        {"max_tokens_per_request": 10},
+        {"max_tokens": 5000, "max_completion_tokens": 1},
+        {"max_completion_tokens": 1},
+    ),
+    ("reasoner", {}, {"max_tokens": 5000, "max_completion_tokens": 3}, {"max_completion_tokens": 3}),
 ]
 
 

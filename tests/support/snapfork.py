@@ -15,11 +15,13 @@ from __future__ import annotations
 import os
 import random
 import sys
+from pathlib import Path
 from typing import Any
 
 import snapshot_restore_py
 from mangum.types import ASGI, Receive, Scope, Send
 
+import chatgw
 from chatgw import compose
 from chatgw.aws_lambda import snapstart
 from chatgw.aws_lambda.stream_runtime import run
@@ -63,7 +65,14 @@ def forking_restore(copies: int) -> snapstart.RestoreNext:
     return restore_next
 
 
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
 def main() -> int:
+    # The code under test is this checkout's: a chatgw installed elsewhere would prove nothing about it.
+    if not Path(chatgw.__file__).resolve().is_relative_to(CHECKOUT / "handler"):
+        print(f"snapfork: chatgw comes from {chatgw.__file__}, not {CHECKOUT / 'handler'}", file=sys.stderr)
+        return 3
     copies, invocations = int(sys.argv[1]), int(sys.argv[2])
     address = os.environ["AWS_LAMBDA_RUNTIME_API"]
     return run(address, factory, max_invocations=invocations, wait_for_restore=forking_restore(copies))

@@ -12,6 +12,7 @@ A key record names the version it was hashed with; a record without one is a leg
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
@@ -20,16 +21,18 @@ import re
 import secrets
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TypedDict
 
-from chatgw.settings import Settings, SettingsError
+from chatgw.settings import Settings, SettingsError, private_dir
 
 LEGACY = "legacy"
 """How a key without a pepper version is shown (`chatgw pepper status`)."""
 PEPPER_FILE = "pepper.json"
+LOCK_FILE = "pepper.lock"
 CURRENT = "current"
 _VERSION = re.compile(r"^v(\d+)$")
 
@@ -119,6 +122,10 @@ class Source(Protocol):
 
     def save(self, peppers: Peppers) -> None: ...
 
+    def rotate(self) -> Peppers:
+        """Add a version and make it current, never losing one another rotation added meanwhile."""
+        ...
+
 
 class LegacySource:
     """No versioned store: every key is hashed with CHATGW_KEY_PEPPER (or nothing)."""
@@ -135,6 +142,10 @@ class LegacySource:
         raise PepperError(
             "no versioned pepper store: name one with --pepper-secret ARN or --stack NAME (or a --state-dir)"
         )
+
+    def rotate(self) -> Peppers:
+        self.save(self.load())  # raises: nowhere to keep a new version
+        return self.load()
 
 
 class FileSource:
@@ -158,10 +169,26 @@ class FileSource:
         self.save(peppers, exclusive=True)
         return self.load()  # another process may have won the race: read what is there
 
-    def save(self, peppers: Peppers, *, exclusive: bool = False) -> None:
-        tmp = self.path.with_name(f".{PEPPER_FILE}.{os.getpid()}")
+    def rotate(self) -> Peppers:
+        """Read, add and write under an exclusive lock on `pepper.lock` (flock: released by the kernel
+        when the process dies), so that two rotations at the same instant each add their version."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
+            fd = os.open(self.path.with_name(LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise PepperError(f"cannot lock {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            new = rotated(self.load())
+            self.save(new)
+            return new
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def save(self, peppers: Peppers, *, exclusive: bool = False) -> None:
+        tmp = self.path.with_name(f".{PEPPER_FILE}.{os.getpid()}.{threading.get_ident()}")
+        try:
+            private_dir(self.path.parent)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(render(peppers) + "\n")
@@ -186,7 +213,9 @@ class SecretSource:
 
     def load(self) -> Peppers:
         try:
-            text = self._client().get_secret_value(SecretId=self.secret_id).get("SecretString")
+            # AWSCURRENT named, not implied: a rotation moves that stage (moto's default does not follow it)
+            read = self._client().get_secret_value(SecretId=self.secret_id, VersionStage=AWS_CURRENT)
+            text = read.get("SecretString")
         except Exception as exc:  # botocore's errors, reduced to their code: never a value
             raise PepperError(f"cannot read the pepper {self.label}: {_aws_problem(exc)}") from None
         return parse(str(text or ""), self.legacy, self.label)
@@ -196,6 +225,57 @@ class SecretSource:
             self._client().put_secret_value(SecretId=self.secret_id, SecretString=render(peppers))
         except Exception as exc:
             raise PepperError(f"cannot write the pepper {self.label}: {_aws_problem(exc)}") from None
+
+    def rotate(self) -> Peppers:
+        """A compare-and-swap on the AWSCURRENT stage (Secrets Manager has no conditional put): the new
+        value is written as a version staged AWSPENDING only, then AWSCURRENT is moved to it with
+        `RemoveFromVersionId` naming the version this rotation read, which Secrets Manager refuses if
+        AWSCURRENT has moved since. The loser reads again and adds its version on top."""
+        client = self._client()
+        for _ in range(ROTATE_ATTEMPTS):
+            try:
+                read = client.get_secret_value(SecretId=self.secret_id, VersionStage=AWS_CURRENT)
+                new = rotated(parse(str(read.get("SecretString") or ""), self.legacy, self.label))
+                token = str(uuid.uuid4())
+                written = client.put_secret_value(
+                    SecretId=self.secret_id,
+                    SecretString=render(new),
+                    ClientRequestToken=token,
+                    VersionStages=[PENDING],
+                )
+            except PepperError:
+                raise
+            except Exception as exc:
+                raise PepperError(f"cannot rotate the pepper {self.label}: {_aws_problem(exc)}") from None
+            try:
+                client.update_secret_version_stage(
+                    SecretId=self.secret_id,
+                    VersionStage=AWS_CURRENT,
+                    MoveToVersionId=written["VersionId"],
+                    RemoveFromVersionId=read["VersionId"],
+                )
+            except Exception as exc:
+                # Refused (InvalidParameterException) because AWSCURRENT moved, or failed for another
+                # reason: which one is read from the stage itself rather than from the error's code.
+                if self._current_version(client) == read["VersionId"]:
+                    raise PepperError(f"cannot rotate the pepper {self.label}: {_aws_problem(exc)}") from None
+                continue  # another rotation moved AWSCURRENT first: build on its value
+            with contextlib.suppress(Exception):  # tidy only: a stale AWSPENDING label harms nothing
+                client.update_secret_version_stage(
+                    SecretId=self.secret_id, VersionStage=PENDING, RemoveFromVersionId=written["VersionId"]
+                )
+            return new
+        raise PepperError(f"cannot rotate the pepper {self.label}: it kept changing ({ROTATE_ATTEMPTS} tries)")
+
+    def _current_version(self, client: Any) -> str | None:
+        try:
+            return str(client.get_secret_value(SecretId=self.secret_id, VersionStage=AWS_CURRENT)["VersionId"])
+        except Exception as exc:
+            raise PepperError(f"cannot rotate the pepper {self.label}: {_aws_problem(exc)}") from None
+
+
+AWS_CURRENT, PENDING = "AWSCURRENT", "AWSPENDING"
+ROTATE_ATTEMPTS = 20
 
 
 def _secrets_client(secret_id: str) -> Any:

@@ -179,12 +179,17 @@ class BedrockBackend:
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             return self._map_code(code, message, status)
         if isinstance(exc, boto.ConnectTimeoutError):
-            return Retryable(self._timeout())
+            timeout = self._timeout()
+            timeout.unsent = True
+            return Retryable(timeout)
         if isinstance(exc, boto.ReadTimeoutError):
             return self._timeout()
         if isinstance(exc, boto.EndpointConnectionError | boto.ConnectionClosedError):
+            unsent = isinstance(exc, boto.EndpointConnectionError)  # no connection: nothing was sent
             return Retryable(
-                UpstreamError(f"The connection to Bedrock failed for model '{self.name}'.", cause="connect")
+                UpstreamError(
+                    f"The connection to Bedrock failed for model '{self.name}'.", cause="connect", unsent=unsent
+                )
             )
         if isinstance(exc, boto.ParamValidationError):
             return UpstreamRejected(f"Bedrock cannot take this request: {scrub(str(exc))}")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from chatgw.access.keys import new_key
 from chatgw.access.peppers import Peppers
 from chatgw.cli.stores import open_store
-from chatgw.settings import Settings
+from chatgw.settings import Settings, private_dir
 from chatgw.store.base import NamesTables, Store
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def dev_key(store: Store, state_dir: Path, peppers: Peppers, *, create: bool = T
         tags={"purpose": "development"},
     )
     store.create_key(record)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(state_dir)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(key + "\n")

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from chatgw.access.peppers import LEGACY, LegacySource, Peppers, Source, fingerprint, rotated, source_for
+from chatgw.access.peppers import LEGACY, LegacySource, Peppers, Source, fingerprint, source_for
 from chatgw.cli.common import Subparsers, print_table
 from chatgw.cli.stores import store_command
 from chatgw.settings import Settings
@@ -111,8 +111,7 @@ def _problem(row: dict[str, Any]) -> str:
 
 def cmd_pepper_rotate(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     source = pepper_source(args, settings, create=True)
-    new = rotated(source.load())
-    source.save(new)
+    new = source.rotate()  # under a lock: a rotation running beside it adds its own version too
     waiting = sum(1 for r in store.list_keys() if r.pepper_version != new.current)
     if args.json:
         print(json.dumps({"source": source.label, "current": new.current, "keys_on_older_versions": waiting}))

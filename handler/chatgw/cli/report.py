@@ -1,5 +1,5 @@
 """The usage report of `chatgw usage`: a range of days read from the day aggregates (per key and
-served model), grouped by key (with its name and owner), owner, a tag, model or day, with a
+served model and door), grouped by key (with its name and owner), owner, a tag, model, door or day, with a
 totals row. usage.py prints it as a table, CSV or JSON, or writes a self-contained HTML page (report_html.py)."""
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class DayUsage:
     completion_tokens: int
     cached_tokens: int = 0
     cost: float | None = None
+    door: str = "chat"
 
     @property
     def total_tokens(self) -> int:
@@ -69,6 +70,7 @@ def collect(store: Store, queries: list[UsageQuery]) -> list[DayUsage]:
                     completion_tokens=row.completion_tokens,
                     cached_tokens=row.cached_tokens,
                     cost=row.cost,
+                    door=row.door or "chat",
                 )
             )
     return found
@@ -86,7 +88,9 @@ def group_of(item: DayUsage, by: str, keys: dict[str, KeyRecord]) -> str:
         return item.model
     if by == "day":
         return item.day
-    raise CliError(f"--by: key, owner, tag:NAME, model or day, not {by!r}", code=2)
+    if by == "door":
+        return item.door
+    raise CliError(f"--by: key, owner, tag:NAME, model, door or day, not {by!r}", code=2)
 
 
 def summarize(usage: Iterable[DayUsage], keys: dict[str, KeyRecord], by: str = "key") -> list[dict[str, Any]]:

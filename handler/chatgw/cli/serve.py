@@ -26,8 +26,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sinks.append(PrometheusSink())
     settings, container = build_gateway(args, sinks=sinks)
     if sinks:
-        endpoint = MetricsEndpoint(sinks[0])  # an ASGI app: Starlette routes to it as it is
+        from chatgw.observability.prometheus import exposure_warning, metrics_token
+
+        token, token_file = metrics_token(settings.metrics_token, settings.state_dir)
+        endpoint = MetricsEndpoint(sinks[0], token)  # an ASGI app: Starlette routes to it as it is
         container.app.add_route("/metrics", endpoint, methods=["GET"])  # type: ignore[arg-type]
+        if warning := exposure_warning(args.host):
+            print(warning, file=sys.stderr, flush=True)
     key, created = local_dev_key(args, settings, container)
     base = f"http://{args.host}:{args.port}"
     models = ", ".join(e.name for e in container.catalog.entries())
@@ -35,7 +40,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"models: {models}", flush=True)
     path = dev_key_path(container.store, settings.state_dir)
     if sinks:
-        print(f"metrics (Prometheus text format): {base}/metrics", flush=True)
+        where = f"token in {token_file}" if token_file else "token: CHATGW_METRICS_TOKEN"
+        print(f"metrics (Prometheus text format): {base}/metrics  (Authorization: Bearer; {where})", flush=True)
     if created:
         print(f"development key (shown once, saved in {path}):\n  {key}", flush=True)
     elif key:

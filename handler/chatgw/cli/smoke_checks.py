@@ -4,9 +4,10 @@ Streaming is judged by how the events arrived: spread out over several reads and
 of the stream's time, not all at once at the end (what a buffering hop between the function and the
 client produces). A model that produces its whole answer at once (the `echo` development model
 without `delay_ms`) cannot show that: when the events arrived together and the whole stream took
-about as long as a request that calls no model (the model list), the streaming check is skipped
-with that reason (through a buffering hop, a paced model's stream takes its generation time).
-Give smoke a real model, or echo with `delay_ms`, to judge streaming.
+about as long as a request that calls no model (the model list), the streaming check is not judged
+(through a buffering hop, a paced model's stream takes its generation time): a WARN row with that
+reason, and a summary line saying streaming went unchecked (smoke.report). Give smoke a real model,
+or echo with `delay_ms`, to judge streaming.
 """
 
 from __future__ import annotations

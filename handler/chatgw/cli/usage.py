@@ -54,6 +54,7 @@ def usage_report(store: Store, query: UsageQuery, settings: Settings) -> list[di
         }
         if query.by_model:
             item["model"] = row.model
+            item["door"] = row.door
         if row.cost is not None:
             item["cost"] = round(row.cost, 9)
         report.append(item)
@@ -70,7 +71,7 @@ def cmd_usage(args: argparse.Namespace, store: Store, settings: Settings) -> int
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    columns = ["key_id", "period", *(["model"] if query.by_model else [])]
+    columns = ["key_id", "period", *(["model", "door"] if query.by_model else [])]
     columns += ["requests", "prompt_tokens", "completion_tokens", "total_tokens"]
     columns += [c for c in ("cached_tokens", "cache_write_tokens", "reasoning_tokens") if any(r[c] for r in report)]
     if any("cost" in r for r in report):
@@ -98,8 +99,8 @@ def wants_report(args: argparse.Namespace) -> bool:
 
 def cmd_report(args: argparse.Namespace, store: Store) -> int:
     by = args.by or "key"
-    if by not in ("key", "owner", "model", "day") and not (by.startswith("tag:") and len(by) > 4):
-        raise CliError(f"--by: key, owner, tag:NAME, model or day, not {by!r}", code=2)
+    if by not in ("key", "owner", "model", "door", "day") and not (by.startswith("tag:") and len(by) > 4):
+        raise CliError(f"--by: key, owner, tag:NAME, model, door or day, not {by!r}", code=2)
     start, end, queries = _range(args)
     if by == "day" and queries[0].period == "month":  # a month's own aggregate has no days: read each day's
         queries = day_queries(start, end, args.key)
@@ -183,7 +184,7 @@ def register(subparsers: Subparsers) -> None:
     period.add_argument("--day", default=None, metavar="YYYY-MM-DD")
     period.add_argument("--from", dest="start", default=None, metavar="YYYY-MM-DD", help="first day (UTC)")
     usage.add_argument("--to", dest="end", default=None, metavar="YYYY-MM-DD", help="last day (default: today)")
-    usage.add_argument("--by", default=None, metavar="GROUP", help="key (default), owner, tag:NAME, model or day")
+    usage.add_argument("--by", default=None, metavar="GROUP", help="key (default), owner, tag:NAME, model, door or day")
     usage.add_argument("--by-model", action="store_true", help="the ledger's rows per key and served model")
     usage.add_argument("--json", action="store_true")
     usage.add_argument("--csv", action="store_true", help="the report as CSV")

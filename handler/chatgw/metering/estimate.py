@@ -110,13 +110,13 @@ def _plain(value: Any) -> Any:
     return dump(mode="json", exclude_none=True, by_alias=True) if callable(dump) else str(value)
 
 
-def _parts_tokens(parts: Iterable[Part]) -> int:
+def _parts_tokens(parts: Iterable[Part], image_tokens: int = IMAGE_TOKENS) -> int:
     tokens = 0
     for part in parts:
         if isinstance(part, Text | Refusal):
             tokens += count_tokens(part.text)
         elif isinstance(part, Image):
-            tokens += IMAGE_TOKENS
+            tokens += image_tokens
         elif isinstance(part, Audio):
             tokens += 10 + AUDIO_TOKENS_PER_KB * (len(part.data) // 1024 + 1)
         elif isinstance(part, Document):
@@ -127,19 +127,19 @@ def _parts_tokens(parts: Iterable[Part]) -> int:
             tokens += MESSAGE_OVERHEAD + count_tokens(part.id) + count_tokens(part.name)
             tokens += count_tokens(part.arguments)
         elif isinstance(part, ToolResult):
-            tokens += count_tokens(part.id) + _parts_tokens(part.content)
+            tokens += count_tokens(part.id) + _parts_tokens(part.content, image_tokens)
         elif isinstance(part, Reasoning):
             tokens += count_tokens(part.text) + len(part.signature or "") // 4 + len(part.encrypted or "") // 4
     return tokens
 
 
-def estimate_prompt_tokens(conversation: Conversation) -> int:
+def estimate_prompt_tokens(conversation: Conversation, image_tokens: int = IMAGE_TOKENS) -> int:
     """The prompt tokens of the whole request, never knowingly fewer than an upstream would count:
     every message, tool definitions, the answer format's schema, and the door's other parameters
     (a predicted output, metadata) as JSON."""
     tokens = MESSAGE_OVERHEAD
     for message in conversation.messages:
-        tokens += MESSAGE_OVERHEAD + count_tokens(message.role) + _parts_tokens(message.parts)
+        tokens += MESSAGE_OVERHEAD + count_tokens(message.role) + _parts_tokens(message.parts, image_tokens)
         tokens += count_tokens(message.name or "")
     for tool in conversation.tools:
         definition = {"name": tool.name, "description": tool.description, "parameters": tool.parameters}
@@ -149,6 +149,13 @@ def estimate_prompt_tokens(conversation: Conversation) -> int:
         tokens += MESSAGE_OVERHEAD + count_tokens(response_format.name or "") + _json_tokens(response_format.schema)
     tokens += _json_tokens(dict(conversation.params))
     return tokens
+
+
+def image_count(conversation: Conversation) -> int:
+    def count(parts: Iterable[Part]) -> int:
+        return sum(1 if isinstance(p, Image) else count(p.content) if isinstance(p, ToolResult) else 0 for p in parts)
+
+    return sum(count(m.parts) for m in conversation.messages)
 
 
 def answer_text(answer: Answer) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from chatgw.access.keys import KeyRecord, Limits
 from chatgw.conversation import Conversation
-from chatgw.metering.estimate import estimate_prompt_tokens
+from chatgw.metering.estimate import IMAGE_TOKENS, estimate_prompt_tokens
 
 
 def reserves_tokens(limits: Limits) -> bool:
@@ -28,6 +28,8 @@ def with_cap(conversation: Conversation, cap: int) -> Conversation:
     return conversation.with_cap(cap)
 
 
-def worst_case(conversation: Conversation, cap: int) -> int:
-    """What admission reserves: the prompt estimate plus each choice's output cap."""
-    return estimate_prompt_tokens(conversation) + conversation.choices * cap
+def worst_case(conversation: Conversation, cap: int, image_tokens: int | None = None) -> int:
+    """What admission reserves: the prompt estimate (each image at what the model says one may cost)
+    plus each choice's output cap."""
+    prompt = estimate_prompt_tokens(conversation, image_tokens if image_tokens is not None else IMAGE_TOKENS)
+    return prompt + conversation.choices * cap

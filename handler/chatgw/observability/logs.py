@@ -6,6 +6,9 @@ import json
 import logging
 import secrets
 import sys
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,3 +70,45 @@ def configure(level: str) -> None:
 def event(msg: str, level: int = logging.INFO, **fields: Any) -> None:
     if log.isEnabledFor(level):
         log.log(level, msg, extra={"fields": fields})
+
+
+THROTTLE_SECONDS = 60.0
+THROTTLE_MAX_SUBJECTS = 10_000
+"""Subjects remembered at most; past it the oldest are forgotten (they may log once more)."""
+
+
+class Throttle:
+    """At most one line per subject (a key id) every `every_s` seconds in this container: for a line a
+    client can cause on every request (a key of a pepper version nobody holds), so that it cannot
+    flood the logs. The next line that passes says how many were held back."""
+
+    def __init__(self, every_s: float = THROTTLE_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s = every_s
+        self.clock = clock
+        self._last: dict[str, tuple[float, int]] = {}  # subject: (when it last logged, held back since)
+        self._lock = threading.Lock()
+
+    def admit(self, subject: str) -> int | None:
+        """None: hold this line back; else how many lines of this subject were held back before it."""
+        now = self.clock()
+        with self._lock:
+            last = self._last.get(subject)
+            if last is not None and now - last[0] < self.every_s:
+                self._last[subject] = (last[0], last[1] + 1)
+                return None
+            self._last.pop(subject, None)
+            if len(self._last) >= THROTTLE_MAX_SUBJECTS:
+                del self._last[next(iter(self._last))]  # dicts keep insertion order: the oldest
+            self._last[subject] = (now, 0)
+            return last[1] if last is not None else 0
+
+
+_throttles: dict[str, Throttle] = {}
+
+
+def throttled_event(msg: str, subject: str, level: int = logging.INFO, **fields: Any) -> None:
+    """`event`, at most once per `subject` per minute per container (see `Throttle`)."""
+    throttle = _throttles.get(msg) or _throttles.setdefault(msg, Throttle())
+    held = throttle.admit(subject)
+    if held is not None:
+        event(msg, level, **fields, **({"suppressed": held} if held else {}))

@@ -18,15 +18,17 @@ class Metric:
     name: str
     unit: Unit
     dimension_sets: tuple[tuple[str, ...], ...]
-    """Every set is published (EMF); the last, the most detailed, gives the Prometheus labels."""
+    """Every set is published (EMF); their union gives the Prometheus labels."""
     help: str
 
     @property
     def labels(self) -> tuple[str, ...]:
-        return self.dimension_sets[-1]
+        """Every dimension of the metric (the Prometheus labels), in the order they first appear."""
+        return tuple(dict.fromkeys(name for dims in self.dimension_sets for name in dims))
 
 
-REQUEST_SETS = ((), ("outcome",), ("model", "backend", "outcome"))
+REQUEST_SETS = ((), ("outcome",), ("door", "outcome"), ("model", "backend", "outcome"))
+"""`door`: the front door a request came through (chat, messages, responses)."""
 REQUESTS = Metric("chatgw.requests", "Count", REQUEST_SETS, "finished chat requests, by outcome")
 SERVER_ERRORS = Metric(
     "chatgw.server_errors", "Count", REQUEST_SETS, "1 for a chat request answered 5xx (or failed mid-stream), else 0"
@@ -38,7 +40,7 @@ TIME_TO_FIRST_CHUNK = Metric(
 TOKENS = Metric(
     "gen_ai.client.token.usage",
     "Count",
-    (("token_type",), ("model", "backend", "token_type")),
+    (("token_type",), ("door", "token_type"), ("model", "backend", "token_type")),
     "tokens per request (token_type: input, output, cached)",
 )
 FALLBACKS = Metric("chatgw.fallbacks", "Count", ((), ("model",)), "requests served by a fallback of `model`")

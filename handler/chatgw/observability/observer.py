@@ -65,6 +65,8 @@ class Report:
     path: str = ""
     lambda_request_id: str | None = None
     chat: bool = False
+    door: str | None = None
+    """The front door of the request (`door_of` its path): chat, messages, responses; None elsewhere."""
     key_id: str | None = None
     model: str | None = None
     """The model the client asked for."""
@@ -91,7 +93,8 @@ class Report:
         if not isinstance(report, Report):
             path, context = str(scope.get("path", "")), scope.get("aws.context")
             lambda_id = getattr(context, "aws_request_id", None)
-            report = scope[SCOPE_KEY] = cls(request_id, path, lambda_id, chat=path.endswith("/chat/completions"))
+            door = door_of(path)
+            report = scope[SCOPE_KEY] = cls(request_id, path, lambda_id, chat=door is not None, door=door)
         return report
 
     def claimed(self, presented: str | None) -> None:
@@ -132,7 +135,19 @@ class Report:
         return STATUS_OUTCOMES.get(status, "invalid" if status < 500 else "internal_error")
 
     def dimensions(self, **extra: str) -> dict[str, str]:
-        return {"model": self.served_model or self.catalog_model or NONE, "backend": self.backend or NONE, **extra}
+        model = self.served_model or self.catalog_model or NONE
+        return {"model": model, "backend": self.backend or NONE, "door": self.door or NONE, **extra}
+
+
+DOOR_PATHS = (("/chat/completions", "chat"), ("/v1/messages", "messages"), ("/responses", "responses"))
+
+
+def door_of(path: str) -> str | None:
+    """The front door a path belongs to: the answer routes of each door (a model list is none)."""
+    for suffix, door in DOOR_PATHS:
+        if path.endswith(suffix):
+            return door
+    return None
 
 
 def refusal_reason(error: ChatgwError) -> str | None:
@@ -275,6 +290,7 @@ def line(report: Report) -> dict[str, Any]:
         "lambda_request_id": report.lambda_request_id,
         "key_id": report.key_id,
         "path": report.path,
+        "door": report.door,
         "model": report.model,
         "served_model": report.served_model,
         "backend": report.backend,

@@ -27,6 +27,17 @@ class KeyNotFound(Exception):
     pass
 
 
+DEFAULT_DOOR = "chat"
+DOOR_MARK = "\x1f"
+"""Between a model and its door in a per-model aggregate's name (no catalog name may hold it)."""
+
+
+def split_ledger_model(name: str) -> tuple[str, str]:
+    """A per-model aggregate's name as (served model, door)."""
+    model, mark, door = name.partition(DOOR_MARK)
+    return model, door if mark else DEFAULT_DOOR
+
+
 @dataclass(frozen=True, slots=True)
 class UsageEvent:
     key_id: str
@@ -50,6 +61,8 @@ class UsageEvent:
     """USD, from the served model's prices when the event was made; None when it has no price."""
     reserved_tokens: int = 0
     """What admission reserved for this request; settlement replaces it by the actual tokens."""
+    door: str = "chat"
+    """The front door the request came through: chat, messages or responses."""
     pending: tuple[str, ...] = ()
     """Set only in a `usage_event` log line whose event is stored but some of its aggregate writes
     are not (DynamoDB: "month", "day"): what `chatgw replay` still applies, once."""
@@ -62,6 +75,12 @@ class UsageEvent:
     def booked_model(self) -> str:
         """The model the ledger books the event under: the one that served."""
         return self.served_model or self.model
+
+    @property
+    def ledger_model(self) -> str:
+        """The name of the event's per-model aggregate: the served model, and the door unless it is
+        the chat door (so that rows written before doors existed are the chat door's)."""
+        return self.booked_model if self.door == DEFAULT_DOOR else f"{self.booked_model}{DOOR_MARK}{self.door}"
 
     def to_log(self) -> dict[str, Any]:
         """The JSON-able form, as written to the `usage_event` log line when the store fails."""
@@ -93,6 +112,8 @@ class UsageRow:
     completion_tokens: int
     model: str | None = None
     """The served model, for per-model rows."""
+    door: str | None = None
+    """The front door, for per-model rows (one row per model and door)."""
     cached_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0

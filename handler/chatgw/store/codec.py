@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from chatgw.access.keys import KeyRecord, Limits
-from chatgw.store.base import UsageEvent
+from chatgw.store.base import DEFAULT_DOOR, UsageEvent
 
 
 def key_to_dict(record: KeyRecord) -> dict[str, Any]:
@@ -58,6 +58,7 @@ def event_from_dict(data: dict[str, Any]) -> UsageEvent:
         cached_tokens=int(data.get("cached_tokens") or 0),
         cache_write_tokens=int(data.get("cache_write_tokens") or 0),
         reasoning_tokens=int(data.get("reasoning_tokens") or 0),
+        door=str(data.get("door") or DEFAULT_DOOR),
         cost=float(cost) if cost is not None else None,
         reserved_tokens=int(data.get("reserved_tokens") or 0),
         pending=tuple(str(p) for p in data.get("pending") or ()),

@@ -15,7 +15,8 @@ from pathlib import Path
 from chatgw.access.keys import KeyRecord, Limits
 from chatgw.access.limits import Admission, day_of, decide, generation_of, minute_window, month_of
 from chatgw.errors import StoreUnavailable
-from chatgw.store.base import KeyExists, KeyNotFound, UsageEvent, UsageQuery, UsageRow
+from chatgw.settings import private_dir
+from chatgw.store.base import KeyExists, KeyNotFound, UsageEvent, UsageQuery, UsageRow, split_ledger_model
 from chatgw.store.codec import event_from_dict, key_from_dict, key_to_dict
 from chatgw.store.on_loop import WouldBlock
 
@@ -54,7 +55,7 @@ ALL_MODELS = ""
 def create_private(path: Path) -> None:
     """The database file readable by its owner alone (0600: it holds key hashes and the ledger), in a
     folder made 0700 if new. SQLite gives its -wal and -shm files the database file's mode."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dir(path.parent)
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     os.chmod(path, 0o600)
 
@@ -290,7 +291,7 @@ class SqliteStore:
             if cur.rowcount == 0:
                 return False
             for period in (day_of(event.at), month_of(event.at)):
-                for model in (ALL_MODELS, event.booked_model):
+                for model in (ALL_MODELS, event.ledger_model):
                     db.execute(
                         "INSERT INTO aggregates (key_id, period, model, requests, prompt_tokens, completion_tokens,"
                         " cached_tokens, cache_write_tokens, reasoning_tokens, cost)"
@@ -336,7 +337,8 @@ class SqliteStore:
             UsageRow(
                 key_id=r[0],
                 period=r[1],
-                model=r[2] or None,
+                model=split_ledger_model(r[2])[0] if r[2] else None,
+                door=split_ledger_model(r[2])[1] if r[2] else None,
                 requests=r[3],
                 prompt_tokens=r[4],
                 completion_tokens=r[5],

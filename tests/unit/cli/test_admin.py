@@ -208,7 +208,7 @@ def test_usage_reports(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     code, out, _ = cli.run("usage", "--by-model")
     assert code == 0
     assert out.splitlines()[0].split() == [
-        "KEY_ID", "PERIOD", "MODEL", "REQUESTS", "PROMPT_TOKENS", "COMPLETION_TOKENS", "TOTAL_TOKENS", "COST",
+        "KEY_ID", "PERIOD", "MODEL", "DOOR", "REQUESTS", "PROMPT_TOKENS", "COMPLETION_TOKENS", "TOTAL_TOKENS", "COST",
     ]  # fmt: skip
     assert len(out.splitlines()) == 4
 

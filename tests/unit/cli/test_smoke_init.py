@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import yaml
 from botocore.exceptions import ClientError
 
 from chatgw.cli.smoke_init import init_check, log_group, summarize
+from tests.support.cfn_template import TEMPLATE, CfnLoader
 
 COLD = (
     "REPORT RequestId: 1f0b Duration: 812.31 ms Billed Duration: 1700 ms Memory Size: 1024 MB "
@@ -17,6 +19,16 @@ RESTORED = (
     "REPORT RequestId: 2a1c Duration: 40.02 ms Billed Duration: 290 ms Memory Size: 512 MB "
     "Max Memory Used: 90 MB Restore Duration: 251.50 ms Billed Restore Duration: 120 ms"
 )
+
+
+def templates_log_group(stack: str) -> str:
+    """The name template.yaml gives the log group the function writes to, for a stack of that name."""
+    loaded: dict[str, Any] = yaml.load(TEMPLATE.read_text(), Loader=CfnLoader)
+    resources = loaded["Resources"]
+    function = resources["Function"]  # the gateway's (the ledger replay function has its own group)
+    ref = function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+    name = resources[ref]["Properties"]["LogGroupName"]["Fn::Sub"]
+    return str(name).replace("${AWS::StackName}", stack)
 
 
 class Logs:
@@ -43,7 +55,7 @@ def test_the_check_reads_the_stacks_function_log_group_and_never_fails() -> None
     now = datetime(2026, 11, 30, 18, 0, tzinfo=UTC)
     check = init_check("chatgw", None, now, logs)
     assert check.ok and "1 cold start(s)" in check.detail
-    assert logs.asked["logGroupName"] == log_group("chatgw") == "/aws/lambda/chatgw-gateway"
+    assert logs.asked["logGroupName"] == log_group("chatgw") == templates_log_group("chatgw")
     assert logs.asked["startTime"] == int(now.timestamp() * 1000) - 3_600_000
 
     denied = ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "FilterLogEvents")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,7 +27,8 @@ from chatgw.errors import (
 from chatgw.observability import logs
 from chatgw.observability.metrics import ALL, REQUESTS, EmfSink, Metric
 from chatgw.observability.observer import Observer, Report, cause_of, refusal_reason
-from chatgw.observability.prometheus import PrometheusSink
+from chatgw.observability.prometheus import PrometheusSink, exposure_warning, metrics_token
+from chatgw.settings import Settings, SettingsError
 from tests.support.servers import free_port, stop, wait_healthy
 
 
@@ -120,10 +123,15 @@ def test_every_metric_has_a_detailed_set_without_a_key_id() -> None:
 
 def test_emf_line_is_one_json_object_with_every_dimension_set() -> None:
     written: list[str] = []
-    EmfSink(write=written.append).emit([(REQUESTS, 1)], {"outcome": "ok", "model": "m", "backend": "b"})
+    EmfSink(write=written.append).emit([(REQUESTS, 1)], {"outcome": "ok", "model": "m", "backend": "b", "door": "chat"})
     (line,) = written
     blob = json.loads(line)
-    assert blob["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [[], ["outcome"], ["model", "backend", "outcome"]]
+    assert blob["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [
+        [],
+        ["outcome"],
+        ["door", "outcome"],
+        ["model", "backend", "outcome"],
+    ]
     assert blob["chatgw.requests"] == [1.0] and "service" not in blob
 
 
@@ -131,36 +139,65 @@ def test_prometheus_sink_text() -> None:
     sink = PrometheusSink()
     Observer(sink).finish(finished(200, catalog_model="echo", backend="echo", prompt_tokens=3, completion_tokens=2))
     text = sink.text().decode()
-    assert 'chatgw_requests_total{backend="echo",model="echo",outcome="ok"} 1.0' in text
-    assert 'gen_ai_client_token_usage_count{backend="echo",model="echo",token_type="input"} 1.0' in text
+    assert 'chatgw_requests_total{backend="echo",door="none",model="echo",outcome="ok"} 1.0' in text
+    assert 'gen_ai_client_token_usage_count{backend="echo",door="none",model="echo",token_type="input"} 1.0' in text
 
 
-def test_serve_metrics_exposes_prometheus_text(tmp_path: Any) -> None:
+def test_serve_metrics_answers_only_the_metrics_token(tmp_path: Any) -> None:
+    """The metrics name every model with its traffic: a reader without the token learns nothing."""
     port = free_port()
+    state = tmp_path / "state"
+    catalog = {"echo": {"backend": "echo"}, "secret-model-x": {"backend": "echo"}}
+    env = {**os.environ, "CHATGW_MODELS": json.dumps(catalog)}
+    env.pop("CHATGW_METRICS_TOKEN", None)
+    command = [sys.executable, "-m", "chatgw.cli.main", "serve", "--metrics", "--port", str(port)]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "chatgw.cli.main",
-            "serve",
-            "--metrics",
-            "--port",
-            str(port),
-            "--state-dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [*command, "--state-dir", str(state)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_healthy(base)
-        key = (tmp_path / "dev-key").read_text().strip()
-        chat = {"model": "echo", "messages": [{"role": "user", "content": "hi there"}]}
-        assert httpx.post(f"{base}/v1/chat/completions", json=chat, headers={"x-api-key": key}).status_code == 200
-        response = httpx.get(f"{base}/metrics")
+        wait_healthy(base, process=process)
+        key = (state / "dev-key").read_text().strip()
+        token_file = state / "metrics-token"
+        token = token_file.read_text().strip()
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600 and len(token) >= 32
+        for model in ("echo", "secret-model-x"):
+            chat = {"model": model, "messages": [{"role": "user", "content": "hi there"}]}
+            assert httpx.post(f"{base}/v1/chat/completions", json=chat, headers={"x-api-key": key}).status_code == 200
+        for headers in (
+            {},
+            {"authorization": f"Bearer {key}"},
+            {"authorization": f"Bearer {token}x"},
+            {"authorization": token},
+        ):
+            refused = httpx.get(f"{base}/metrics", headers=headers)
+            assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+            assert "secret-model-x" not in refused.text and "chatgw_requests_total" not in refused.text
+        response = httpx.get(f"{base}/metrics", headers={"authorization": f"Bearer {token}"})
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
-        assert 'chatgw_requests_total{backend="echo",model="echo",outcome="ok"} 1.0' in response.text
+        assert 'chatgw_requests_total{backend="echo",door="chat",model="echo",outcome="ok"} 1.0' in response.text
+        assert 'model="secret-model-x"' in response.text
         assert "gen_ai_client_operation_duration_seconds_bucket" in response.text
     finally:
         stop(process)
+    out, err = process.communicate(timeout=10)
+    assert f"token in {token_file}" in out and "warning" not in err  # loopback: nothing to warn of
+
+
+def test_metrics_on_a_non_loopback_address_are_warned_of() -> None:
+    for host in ("0.0.0.0", "::", "192.168.1.20", "gateway.example.com"):
+        assert "not a loopback address" in (exposure_warning(host) or ""), host
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        assert exposure_warning(host) is None, host
+
+
+def test_a_metrics_token_from_the_environment_is_used_and_checked(tmp_path: Any) -> None:
+    assert metrics_token("a-token-of-twenty-chars", tmp_path / "state") == ("a-token-of-twenty-chars", None)
+    assert not (tmp_path / "state").exists()  # nothing generated when one is configured
+    with pytest.raises(SettingsError, match="at least 16"):
+        Settings.from_env({"CHATGW_METRICS_TOKEN": "short"})
+    token, path = metrics_token("", tmp_path / "state")
+    assert path == tmp_path / "state" / "metrics-token" and len(token) >= 32
+    assert metrics_token("", tmp_path / "state") == (token, path)  # kept across restarts
+    path.write_text("\n")  # emptied: a new one, never an empty token
+    assert len(metrics_token("", tmp_path / "state")[0]) >= 32

@@ -142,7 +142,7 @@ def day_update(table: str, event: UsageEvent, shard: str = "") -> dict[str, Any]
     values: dict[str, Any] = {":kid": attr_s(event.key_id), ":period": attr_s(day)}
     adds = _totals(event, values)
     names: dict[str, str] = {}
-    model = event.booked_model
+    model = event.ledger_model
     for i, (short, field) in enumerate(MODEL_FIELDS.items()):
         if field == "cost" and event.cost is None:
             continue

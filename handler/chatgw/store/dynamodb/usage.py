@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from chatgw.store.base import UsageQuery, UsageRow
+from chatgw.store.base import UsageQuery, UsageRow, split_ledger_model
 from chatgw.store.dynamodb.items import int_of
 from chatgw.store.dynamodb.settle import model_rows
 
@@ -53,10 +53,11 @@ def usage_rows(query: UsageQuery, items: Iterable[Mapping[str, Any]]) -> list[Us
         UsageRow(
             key_id=key_id,
             period=query.value,
-            model=model,
+            model=split_ledger_model(model)[0] if model is not None else None,
+            door=split_ledger_model(model)[1] if model is not None else None,
             cost=round(float(sums["cost"]), 12) if "cost" in sums else None,
             **{f: int(sums.get(f, 0)) for f in FIELDS},
         )
         for (key_id, model), sums in totals.items()
     ]
-    return sorted(rows, key=lambda r: (r.key_id, r.model or ""))
+    return sorted(rows, key=lambda r: (r.key_id, r.model or "", r.door or ""))
