@@ -257,4 +257,4 @@ def test_the_ledger_has_the_streamed_request(gateway: Gateway) -> None:
     store = gateway.store()
     events = eventually(lambda: store.usage_events(key.split("_")[1]))
     store.close()
-    assert [(e.streamed, e.model, e.completion_tokens) for e in events] == [(True, "echo", 1)]
+    assert [(e.streamed, e.model, e.completion_tokens, e.door) for e in events] == [(True, "echo", 1, "messages")]

@@ -21,6 +21,7 @@ from chatgw.observability import logs
 
 CHANGES_ANSWER: Mapping[str, bool] = {
     # top-level fields this door knows but the conversation has no field for
+    "anthropic-beta": False,  # the header's flags: the features they enable are fields, judged by name
     "metadata": False,  # the end user's id, for the provider's abuse checks
     "service_tier": False,  # a capacity tier; the catalog's `account_params` still governs it
     "context_management": False,  # server-side pruning of old turns: the other backend sees them all
@@ -28,7 +29,6 @@ CHANGES_ANSWER: Mapping[str, bool] = {
     "container": True,  # code execution's container
     "mcp_servers": True,  # remote tools the model would call
     "output_config": True,  # an output setting other than `effort` and `format`
-    "betas": True,
 }
 """Field -> whether it changes the answer. What blocks and tools carry beyond the conversation model
 has a door-made name "<where>:<type>" (`tools:web_search_20250305`, `content:server_tool_use`,

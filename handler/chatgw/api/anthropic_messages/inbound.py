@@ -68,8 +68,15 @@ class _Collect:
         self.params.setdefault(name, value)
 
 
-def to_conversation(request: MessagesRequest, raw: bytes) -> Conversation:
+BETA_PARAM = "anthropic-beta"
+"""The client's `anthropic-beta` flags, a list in `params`: a backend of Anthropic's dialect forwards
+those on its allow-list."""
+
+
+def to_conversation(request: MessagesRequest, raw: bytes, betas: list[str] | None = None) -> Conversation:
     extra = _Collect()
+    if betas:
+        extra.add(BETA_PARAM, betas)
     for name, value in request.unknown().items():
         extra.add(name, value)
     given: set[str] = {"max_output_tokens"}

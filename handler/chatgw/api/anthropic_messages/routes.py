@@ -44,8 +44,14 @@ register_error_style(is_messages_path, ANTHROPIC_ERRORS)
 
 
 def speaks_anthropic(entry: ModelEntry) -> bool:
-    """A backend that sends the client's Messages body on (it declares `dialect = "anthropic"`)."""
-    return getattr(entry.backend, "dialect", None) == "anthropic"
+    """A backend that sends the client's Messages body on: the `anthropic` backend, or one that
+    declares `dialect = "anthropic"` (Bedrock's InvokeModel)."""
+    return entry.backend.kind == "anthropic" or getattr(entry.backend, "dialect", None) == "anthropic"
+
+
+def beta_flags(request: Request) -> list[str]:
+    """The `anthropic-beta` header's flags, in the client's order (one header or several)."""
+    return [f.strip() for value in request.headers.getlist("anthropic-beta") for f in value.split(",") if f.strip()]
 
 
 def _entry(service: Service, record: KeyRecord, model: str) -> ModelEntry:
@@ -81,7 +87,7 @@ def messages_route(service: Service, settings: Settings, authenticate: Authentic
         call = Call(report.request_id, deadline, report=report, now=service.wall_clock())
         if settings.log_prompts:
             logs.event("prompt", request_id=call.request_id, key_id=record.key_id, body=body.decode("utf-8", "replace"))
-        conversation = to_conversation(parsed, body)
+        conversation = to_conversation(parsed, body, beta_flags(request))
         check_fields(service, record, conversation, call.request_id)
         prepared = await service.prepare(record, conversation, call)
         logs.event(
@@ -130,7 +136,7 @@ def count_tokens_route(service: Service, settings: Settings, authenticate: Authe
                 f"The backend of model '{parsed.model}' cannot count tokens: this gateway answers only an "
                 "upstream's own count, never an estimate."
             )
-        tokens = await counter(to_conversation(parsed, body))
+        tokens = await counter(to_conversation(parsed, body, beta_flags(request)), deadline)
         return JSONResponse({"input_tokens": int(tokens)}, headers={"request-id": report.request_id})
 
     return count_tokens

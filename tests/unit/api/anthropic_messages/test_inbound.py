@@ -129,3 +129,11 @@ def test_invalid_requests_name_the_field(body: dict[str, Any], message: str) -> 
     with pytest.raises(InvalidRequest) as caught:
         parse_messages_request(json.dumps(body).encode())
     assert caught.value.message == message
+
+
+def test_beta_flags_travel_in_params_for_a_backend_of_the_dialect_and_change_nothing_elsewhere() -> None:
+    raw = json.dumps({**BASE, "messages": [{"role": "user", "content": "x"}]}).encode()
+    conversation = to_conversation(parse_messages_request(raw), raw, ["claude-code-20250219", "effort-2025-11-24"])
+    assert conversation.params["anthropic-beta"] == ["claude-code-20250219", "effort-2025-11-24"]
+    assert "anthropic-beta" not in conversation.given
+    fields.enforce(conversation.params, "m", "r")  # dropped toward another dialect, no 400
