@@ -84,6 +84,20 @@ def test_buffered_answer_from_echo(gateway: Gateway) -> None:
     assert message.stop_reason == "end_turn" and message.usage.output_tokens == 3
 
 
+def test_a_stop_sequence_is_named_buffered_and_streamed(gateway: Gateway) -> None:
+    ask: Any = {
+        "model": "echo",
+        "max_tokens": 100,
+        "stop_sequences": ["STOP"],
+        "messages": [{"role": "user", "content": "go on STOP never said"}],
+    }
+    message = client(gateway).messages.create(**ask)
+    assert (message.stop_reason, message.stop_sequence, message.content[0].text) == ("stop_sequence", "STOP", "go on")  # type: ignore[union-attr]
+    with client(gateway).messages.stream(**ask) as stream:
+        final = stream.get_final_message()
+    assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", "STOP")
+
+
 def test_a_dated_alias_reaches_its_entry_and_is_answered_by_its_name(gateway: Gateway) -> None:
     message = client(gateway).messages.create(
         model="claude-haiku-4-5-20251001", max_tokens=100, messages=[{"role": "user", "content": "aliased"}]

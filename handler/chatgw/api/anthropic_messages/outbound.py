@@ -64,7 +64,15 @@ def content_blocks(output: Output) -> list[dict[str, Any]]:
     return blocks
 
 
-def message_body(answer: Answer, *, message_id: str, model: str, usage: Usage) -> dict[str, Any]:
+def stop_sequence(stop: StopReason, asked: tuple[str, ...]) -> str | None:
+    """Which stop sequence ended the answer: known when the client gave one (the conversation's
+    stop reason does not say which of several)."""
+    return asked[0] if stop == "stop_sequence" and len(asked) == 1 else None
+
+
+def message_body(
+    answer: Answer, *, message_id: str, model: str, usage: Usage, stop: tuple[str, ...] = ()
+) -> dict[str, Any]:
     native = answer.native
     if native is not None and native.dialect == "anthropic":
         return {**native.body, "id": message_id, "model": model}
@@ -76,6 +84,6 @@ def message_body(answer: Answer, *, message_id: str, model: str, usage: Usage) -
         "model": model,
         "content": content_blocks(output),
         "stop_reason": STOP[output.stop],
-        "stop_sequence": None,
+        "stop_sequence": stop_sequence(output.stop, stop),
         "usage": usage_dict(usage),
     }

@@ -106,12 +106,15 @@ def messages_route(service: Service, settings: Settings, authenticate: Authentic
                 message_id=message_id,
                 model=parsed.model,
                 input_tokens=estimate_prompt_tokens(prepared.conversation),
+                stop=prepared.conversation.stop,
             )
             stream = AnswerStream(service, prepared, call, grammar)
             await stream.start(first_byte_wait=settings.keepalive_s)
             return SSEResponse(stream, settings.keepalive_s, headers)
         answer, usage, event = await service.complete(prepared, call)
-        answer_body = message_body(answer, message_id=message_id, model=parsed.model, usage=usage)
+        answer_body = message_body(
+            answer, message_id=message_id, model=parsed.model, usage=usage, stop=prepared.conversation.stop
+        )
         settle = BackgroundTask(service.record, event, call.deadline)
         return JSONResponse(answer_body, headers=headers, background=settle)
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from chatgw.api.anthropic_messages.errors import error_object
-from chatgw.api.anthropic_messages.outbound import STOP, usage_dict
+from chatgw.api.anthropic_messages.outbound import STOP, stop_sequence, usage_dict
 from chatgw.api.sse import frame
 from chatgw.conversation import Delta, Event, StopReason, Usage
 from chatgw.errors import ChatgwError
@@ -33,8 +33,9 @@ PING = sse({"type": "ping"})
 class MessagesGrammar:
     keepalive = PING
 
-    def __init__(self, *, message_id: str, model: str, input_tokens: int) -> None:
+    def __init__(self, *, message_id: str, model: str, input_tokens: int, stop: tuple[str, ...] = ()) -> None:
         self.message_id = message_id
+        self.stop_sequences = stop
         self.model = model
         self.input_tokens = input_tokens
         self._started = False
@@ -155,11 +156,11 @@ class MessagesGrammar:
         return b"".join(out)
 
     def _message_delta(self, usage: Usage) -> bytes:
-        stop = STOP[self._stop or "end"]
+        stop = self._stop or "end"
         return sse(
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "delta": {"stop_reason": STOP[stop], "stop_sequence": stop_sequence(stop, self.stop_sequences)},
                 "usage": usage_dict(usage),
             }
         )

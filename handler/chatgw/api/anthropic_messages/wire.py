@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 
 class _Open(BaseModel):
@@ -184,6 +184,12 @@ class ToolChoiceParam(_Open):
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = None
     disable_parallel_tool_use: bool | None = None
+
+    @model_validator(mode="after")
+    def _named(self) -> ToolChoiceParam:
+        if self.type == "tool" and not self.name:
+            raise ValueError("`name` is required when `type` is `tool`")
+        return self
 
 
 class ThinkingEnabled(_Open):

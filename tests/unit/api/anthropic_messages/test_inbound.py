@@ -123,6 +123,10 @@ def test_a_field_nobody_listed_changes_the_answer() -> None:
             {**BASE, "messages": [{"role": "robot", "content": "x"}]},
             "messages.0.role: Input should be 'user', 'assistant' or 'system'",
         ),
+        (
+            {**BASE, "messages": [], "tool_choice": {"type": "tool"}},
+            "tool_choice: `name` is required when `type` is `tool`",
+        ),
     ],
 )
 def test_invalid_requests_name_the_field(body: dict[str, Any], message: str) -> None:
