@@ -15,6 +15,7 @@ import pytest
 from anthropic.types import Message, RawMessageStreamEvent
 
 from chatgw.access.keys import Limits
+from tests.fakes.fake_bedrock import FakeBedrock
 from tests.fakes.fake_openai import FakeOpenAI, Script
 from tests.support.polling import eventually
 from tests.support.sdk import anthropic_client
@@ -30,19 +31,27 @@ EVENTS: Any = pydantic.TypeAdapter(RawMessageStreamEvent)
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, _openai_server: FakeOpenAI) -> Iterator[Gateway]:
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, _openai_server: FakeOpenAI, _bedrock_server: FakeBedrock
+) -> Iterator[Gateway]:
     catalog = {
         "echo": {"backend": "echo", "aliases": ["claude-haiku-4-5-20251001"]},
         "gpt-fake": {**_openai_server.catalog_entry("gpt-fake")},
+        "converse-fake": {"backend": "bedrock", "model_id": "anthropic.claude-fake-v1:0", "region": "us-east-1"},
     }
-    env = {"FAKE_UPSTREAM_KEY": "sk-upstream", "CHATGW_MODELS": json.dumps(catalog)}
+    env = {
+        **FakeBedrock.AWS_ENV,
+        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": _bedrock_server.url,
+        "FAKE_UPSTREAM_KEY": "sk-upstream",
+        "CHATGW_MODELS": json.dumps(catalog),
+    }
     with running_gateway(tmp_path_factory.mktemp("gw") / "state", env) as gw:
         yield gw
 
 
 @pytest.fixture(autouse=True)
-def _fresh(fake_openai: FakeOpenAI) -> None:
-    """The fake upstream is reset before each test (the fixture does it)."""
+def _fresh(fake_openai: FakeOpenAI, fake_bedrock: FakeBedrock) -> None:
+    """The fake upstreams are reset before each test (the fixtures do it)."""
 
 
 def client(gateway: Gateway, key: str | None = None) -> anthropic.Anthropic:
@@ -195,8 +204,8 @@ def test_count_tokens_is_a_404_when_the_backend_cannot_count(gateway: Gateway) -
 
 def test_models_in_anthropics_shape_and_openais_without_the_version_header(gateway: Gateway) -> None:
     page = client(gateway).models.list()
-    assert [m.id for m in page.data] == ["echo", "gpt-fake"] and page.data[0].type == "model"
-    assert page.first_id == "echo" and page.last_id == "gpt-fake" and page.has_more is False
+    assert [m.id for m in page.data] == ["echo", "gpt-fake", "converse-fake"] and page.data[0].type == "model"
+    assert page.first_id == "echo" and page.last_id == "converse-fake" and page.has_more is False
     plain = httpx.get(f"{gateway.base_url}/v1/models", headers={"authorization": f"Bearer {gateway.key}"}).json()
     assert plain["object"] == "list" and plain["data"][0]["object"] == "model"
     assert httpx.head(f"{gateway.base_url}/").status_code == 200
@@ -272,3 +281,35 @@ def test_the_ledger_has_the_streamed_request(gateway: Gateway) -> None:
     events = eventually(lambda: store.usage_events(key.split("_")[1]))
     store.close()
     assert [(e.streamed, e.model, e.completion_tokens, e.door) for e in events] == [(True, "echo", 1, "messages")]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_converse_upstream_with_tools_and_claude_codes_system_message(
+    gateway: Gateway, fake_bedrock: FakeBedrock, stream: bool
+) -> None:
+    ask: Any = {
+        "model": "converse-fake",
+        "max_tokens": 100,
+        "system": "be brief",
+        "tools": TOOLS[:1],
+        "messages": [{"role": "user", "content": QUESTION}, {"role": "system", "content": "# Environment"}],
+        "extra_body": {"context_management": {"edits": []}},
+    }
+    if stream:
+        with client(gateway).messages.stream(**ask) as events:
+            message = events.get_final_message()
+    else:
+        message = client(gateway).messages.create(**ask)
+    (call,) = message.content
+    assert (message.stop_reason, call.type, call.input) == ("tool_use", "tool_use", {"query": QUESTION})  # type: ignore[union-attr]
+    answer = client(gateway).messages.create(
+        model="converse-fake",
+        max_tokens=100,
+        tools=TOOLS[:1],
+        messages=[
+            {"role": "user", "content": QUESTION},
+            {"role": "assistant", "content": [call.model_dump()]},  # type: ignore[misc]
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "sunny"}]},  # type: ignore[union-attr]
+        ],
+    )
+    assert answer.content[0].text == "The tool said: sunny"  # type: ignore[union-attr]
