@@ -158,8 +158,9 @@ def _part(block: Any, extra: _Collect) -> Part:
             (Text(block.content),) if isinstance(block.content, str) else tuple(_part(b, extra) for b in block.content)
         )
         return ToolResult(block.tool_use_id, content, is_error=block.is_error, cache=cache)
-    if isinstance(block, ThinkingBlock):
-        return Reasoning(block.thinking, signature=block.signature, dialect="anthropic")
+    if isinstance(block, ThinkingBlock):  # without a signature, another dialect's reasoning shown as thinking
+        signed = bool(block.signature)
+        return Reasoning(block.thinking, signature=block.signature or None, dialect="anthropic" if signed else None)
     if isinstance(block, RedactedThinkingBlock):
         return Reasoning(encrypted=block.data, redacted=True, dialect="anthropic")
     assert isinstance(block, OtherBlock)

@@ -55,11 +55,12 @@ def content_blocks(output: Output) -> list[dict[str, Any]]:
                 blocks.append({"type": "text", "text": part.text})
         elif isinstance(part, ToolCall):
             blocks.append({"type": "tool_use", "id": part.id, "name": part.name, "input": tool_input(part.arguments)})
-        elif isinstance(part, Reasoning) and part.dialect == "anthropic":
-            # another dialect's reasoning has no signature Anthropic's format could carry back
-            if part.redacted:
+        elif isinstance(part, Reasoning):
+            # Another dialect's reasoning shows as thinking without a signature (as in a stream);
+            # sent back, it is no one's to verify (inbound.py) and a translation leaves it out.
+            if part.redacted and part.dialect == "anthropic":
                 blocks.append({"type": "redacted_thinking", "data": part.encrypted or ""})
-            else:
+            elif part.text or part.signature:
                 blocks.append({"type": "thinking", "thinking": part.text, "signature": part.signature or ""})
     return blocks
 

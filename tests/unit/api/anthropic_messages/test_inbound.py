@@ -41,6 +41,7 @@ def test_every_block_kind_becomes_its_part() -> None:
                         {"type": "thinking", "thinking": "plan", "signature": "sig"},
                         {"type": "redacted_thinking", "data": "opaque"},
                         {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": 1}},
+                        {"type": "thinking", "thinking": "shown by another model", "signature": ""},
                     ],
                 },
                 {
@@ -59,6 +60,7 @@ def test_every_block_kind_becomes_its_part() -> None:
         Reasoning("plan", signature="sig", dialect="anthropic"),
         Reasoning(encrypted="opaque", redacted=True, dialect="anthropic"),
         ToolCall("toolu_1", "f", '{"a": 1}'),
+        Reasoning("shown by another model"),  # unsigned: no backend sends it back as Claude's thinking
     )
     assert result.parts == (ToolResult("toolu_1", (Text("done"),), is_error=True),)
     assert conversation.original is not None and conversation.original.dialect == "anthropic"
