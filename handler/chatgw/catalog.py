@@ -3,7 +3,8 @@
 {"<public name>": {"backend": "openai" | "anthropic" | "bedrock" | "echo",
                    "description": "...", "price_per_million_tokens": {"input": 0.15, "output": 0.6,
                    "cached_input": 0.075, "cache_write": 0.1875}, "max_output_tokens": 4096,
-                   "fallbacks": ["<other public name>", ...], ...backend options}}
+                   "fallbacks": ["<other public name>", ...], "aliases": ["<more names>", ...],
+                   ...backend options}}
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ COMMON_FIELDS = (
     "max_output_tokens",
     "max_image_tokens",
     "account_params",
+    "aliases",
 )
 ACCOUNT_PARAMS = ("service_tier", "store", "safety_identifier")
 """Parameters that act on the operator's upstream account: a cost tier the ledger's prices do not
@@ -61,10 +63,20 @@ class ModelEntry:
     account_params: frozenset[str] = frozenset()
     max_image_tokens: int | None = None
     """What one image may cost at most on this model; unset, the model takes no images."""
+    aliases: tuple[str, ...] = ()
+    """More names that reach this entry (Claude Code asks for dated names); a key's model
+    permission applies to the entry's `name`."""
 
     @property
     def development(self) -> bool:
         return self.backend.kind == "echo"
+
+    @property
+    def native_dialect(self) -> str | None:
+        """The dialect the backend's upstream speaks, when a door of that dialect may send it the
+        client's own body (`Original`); None for a backend that only translates."""
+        dialect = getattr(self.backend, "native_dialect", None)
+        return dialect if isinstance(dialect, str) else None
 
     @property
     def image_tokens(self) -> int | None:
@@ -98,9 +110,10 @@ class ModelEntry:
 class Catalog:
     def __init__(self, entries: Mapping[str, ModelEntry]) -> None:
         self._entries = dict(entries)
+        self._aliases = {alias: e.name for e in self._entries.values() for alias in e.aliases}
 
     def get(self, name: str) -> ModelEntry:
-        entry = self._entries.get(name)
+        entry = self._entries.get(name) or self._entries.get(self._aliases.get(name, ""))
         if entry is None:
             raise ModelNotFound(f"The model `{name}` does not exist.", param="model")
         return entry
@@ -198,6 +211,27 @@ def _account_params(name: str, value: Any) -> frozenset[str]:
     return frozenset(value)
 
 
+def _aliases(name: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(a, str) and a for a in value):
+        raise CatalogError(f"CHATGW_MODELS: model '{name}': field 'aliases' must be a list of model names")
+    return tuple(value)
+
+
+def _check_aliases(entries: Mapping[str, ModelEntry]) -> None:
+    """An alias names one entry: never a model's own name, never two entries."""
+    owner: dict[str, str] = {}
+    for entry in entries.values():
+        for alias in entry.aliases:
+            if alias in entries:
+                raise CatalogError(f"CHATGW_MODELS: model '{entry.name}': alias '{alias}' is the name of a model")
+            if owner.setdefault(alias, entry.name) != entry.name:
+                raise CatalogError(
+                    f"CHATGW_MODELS: model '{entry.name}': alias '{alias}' is also an alias of '{owner[alias]}'"
+                )
+
+
 def load_catalog(source: str | None, deps: BackendDeps) -> Catalog:
     data = read_source(source, deps)
     nothing_configured = source is None or not source.strip()
@@ -239,6 +273,7 @@ def load_catalog(source: str | None, deps: BackendDeps) -> Catalog:
             max_output_tokens=_max_output(name, spec.get("max_output_tokens")),
             max_image_tokens=_positive(name, "max_image_tokens", spec.get("max_image_tokens")),
             account_params=_account_params(name, spec.get("account_params")),
+            aliases=_aliases(name, spec.get("aliases")),
         )
     for entry in entries.values():
         for fallback in entry.fallbacks:
@@ -246,4 +281,5 @@ def load_catalog(source: str | None, deps: BackendDeps) -> Catalog:
                 raise CatalogError(
                     f"CHATGW_MODELS: model '{entry.name}': fallback '{fallback}' is not another model of the catalog"
                 )
+    _check_aliases(entries)
     return Catalog(entries)

@@ -60,6 +60,8 @@ class Script:
     """Report this many of the prompt's tokens as read from the prompt cache."""
     reasoning_tokens: int = 0
     """Report this many more completion tokens, spent on reasoning (as o-series models do)."""
+    every_tool: bool = False
+    """Call every offered tool at once (parallel tool calls), not only the first."""
 
 
 @dataclass
@@ -150,7 +152,7 @@ class FakeOpenAI:
             return JSONResponse(content, status_code=script.status, headers=script.headers)
         if not isinstance(body, dict):
             return JSONResponse({"error": {"message": "bad json"}}, status_code=400)
-        answer = _think(body)
+        answer = _think(body, every_tool=script.every_tool)
         if body.get("stream"):
             return StreamingResponse(
                 self._sse(body, answer, script), media_type="text/event-stream", headers=script.headers
@@ -204,7 +206,7 @@ class FakeOpenAI:
                 self.stream_aborted.set()
 
 
-def _think(body: dict[str, Any]) -> Answer:
+def _think(body: dict[str, Any], every_tool: bool = False) -> Answer:
     messages = body.get("messages") or []
     texts = [_text(m.get("content")) for m in messages]
     tools = [t["function"]["name"] for t in body.get("tools") or []]
@@ -219,6 +221,7 @@ def _think(body: dict[str, Any]) -> Answer:
         tool_choice_none=choice == "none",
         max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
         stops=[stop] if isinstance(stop, str) else list(stop or []),
+        every_tool=every_tool,
     )
 
 

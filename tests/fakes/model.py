@@ -49,12 +49,19 @@ def think(
     tool_choice_none: bool,
     max_tokens: int | None,
     stops: list[str],
+    every_tool: bool = False,
 ) -> Answer:
+    """`every_tool`: call each offered tool at once (parallel tool calls), not only the first."""
     prompt_tokens = len(prompt_text.split())
     if tools and not tool_choice_none and (last_role == "user" or forced_tool):
-        name = forced_tool or tools[0]
-        call = ToolCallOut(id="call_fake_1", name=name, arguments={"query": last_text})
-        return Answer(tool_calls=[call], finish="tool_calls", prompt_tokens=prompt_tokens)
+        names = tools if every_tool and not forced_tool else [forced_tool or tools[0]]
+        calls = [
+            ToolCallOut(id=f"call_fake_{i}", name=name, arguments={"query": last_text, "n": i})
+            if every_tool
+            else ToolCallOut(id="call_fake_1", name=name, arguments={"query": last_text})
+            for i, name in enumerate(names, 1)
+        ]
+        return Answer(tool_calls=calls, finish="tool_calls", prompt_tokens=prompt_tokens)
     text = f"The tool said: {last_text}" if last_role == "tool" else ANSWER
     finish = "stop"
     for stop in stops:

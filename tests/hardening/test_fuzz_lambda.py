@@ -35,7 +35,8 @@ paths = st.sampled_from(
         "/v1/models/%2e%2e", "/v1/models/caf\u00e9", "/", "", "/v2/llms/chat/completions%00",
     ]
 )  # fmt: skip
-NO_ROUTE = {"/", "", "//v2/llms/chat/completions", "/v2/llms/chat/completions/", "/v2/llms/chat/completions%00"}
+NO_ROUTE = {"//v2/llms/chat/completions", "/v2/llms/chat/completions/", "/v2/llms/chat/completions%00"}
+"""(`/` is a route: Claude Code probes the base URL with `HEAD /`.)"""
 methods = st.just("POST") | st.sampled_from(["GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD", "PATCH"])
 header_values = st.text(max_size=40) | st.sampled_from(
     ["Bearer ", "Bearer cgw_x_y", "Basic Zm9v", "\u043a\u043b\u044e\u0447"]

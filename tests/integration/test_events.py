@@ -12,7 +12,7 @@ import pytest
 
 from chatgw.cli import main as cli
 from chatgw.cli.invoke import PLACEHOLDER
-from tests.support.events import EVENTS, EXPECTED
+from tests.support.events import EVENTS, EXPECTED, stream_end
 from tests.support.tools import ROOT
 
 
@@ -39,10 +39,13 @@ def test_event_through_buffered_handler(
         assert_responses_answer(body, streamed="stream" in event.name)
     elif "stream" in event.name:
         assert headers["content-type"].startswith("text/event-stream")
-        assert body.endswith("data: [DONE]\n\n")
+        assert body.endswith(stream_end(event.name))
     elif "chat" in event.name:
         completion = json.loads(body)
         assert completion["choices"][0]["message"]["content"] == "What is the capital of France?"
+    elif "messages" in event.name:
+        message = json.loads(body)
+        assert message["content"] == [{"type": "text", "text": "What is the capital of France?"}]
 
 
 def assert_responses_answer(body: str, *, streamed: bool) -> None:

@@ -20,7 +20,7 @@ from chatgw.aws_lambda.fake_runtime_api import FakeInvocation, FakeRuntimeAPI
 from chatgw.compose import Container
 from chatgw.store.sqlite import SqliteStore
 from tests.fakes.backends import ScriptedBackend, released_by
-from tests.support.events import EXPECTED
+from tests.support.events import EXPECTED, stream_end
 from tests.support.keys import add_key
 from tests.support.lambda_events import RuntimeThread, function_url_event, http_v2_event, rest_v1_event
 from tests.support.polling import eventually
@@ -183,7 +183,7 @@ def test_every_sample_event_through_the_streaming_runtime(
     if "responses-stream" in event.name:  # the Responses door ends with its completed event
         assert invocation.body.rsplit(b"\n\n", 2)[-2].startswith(b"event: response.completed\n")
     elif "stream" in event.name:
-        assert invocation.body.endswith(b"data: [DONE]\n\n")
+        assert invocation.body.endswith(stream_end(event.name).encode())
 
 
 def test_chatgw_invoke_stream_prints_the_prelude_timed_chunks_and_end(tmp_path: Path) -> None:

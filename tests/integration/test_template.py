@@ -34,6 +34,8 @@ ROUTES = {
     ("/v1/chat/completions", "post"),
     ("/v2/llms/responses", "post"),
     ("/v1/responses", "post"),
+    ("/v1/messages", "post"),
+    ("/v1/messages/count_tokens", "post"),
     ("/v2/llms", "get"),
     ("/v1/models", "get"),
     ("/health", "get"),

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatgw import __version__
 from chatgw.access.keys import KeyRecord
+from chatgw.api.anthropic_messages import routes as anthropic_messages
 from chatgw.api.http import Envelope, deadline_for, error_response, presented_key, report_of, request_id_of
 from chatgw.api.openai_chat import routes as openai_chat
 from chatgw.api.openai_responses import routes as openai_responses
@@ -42,6 +43,7 @@ def create_app(service: Service, settings: Settings) -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    app.include_router(anthropic_messages.router(service, settings, authenticate))  # first: /v1/models
     app.include_router(openai_chat.router(service, settings, authenticate))
     app.include_router(openai_responses.router(service, settings, authenticate))
     install_error_handlers(app, service.observer)

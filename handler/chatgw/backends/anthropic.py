@@ -109,6 +109,8 @@ def from_options(name: str, options: Mapping[str, Any], deps: BackendDeps) -> An
 
 class AnthropicBackend:
     kind = "anthropic"
+    native_dialect = "anthropic"
+    """A door of this dialect sends the client's body through (`Original`)."""
 
     def __init__(
         self,

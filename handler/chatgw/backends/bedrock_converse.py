@@ -43,6 +43,7 @@ RETRYABLE = {"serviceunavailableexception", "internalserverexception", "modelnot
 
 class BedrockBackend:
     kind = "bedrock"
+    native_dialect: str | None = None
 
     def __init__(self, name: str, *, model_id: str, region: str | None, max_retries: int, deps: BackendDeps) -> None:
         self.name = name

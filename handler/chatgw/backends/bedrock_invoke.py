@@ -38,6 +38,9 @@ COUNT_DROPPED = ("max_tokens", "stop_sequences", "temperature", "top_p", "top_k"
 
 
 class BedrockInvokeBackend(BedrockBackend):
+    native_dialect = "anthropic"
+    """Anthropic's body on InvokeModel: a Messages request goes through nearly as sent."""
+
     def __init__(self, name: str, *, beta_flags: frozenset[str], **kwargs: Any) -> None:
         super().__init__(name, **kwargs)
         self.beta_flags = BETA_FLAGS | beta_flags

@@ -36,6 +36,9 @@ def from_options(name: str, options: Mapping[str, Any], deps: BackendDeps) -> Ch
 
 
 class OpenAIBackend(OpenAIHTTP):
+    native_dialect = "openai_chat"
+    """The chat door's body goes through as the client sent it (`Original`)."""
+
     def __init__(self, name: str, *, cap_as_completion_tokens: bool = False, **transport: Any) -> None:
         super().__init__(name, **transport)
         self.cap_as_completion_tokens = cap_as_completion_tokens

@@ -36,7 +36,7 @@ def speaks_responses(service: Service, model: str) -> bool:
         entry = service.catalog.get(model)
     except ChatgwError:
         return False  # the service's own lookup says what is wrong with the model
-    return getattr(entry.backend, "native_dialect", None) == DIALECT
+    return entry.native_dialect == DIALECT
 
 
 def check_hosted_tools(service: Service, request: ResponsesRequest, request_id: str) -> None:

@@ -1,0 +1,187 @@
+"""The Messages door's routes: `POST /v1/messages` (Claude Code adds `?beta=true`),
+`POST /v1/messages/count_tokens`, the model list in Anthropic's shape (for a request that carries
+`anthropic-version`), and `HEAD /` and `GET /` (Claude Code probes the base URL)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.background import BackgroundTask
+
+from chatgw.access.keys import KeyRecord, model_allowed
+from chatgw.api.anthropic_messages import fields
+from chatgw.api.anthropic_messages.errors import ANTHROPIC_ERRORS, anthropic_headers
+from chatgw.api.anthropic_messages.inbound import to_conversation
+from chatgw.api.anthropic_messages.outbound import message_body
+from chatgw.api.anthropic_messages.stream import MessagesGrammar
+from chatgw.api.anthropic_messages.validation import parse_messages_request
+from chatgw.api.http import SSEResponse, deadline_for, read_body, register_error_style, report_of
+from chatgw.api.openai_chat.routes import model_object
+from chatgw.catalog import ModelEntry
+from chatgw.conversation import Conversation
+from chatgw.deadline import Deadline
+from chatgw.errors import ModelNotFound, NotFound
+from chatgw.metering.estimate import estimate_prompt_tokens
+from chatgw.observability import logs
+from chatgw.service import Call, Service
+from chatgw.settings import Settings
+from chatgw.streaming import AnswerStream
+
+Authenticate = Callable[[Request, Deadline | None], Awaitable[KeyRecord]]
+PATHS = ("/v1/messages",)
+EPOCH = "1970-01-01T00:00:00Z"
+
+
+def is_messages_path(path: str) -> bool:
+    return path.rstrip("/") in PATHS or path.startswith("/v1/messages/")
+
+
+register_error_style(is_messages_path, ANTHROPIC_ERRORS)
+
+
+def speaks_anthropic(entry: ModelEntry) -> bool:
+    """A backend that sends the client's Messages body on: the `anthropic` backend, or one that
+    declares `native_dialect = "anthropic"` (Bedrock's InvokeModel too)."""
+    return entry.native_dialect == "anthropic"
+
+
+def beta_flags(request: Request) -> list[str]:
+    """The `anthropic-beta` header's flags, in the client's order (one header or several)."""
+    return [f.strip() for value in request.headers.getlist("anthropic-beta") for f in value.split(",") if f.strip()]
+
+
+def _entry(service: Service, record: KeyRecord, model: str) -> ModelEntry:
+    try:
+        entry = service.catalog.get(model)
+    except ModelNotFound:
+        entry = None
+    if entry is None or not model_allowed(record, entry.name):  # as if missing: a key cannot map the catalog
+        raise ModelNotFound(f"The model `{model}` does not exist.", param="model")
+    return entry
+
+
+def check_fields(service: Service, record: KeyRecord, conversation: Conversation, request_id: str) -> None:
+    """The unknown-field rule (fields.py) for each model of the chain that does not speak Anthropic's
+    dialect; before admission, so that a refused request costs no rate limit."""
+    entry = _entry(service, record, conversation.model)
+    for candidate in [entry, *(service.catalog.get(f) for f in entry.fallbacks)]:
+        if not speaks_anthropic(candidate):
+            fields.enforce(conversation.params, conversation.model, request_id)
+            return
+
+
+def messages_route(service: Service, settings: Settings, authenticate: Authenticate) -> Callable[..., Any]:
+    async def messages(request: Request) -> Response:
+        started = time.monotonic()
+        deadline = deadline_for(request.scope, settings)
+        report = report_of(request.scope)
+        record = await authenticate(request, deadline)
+        report.key_id = record.key_id
+        body = await read_body(request, settings.max_body_bytes)
+        parsed = parse_messages_request(body)
+        report.asked(parsed.model, bool(parsed.stream))
+        call = Call(report.request_id, deadline, report=report, now=service.wall_clock())
+        if settings.log_prompts:
+            logs.event("prompt", request_id=call.request_id, key_id=record.key_id, body=body.decode("utf-8", "replace"))
+        conversation = to_conversation(parsed, body, beta_flags(request))
+        check_fields(service, record, conversation, call.request_id)
+        prepared = await service.prepare(record, conversation, call)
+        logs.event(
+            "messages",
+            10,
+            request_id=call.request_id,
+            key_id=record.key_id,
+            model=parsed.model,
+            stream=bool(parsed.stream),
+            auth_ms=int((time.monotonic() - started) * 1000),
+        )
+        message_id = f"msg_{call.request_id}"
+        headers = anthropic_headers(prepared.headers, call.request_id, call.now)
+        if parsed.stream:
+            grammar = MessagesGrammar(
+                message_id=message_id,
+                model=parsed.model,
+                input_tokens=estimate_prompt_tokens(prepared.conversation),
+                stop=prepared.conversation.stop,
+            )
+            stream = AnswerStream(service, prepared, call, grammar)
+            await stream.start(first_byte_wait=settings.keepalive_s)
+            return SSEResponse(stream, settings.keepalive_s, headers)
+        answer, usage, event = await service.complete(prepared, call)
+        answer_body = message_body(
+            answer, message_id=message_id, model=parsed.model, usage=usage, stop=prepared.conversation.stop
+        )
+        settle = BackgroundTask(service.record, event, call.deadline)
+        return JSONResponse(answer_body, headers=headers, background=settle)
+
+    return messages
+
+
+def count_tokens_route(service: Service, settings: Settings, authenticate: Authenticate) -> Callable[..., Any]:
+    """The backend's own count, or a 404: never an estimate (Claude Code decides when to compact a
+    conversation by it). Outside the key's rate limits: editors call it many times at start."""
+
+    async def count_tokens(request: Request) -> Response:
+        deadline = deadline_for(request.scope, settings)
+        report = report_of(request.scope)
+        record = await authenticate(request, deadline)
+        report.key_id = record.key_id
+        body = await read_body(request, settings.max_body_bytes)
+        parsed = parse_messages_request(body, counting=True)
+        entry = _entry(service, record, parsed.model)
+        counter = getattr(entry.backend, "count_tokens", None)
+        if counter is None:
+            raise NotFound(
+                f"The backend of model '{parsed.model}' cannot count tokens: this gateway answers only an "
+                "upstream's own count, never an estimate."
+            )
+        tokens = await counter(to_conversation(parsed, body, beta_flags(request)), deadline)
+        return JSONResponse({"input_tokens": int(tokens)}, headers={"request-id": report.request_id})
+
+    return count_tokens
+
+
+def anthropic_model(entry: ModelEntry) -> dict[str, Any]:
+    return {"type": "model", "id": entry.name, "display_name": entry.name, "created_at": EPOCH}
+
+
+def router(service: Service, settings: Settings, authenticate: Authenticate) -> APIRouter:
+    routes = APIRouter()
+    # Not in the OpenAPI document yet (it describes the chat door; Anthropic publishes its own).
+    messages = messages_route(service, settings, authenticate)
+    routes.add_api_route("/v1/messages", messages, methods=["POST"], include_in_schema=False)
+    count = count_tokens_route(service, settings, authenticate)
+    routes.add_api_route("/v1/messages/count_tokens", count, methods=["POST"], include_in_schema=False)
+
+    @routes.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    async def root() -> dict[str, str]:
+        return {"status": "ok"}
+
+    # Registered before the chat door's routes of the same paths: a request without
+    # `anthropic-version` gets OpenAI's shape, as there.
+    @routes.get("/v1/models", response_model=None, include_in_schema=False)
+    async def list_models(request: Request) -> dict[str, Any]:
+        record = await authenticate(request, None)
+        entries = service.models_for(record)
+        if "anthropic-version" not in request.headers:
+            return {"object": "list", "data": [model_object(e.name, e.development) for e in entries]}
+        data = [anthropic_model(e) for e in entries]
+        first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+        return {"data": data, "has_more": False, "first_id": first, "last_id": last}
+
+    @routes.get("/v1/models/{model:path}", response_model=None, include_in_schema=False)
+    async def get_model(request: Request) -> dict[str, Any]:
+        record = await authenticate(request, None)
+        model = str(request.path_params["model"])
+        for entry in service.models_for(record):
+            if entry.name == model:
+                if "anthropic-version" not in request.headers:
+                    return model_object(entry.name, entry.development)
+                return anthropic_model(entry)
+        raise NotFound(f"The model `{model}` does not exist.", param="model", code="model_not_found")
+
+    return routes

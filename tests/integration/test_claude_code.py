@@ -1,0 +1,80 @@
+"""Claude Code itself (the pinned CLI of tests/clients) answers through `chatgw serve` to the echo model,
+with a chatgw key as `ANTHROPIC_AUTH_TOKEN` (Bearer) and as `ANTHROPIC_API_KEY` (x-api-key).
+
+Claude Code falls back to a buffered request in silence when a stream breaks, so stdout alone proves
+little: the gateway's ledger must hold exactly one request, streamed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.polling import eventually
+from tests.support.servers import Gateway, running_gateway
+from tests.support.tools import ROOT, missing_tool
+
+CLAUDE = ROOT / "tests" / "clients" / "node_modules" / ".bin" / "claude"
+DEFAULT_MODEL = "claude-opus-5-5"
+"""What this Claude Code version asks for unless told (`ANTHROPIC_MODEL`)."""
+PROMPT = "the gateway answers Claude Code"
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    catalog = {"echo": {"backend": "echo", "aliases": [DEFAULT_MODEL]}}
+    with running_gateway(tmp_path_factory.mktemp("gw") / "state", {"CHATGW_MODELS": json.dumps(catalog)}) as gw:
+        yield gw
+
+
+def run_claude(base_url: str, home: Path, credentials: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    if not CLAUDE.exists():
+        missing_tool("claude", "run `make clients` (npm installs the pinned Claude Code into tests/clients)")
+    work = home / "work"
+    work.mkdir(parents=True)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "TERM": "dumb",
+        "LANG": "C.UTF-8",
+        "ANTHROPIC_BASE_URL": base_url,
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+        "CLAUDE_CODE_MAX_RETRIES": "0",  # a failure must show, not be retried for half a minute
+        **credentials,
+    }
+    # options before -p; no tools: echo is not a model that can call one
+    return subprocess.run(
+        [str(CLAUDE), "--tools", "", "-p", PROMPT],
+        env=env,
+        cwd=work,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("credential", "model"),
+    # its default model reaches echo by an alias; or it is told the catalog's name
+    [("ANTHROPIC_AUTH_TOKEN", None), ("ANTHROPIC_API_KEY", "echo")],
+)
+def test_claude_code_answers_through_one_streamed_request(
+    gateway: Gateway, tmp_path: Path, credential: str, model: str | None
+) -> None:
+    key = gateway.create_key()
+    credentials = {credential: key, **({"ANTHROPIC_MODEL": model} if model else {})}
+    done = run_claude(gateway.base_url, tmp_path / "home", credentials)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == PROMPT
+    store = gateway.store()
+    events = eventually(lambda: store.usage_events(key.split("_")[1]))
+    store.close()
+    assert [(e.streamed, e.status, e.model) for e in events] == [(True, "ok", model or DEFAULT_MODEL)]
