@@ -1,5 +1,6 @@
 """Claude Code itself (the pinned CLI of tests/clients) answers through `chatgw serve` to the echo model,
-with a chatgw key as `ANTHROPIC_AUTH_TOKEN` (Bearer) and as `ANTHROPIC_API_KEY` (x-api-key).
+with a chatgw key as `ANTHROPIC_AUTH_TOKEN` (Bearer) and as `ANTHROPIC_API_KEY` (x-api-key); and to the
+fake Anthropic API (the `anthropic` backend) and the fake Bedrock runtime (`bedrock`, InvokeModel).
 
 Claude Code falls back to a buffered request in silence when a stream breaks, so stdout alone proves
 little: the gateway's ledger must hold exactly one request, streamed."""
@@ -13,6 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.fake_anthropic import FakeAnthropic
+from tests.fakes.fake_bedrock import FakeBedrock
+from tests.fakes.model import ANSWER
+from tests.support.messages_door import INVOKE_MODEL_ID, claude_upstreams
 from tests.support.polling import eventually
 from tests.support.servers import Gateway, running_gateway
 from tests.support.tools import ROOT, missing_tool
@@ -24,9 +29,13 @@ PROMPT = "the gateway answers Claude Code"
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    catalog = {"echo": {"backend": "echo", "aliases": [DEFAULT_MODEL]}}
-    with running_gateway(tmp_path_factory.mktemp("gw") / "state", {"CHATGW_MODELS": json.dumps(catalog)}) as gw:
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, _anthropic_server: FakeAnthropic, _bedrock_server: FakeBedrock
+) -> Iterator[Gateway]:
+    upstreams, env = claude_upstreams(_anthropic_server, _bedrock_server)
+    catalog = {"echo": {"backend": "echo", "aliases": [DEFAULT_MODEL]}, **upstreams}
+    env["CHATGW_MODELS"] = json.dumps(catalog)
+    with running_gateway(tmp_path_factory.mktemp("gw") / "state", env) as gw:
         yield gw
 
 
@@ -74,7 +83,37 @@ def test_claude_code_answers_through_one_streamed_request(
     done = run_claude(gateway.base_url, tmp_path / "home", credentials)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == PROMPT
+    assert ledger(gateway, key) == [(True, "ok", model or DEFAULT_MODEL)]
+
+
+def ledger(gateway: Gateway, key: str) -> list[tuple[bool, str, str]]:
     store = gateway.store()
     events = eventually(lambda: store.usage_events(key.split("_")[1]))
     store.close()
-    assert [(e.streamed, e.status, e.model) for e in events] == [(True, "ok", model or DEFAULT_MODEL)]
+    return [(e.streamed, e.status, e.model) for e in events]
+
+
+def test_claude_code_answers_from_the_anthropic_api_through_one_streamed_request(
+    gateway: Gateway, fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    key = gateway.create_key()
+    credentials = {"ANTHROPIC_AUTH_TOKEN": key, "ANTHROPIC_MODEL": "claude-via-anthropic"}
+    done = run_claude(gateway.base_url, tmp_path / "home", credentials)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ANSWER
+    assert [(r.path, r.body["stream"], r.body["model"]) for r in fake_anthropic.requests] == [
+        ("/v1/messages", True, "up-claude-via-anthropic")
+    ]
+    assert ledger(gateway, key) == [(True, "ok", "claude-via-anthropic")]
+
+
+def test_claude_code_answers_from_bedrock_invoke_model_through_one_streamed_request(
+    gateway: Gateway, fake_bedrock: FakeBedrock, tmp_path: Path
+) -> None:
+    key = gateway.create_key()
+    credentials = {"ANTHROPIC_API_KEY": key, "ANTHROPIC_MODEL": "claude-via-bedrock"}
+    done = run_claude(gateway.base_url, tmp_path / "home", credentials)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ANSWER
+    assert [r.path for r in fake_bedrock.requests] == [f"/model/{INVOKE_MODEL_ID}/invoke-with-response-stream"]
+    assert ledger(gateway, key) == [(True, "ok", "claude-via-bedrock")]

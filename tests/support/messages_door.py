@@ -47,3 +47,28 @@ def from_messages_door(body: dict[str, Any], *, cap: int | None = None, betas: l
         given=frozenset({"anthropic-beta"}) if betas is not None else frozenset(),
         original=Original("anthropic", raw),
     )
+
+
+INVOKE_MODEL_ID = "anthropic.claude-fake-v1:0"
+
+
+def claude_upstreams(anthropic: Any, bedrock: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """Catalog entries and the gateway's environment for a Claude behind each same-dialect backend:
+    `claude-via-anthropic` (the fake Anthropic API) and `claude-via-bedrock` (the fake Bedrock runtime's
+    InvokeModel, with dummy AWS credentials). Neither retries, so the fakes see every request once."""
+    catalog = {
+        "claude-via-anthropic": anthropic.catalog_entry("claude-via-anthropic"),
+        "claude-via-bedrock": {
+            "backend": "bedrock",
+            "api": "invoke",
+            "model_id": INVOKE_MODEL_ID,
+            "region": "us-east-1",
+            "max_retries": 0,
+        },
+    }
+    env = {
+        **bedrock.AWS_ENV,
+        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": bedrock.url,
+        "FAKE_UPSTREAM_KEY": "sk-upstream",
+    }
+    return catalog, env
