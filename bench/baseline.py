@@ -1,5 +1,6 @@
 """The baseline: a bare FastAPI + httpx pass-through with an in-memory key check, the least a gateway
-can be. No validation, no limits, no usage ledger. Run under uvicorn exactly as `chatgw serve` is.
+can be, for each door's dialect (chat completions, Responses, Messages). No validation, no limits, no
+usage ledger. Run under uvicorn exactly as `chatgw serve` is.
 
     BENCH_UPSTREAM=http://127.0.0.1:9100/v1 BENCH_KEY=k python -m bench.baseline --port 9200
 """
@@ -32,24 +33,39 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@app.post("/v1/chat/completions")
-async def chat(request: Request) -> Response:
+async def relay(request: Request, path: str) -> Response:
     if not authorized(request):
         return JSONResponse({"error": {"message": "Invalid API key.", "type": "authentication_error"}}, 401)
     body = await request.json()
     if not body.get("stream"):
-        upstream = await client.post("/chat/completions", json=body)
+        upstream = await client.post(path, json=body)
         return Response(upstream.content, upstream.status_code, media_type="application/json")
-    upstream = await client.send(client.build_request("POST", "/chat/completions", json=body), stream=True)
+    upstream = await client.send(client.build_request("POST", path, json=body), stream=True)
 
-    async def relay() -> AsyncIterator[bytes]:
+    async def chunks() -> AsyncIterator[bytes]:
         try:
             async for chunk in upstream.aiter_raw():
                 yield chunk
         finally:
             await upstream.aclose()
 
-    return StreamingResponse(relay(), upstream.status_code, media_type="text/event-stream")
+    return StreamingResponse(chunks(), upstream.status_code, media_type="text/event-stream")
+
+
+# The same pass-through for each door's dialect: the request goes to the upstream's path of that dialect.
+@app.post("/v1/chat/completions")
+async def chat(request: Request) -> Response:
+    return await relay(request, "/chat/completions")
+
+
+@app.post("/v1/responses")
+async def responses(request: Request) -> Response:
+    return await relay(request, "/responses")
+
+
+@app.post("/v1/messages")
+async def messages(request: Request) -> Response:
+    return await relay(request, "/messages")
 
 
 def main() -> None:

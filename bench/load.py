@@ -15,6 +15,11 @@ from typing import Any
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 GRACE_S = 10.0
+DOOR_PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "messages": "/v1/messages"}
+STREAM_ENDS = {"chat": b"data: [DONE]", "responses": b"response.completed", "messages": b"message_stop"}
+"""What the last event of a complete stream holds, by door: a stream cut short or ended by an error
+event (Responses' `response.failed`, Messages' `error`) does not count as answered."""
+DOOR_HEADERS = {"messages": "anthropic-version: 2023-06-01\r\n"}
 
 
 @dataclass(frozen=True)
@@ -23,10 +28,26 @@ class Target:
     port: int
     path: str
     key: str
+    door: str = "chat"
 
     def __post_init__(self) -> None:
         if self.host not in LOOPBACK and not self.host.startswith("127."):
             raise ValueError("the load generator sends to loopback addresses only")
+
+
+def door_body(door: str, model: str, stream: bool, words: int = 8) -> bytes:
+    """What a client of `door` sends: one user message of `words` words, a cap of 256 tokens."""
+    if door == "chat":
+        return chat_body(model, stream, words)
+    text = " ".join(["hello"] * words)
+    body: dict[str, Any]
+    if door == "responses":
+        body = {"model": model, "input": text, "max_output_tokens": 256}
+    else:
+        body = {"model": model, "max_tokens": 256, "messages": [{"role": "user", "content": text}]}
+    if stream:
+        body["stream"] = True
+    return json.dumps(body).encode()
 
 
 def chat_body(model: str, stream: bool, words: int = 8) -> bytes:
@@ -44,7 +65,7 @@ def chat_body(model: str, stream: bool, words: int = 8) -> bytes:
 def request_bytes(target: Target, body: bytes) -> bytes:
     return (
         f"POST {target.path} HTTP/1.1\r\nhost: {target.host}:{target.port}\r\n"
-        f"authorization: Bearer {target.key}\r\ncontent-type: application/json\r\n"
+        f"authorization: Bearer {target.key}\r\ncontent-type: application/json\r\n{DOOR_HEADERS.get(target.door, '')}"
         f"content-length: {len(body)}\r\n\r\n"
     ).encode() + body
 
@@ -106,10 +127,13 @@ class Connection:
         return Answer(status, body, time.perf_counter() - started, ttfb)
 
 
-def ok(answer: Answer, stream: bool) -> bool:
+def ok(answer: Answer, stream: bool, door: str = "chat") -> bool:
     if answer.status != 200:
         return False
-    return answer.body.rstrip().endswith(b"data: [DONE]") if stream else answer.body.startswith(b"{")
+    if not stream:
+        return answer.body.startswith(b"{")
+    last_event = answer.body.rstrip().rsplit(b"\n\n", 1)[-1]
+    return STREAM_ENDS[door] in last_event
 
 
 @dataclass
@@ -164,7 +188,7 @@ async def run_load(
                     first_error = first_error or f"{type(exc).__name__}: {exc}"
                     await conn.close()
                     continue
-                if not ok(answer, stream):
+                if not ok(answer, stream, target.door):
                     errors += 1
                     first_error = first_error or f"{answer.status}: {answer.body[:300]!r}"
                     continue
@@ -198,7 +222,7 @@ async def first_answer(target: Target, body: bytes, *, stream: bool, timeout_s: 
         conn = Connection(target.host, target.port)
         try:
             answer = await asyncio.wait_for(conn.send(payload), timeout=max(0.1, stop_at - time.perf_counter()))
-            if ok(answer, stream):
+            if ok(answer, stream, target.door):
                 return time.perf_counter()
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
             pass

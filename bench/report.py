@@ -14,6 +14,9 @@ CHUNK_US_MAX = 50.0
 IMPORT_RATIO_MAX = 1.2
 DYNAMODB_IMPORT_RATIO_MAX = 1.1  # issue 15: against the floor that includes making the DynamoDB client
 FIRST_ANSWER_MAX_S = 1.0
+DOORS = {"responses": "Responses", "messages": "Messages"}
+"""The doors beside chat; their modes are named `door:mode` and their baseline relays the same dialect."""
+DOOR_MODES = (("buffered", "buffered request"), ("stream20", "20-event stream"))
 RSS_MAX_MIB = 100.0
 GROWTH_MAX_MIB = 1.0
 
@@ -50,6 +53,7 @@ def budget(results: dict[str, Any], c: int) -> list[dict[str, Any]]:
                 None if r is None else r <= CPU_RATIO_MAX,
             )
         )
+    lines += door_budget(results, c)
     per_chunk: dict[str, float | None] = {}
     for target in (GATEWAY, BASELINE):
         c20, c100 = cpu(results, target, "stream20", c), cpu(results, target, "stream100", c)
@@ -117,6 +121,44 @@ def budget(results: dict[str, Any], c: int) -> list[dict[str, Any]]:
     return lines
 
 
+def door_budget(results: dict[str, Any], c: int) -> list[dict[str, Any]]:
+    """chatgw's door of a dialect against a bare pass-through of the same dialect (absent doors: no line)."""
+    lines = []
+    for door, name in DOORS.items():
+        for mode, label in DOOR_MODES:
+            gw, base = cpu(results, GATEWAY, f"{door}:{mode}", c), cpu(results, BASELINE, f"{door}:{mode}", c)
+            if gw is None and base is None:
+                continue
+            r = ratio(gw, base)
+            lines.append(
+                line(
+                    f"server CPU per {name}-door {label} <= {CPU_RATIO_MAX}x a bare {name} relay (c={c}, medians)",
+                    f"{gw} ms vs {base} ms: {r}x",
+                    None if r is None else r <= CPU_RATIO_MAX,
+                )
+            )
+    return lines
+
+
+def door_table(results: dict[str, Any]) -> list[str]:
+    """One line per door and mode: the medians at the headline concurrency, side by side."""
+    c = results["settings"]["headline_c"]
+    head = "| door | mode | upstream direct ms/req | baseline ms/req | chatgw ms/req | x baseline | chatgw req/s |"
+    out = [head, "|---" * (head.count("|") - 1) + "|"]
+    for door, name in DOORS.items():
+        for mode, _ in DOOR_MODES:
+            key = f"{door}:{mode}"
+            gw, base = cpu(results, GATEWAY, key, c), cpu(results, BASELINE, key, c)
+            if gw is None and base is None:
+                continue
+            rps = [r["rps"] for r in rows(results, GATEWAY, key, c)]
+            out.append(
+                f"| {name} | {mode} | {_fmt(cpu(results, 'upstream', key, c), 3)} | {_fmt(base, 3)} | {_fmt(gw, 3)} "
+                f"| {_fmt(ratio(gw, base), 2)} | {_fmt(statistics.median(rps) if rps else None)} |"
+            )
+    return out if len(out) > 2 else []
+
+
 def _fmt(v: Any, digits: int = 1) -> str:
     if v is None:
         return "-"
@@ -160,7 +202,7 @@ def cold_table(results: dict[str, Any]) -> list[str]:
 
 
 def table(results: dict[str, Any]) -> str:
-    parts = ["", *runs_table(results), "", *cold_table(results), "", *budget_table(results)]
+    parts = ["", *runs_table(results), "", *door_table(results), "", *cold_table(results), "", *budget_table(results)]
     mem = results.get("memory")
     if mem:
         parts += ["", f"memory: {mem}"]
@@ -189,6 +231,14 @@ def markdown(results: dict[str, Any]) -> str:
         "## Budget",
         "",
         *budget_table(results),
+        "",
+        "## Doors",
+        "",
+        "Each door to a backend of its own dialect on the fake upstream (Responses: the `openai` backend with "
+        "`api: responses`; Messages: the `anthropic` backend), against the baseline relaying the same dialect "
+        "to the same fake, at the headline concurrency, medians of the rounds.",
+        "",
+        *(door_table(results) or ["No other door in this tree."]),
         "",
         "## Runs",
         "",

@@ -37,6 +37,9 @@ from .targets import (
     chatgw_env,
     chatgw_server,
     create_key,
+    door_request,
+    door_target,
+    doors,
     model_for,
     moto_server,
     upstream_server,
@@ -69,10 +72,26 @@ class Bench:
     # one measured run -------------------------------------------------------------------
 
     def measure(
-        self, server: Server, target_name: str, key: str, *, stream: bool, chunks: int, concurrency: int
+        self,
+        server: Server,
+        target_name: str,
+        key: str,
+        *,
+        stream: bool,
+        chunks: int,
+        concurrency: int,
+        door: str = "chat",
     ) -> dict[str, Any]:
-        target = Target("127.0.0.1", server.port, CHAT_PATH, key)
-        body = body_for(target_name, stream, chunks, self.features)
+        mode = f"stream{chunks}" if stream else "buffered"
+        if door == "chat":
+            target = Target("127.0.0.1", server.port, CHAT_PATH, key)
+            body = body_for(target_name, stream, chunks, self.features)
+            model = model_for(target_name, chunks, self.features)
+        else:  # another door: its path, its dialect's body, and the mode named by the door
+            path, model = door_target(door, target_name)
+            target = Target("127.0.0.1", server.port, path, key, door=door)
+            body = door_request(door, target_name, stream)
+            mode = f"{door}:{mode}"
         warm = min(self.args.warmup, self.args.requests)
         asyncio.run(run_load(target, body, stream=stream, concurrency=concurrency, requests=warm, seconds=5))
         cpu0 = server.cpu()
@@ -89,8 +108,8 @@ class Bench:
         cpu = server.cpu() - cpu0
         row = {
             "target": target_name,
-            "mode": f"stream{chunks}" if stream else "buffered",
-            "model": model_for(target_name, chunks, self.features),
+            "mode": mode,
+            "model": model,
             "concurrency": concurrency,
             **result.to_dict(),
             "cpu_ms_per_request": round(cpu * 1000 / result.requests, 3) if result.requests else None,
@@ -100,7 +119,7 @@ class Bench:
         row.pop("extra", None)
         self.runs.append(row)
         self.say(
-            f"  {target_name:15} {row['mode']:9} c={concurrency:<3} {result.requests:5} req {result.rps:8.1f}/s "
+            f"  {target_name:15} {row['mode']:18} c={concurrency:<3} {result.requests:5} req {result.rps:8.1f}/s "
             f"p50 {result.p50_ms:7.2f} ms  cpu {row['cpu_ms_per_request']} ms/req  errors {result.errors}"
             + (f"  ({result.first_error})" if result.first_error else "")
         )
@@ -125,6 +144,17 @@ class Bench:
                                 server, name, key, stream=stream, chunks=chunks, concurrency=self.args.headline_c
                             )
 
+    def door_sweep(self, servers: list[tuple[Server, str, str]]) -> None:
+        """The Responses and Messages doors, buffered and 20-event streams, at the headline concurrency:
+        chatgw beside the baseline relaying the same dialect, interleaved in rounds as the chat pairs."""
+        c = self.args.headline_c
+        for round_ in range(self.args.rounds):
+            for door in doors(self.features):
+                for stream in (False, True):
+                    for server, name, key in servers:
+                        if name != "upstream" or round_ == 0:  # the upstream's own cost once, for reference
+                            self.measure(server, name, key, stream=stream, chunks=20, concurrency=c, door=door)
+
     # the whole run ------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
@@ -133,7 +163,8 @@ class Bench:
         f = self.features
         self.say(
             f"features: openai backend {f.openai_backend}, DynamoDB store {f.dynamodb_store}, "
-            f"streaming runtime {f.streaming_runtime}"
+            f"streaming runtime {f.streaming_runtime}, Responses door {f.responses_door}, "
+            f"Messages door {f.messages_door}"
         )
         with running(upstream_server(self.log("upstream"))) as upstream:
             sqlite_env = chatgw_env(self.workdir / "sqlite", upstream.port, f, None)
@@ -149,6 +180,7 @@ class Bench:
                     (gw, "chatgw-sqlite", sqlite_key),
                 ]
                 self.sweep(servers, chunk_runs=True, concurrency=self.args.concurrency)
+                self.door_sweep(servers)
             self.results["round_trips"] = {"chatgw-sqlite": self.round_trips(sqlite_env, sqlite_key, "chatgw-sqlite")}
             if f.dynamodb_store and not self.args.skip_dynamodb:
                 with running(moto_server(self.log("moto"))) as moto:

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .load import chat_body
+from .load import DOOR_PATHS, chat_body, door_body
 from .procs import PY, Server, free_port
 
 CHAT_PATH = "/v1/chat/completions"
@@ -21,6 +21,8 @@ AWS_ENV = {
 }
 KEYS_TABLE, USAGE_TABLE = "bench-keys", "bench-usage"
 CHUNK_COUNTS = (20, 100)
+DOOR_CHUNKS = 20
+"""The Responses and Messages doors are measured buffered and with 20-event streams."""
 
 
 def has(module: str) -> bool:
@@ -35,10 +37,16 @@ class Features:
     openai_backend: bool
     dynamodb_store: bool
     streaming_runtime: bool
+    responses_door: bool = False
+    """The Responses door and the `openai` backend's `api: responses`."""
+    messages_door: bool = False
+    """The Messages door and the `anthropic` backend."""
 
     @classmethod
     def detect(cls) -> Features:
         return cls(
+            responses_door=has("chatgw.api.openai_responses") and has("chatgw.backends.openai_responses"),
+            messages_door=has("chatgw.api.anthropic_messages") and has("chatgw.backends.anthropic"),
             openai_backend=has("chatgw.backends.openai_chat"),
             dynamodb_store=has("chatgw.store.dynamodb.store") and has("moto"),
             streaming_runtime=has("chatgw.aws_lambda.stream_runtime") and has("chatgw.aws_lambda.fake_runtime_api"),
@@ -59,18 +67,47 @@ def body_for(target: str, stream: bool, chunks: int, features: Features) -> byte
     return chat_body(model, stream, words=words)
 
 
-def catalog(upstream_port: int) -> str:
-    return json.dumps(
-        {
-            f"fake-{n}": {
-                "backend": "openai",
-                "base_url": f"http://127.0.0.1:{upstream_port}/v1",
-                "api_key_env": "BENCH_UPSTREAM_KEY",
-                "upstream_model": f"fake-{n}",
-            }
-            for n in CHUNK_COUNTS
+def doors(features: Features) -> list[str]:
+    """The doors measured beside the chat door in this tree."""
+    return [
+        d for d, present in (("responses", features.responses_door), ("messages", features.messages_door)) if present
+    ]
+
+
+def door_target(door: str, target: str) -> tuple[str, str]:
+    """(path, model) for a door: chatgw's model names the backend of the door's dialect; the baseline
+    and the upstream are asked for the fake's own model."""
+    model = f"{door}-fake-{DOOR_CHUNKS}" if target.startswith("chatgw") else f"fake-{DOOR_CHUNKS}"
+    return DOOR_PATHS[door], model
+
+
+def door_request(door: str, target: str, stream: bool) -> bytes:
+    return door_body(door, door_target(door, target)[1], stream)
+
+
+def catalog(upstream_port: int, features: Features) -> str:
+    upstream = f"http://127.0.0.1:{upstream_port}"
+    models: dict[str, dict[str, str]] = {
+        f"fake-{n}": {
+            "backend": "openai",
+            "base_url": f"{upstream}/v1",
+            "api_key_env": "BENCH_UPSTREAM_KEY",
+            "upstream_model": f"fake-{n}",
         }
-    )
+        for n in CHUNK_COUNTS
+    }
+    # one model per door, to a backend of the door's own dialect (the body passes nearly as sent)
+    fake = f"fake-{DOOR_CHUNKS}"
+    if features.responses_door:
+        models[f"responses-{fake}"] = {**models[fake], "api": "responses"}
+    if features.messages_door:
+        models[f"messages-{fake}"] = {
+            "backend": "anthropic",
+            "base_url": upstream,
+            "api_key_env": "BENCH_UPSTREAM_KEY",
+            "upstream_model": fake,
+        }
+    return json.dumps(models)
 
 
 def upstream_server(log: Path, chunk_delay_ms: float = 0.0) -> Server:
@@ -92,7 +129,7 @@ def chatgw_env(state_dir: Path, upstream_port: int, features: Features, dynamodb
         "AWS_EC2_METADATA_DISABLED": "true",
     }
     if features.openai_backend:
-        env["CHATGW_MODELS"] = catalog(upstream_port)
+        env["CHATGW_MODELS"] = catalog(upstream_port, features)
     if dynamodb_port is not None:
         env.update(AWS_ENV)
         env["AWS_ENDPOINT_URL_DYNAMODB"] = f"http://127.0.0.1:{dynamodb_port}"
