@@ -179,8 +179,12 @@ class Bench:
                     (baseline, "baseline", sqlite_key),
                     (gw, "chatgw-sqlite", sqlite_key),
                 ]
-                self.sweep(servers, chunk_runs=True, concurrency=self.args.concurrency)
+                if not self.args.doors_only:
+                    self.sweep(servers, chunk_runs=True, concurrency=self.args.concurrency)
                 self.door_sweep(servers)
+            if self.args.doors_only:
+                self.results["seconds"] = round(time.perf_counter() - started, 1)
+                return self.results
             self.results["round_trips"] = {"chatgw-sqlite": self.round_trips(sqlite_env, sqlite_key, "chatgw-sqlite")}
             if f.dynamodb_store and not self.args.skip_dynamodb:
                 with running(moto_server(self.log("moto"))) as moto:
@@ -335,6 +339,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--soak", type=int, default=10_000, help="requests of the memory soak")
     parser.add_argument("--cold-repeats", type=int, default=7)
     parser.add_argument("--skip-dynamodb", action="store_true")
+    parser.add_argument(
+        "--doors-only",
+        action="store_true",
+        help="only the Responses and Messages doors beside their relays (writes doors.json, not latest.*)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, SQLite files)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results go")
     parser.add_argument("--no-plot", action="store_true")
@@ -350,11 +359,12 @@ def main(argv: list[str] | None = None) -> int:
         results = Bench(args, tmp).run()
     results["budget"] = report.budget(results, args.headline_c)
     print(report.table(results))
-    if not args.quick:
+    if not (args.quick or args.doors_only):
         report.write(results, args.out, plot_it=not args.no_plot)
     else:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "quick.json").write_text(json.dumps(results, indent=2, default=str))
+        name = "quick.json" if args.quick else "doors.json"
+        (args.out / name).write_text(json.dumps(results, indent=2, default=str))
     return 0
 
 
