@@ -45,8 +45,8 @@ class Features:
     @classmethod
     def detect(cls) -> Features:
         return cls(
-            responses_door=has("chatgw.api.openai_responses") and has("chatgw.backends.openai_responses"),
-            messages_door=has("chatgw.api.anthropic_messages") and has("chatgw.backends.anthropic"),
+            responses_door=has("chatgw.api.openai_responses.routes") and has("chatgw.backends.openai_responses"),
+            messages_door=has("chatgw.api.anthropic_messages.routes") and has("chatgw.backends.anthropic"),
             openai_backend=has("chatgw.backends.openai_chat"),
             dynamodb_store=has("chatgw.store.dynamodb.store") and has("moto"),
             streaming_runtime=has("chatgw.aws_lambda.stream_runtime") and has("chatgw.aws_lambda.fake_runtime_api"),

@@ -59,7 +59,7 @@ def test_quick_bench_measures_each_door_beside_a_pass_through_of_its_dialect(tmp
             "-m",
             "bench.run",
             "--quick",
-            "--skip-dynamodb",
+            "--doors-only",
             "--requests",
             "3",
             "--concurrency",
