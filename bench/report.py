@@ -265,6 +265,26 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def doors_markdown(results: dict[str, Any]) -> str:
+    """The page of a `--doors-only` run: the door lines, the budget, every run."""
+    m, c = results["machine"], results["settings"]["headline_c"]
+    parts = [
+        "# chatgw benchmark: the Responses and Messages doors",
+        "",
+        f"Made by `python -m bench.run --doors-only` on {results['started']}: Python {m['python']}, {m['cpus']} CPUs, "
+        f"{m['platform']}; {results['seconds']} s. Each door to a backend of its own dialect on the fake upstream, "
+        f"against the baseline relaying the same dialect; c={c}, {results['settings']['rounds']} rounds interleaved, "
+        "medians. The machine is 2 shared cores: single runs vary.",
+        "",
+        *door_table(results),
+        "",
+        *budget_table(results),
+        "",
+        *runs_table(results),
+    ]
+    return "\n".join(parts) + "\n"
+
+
 def plot(results: dict[str, Any], path: Path) -> bool:
     try:
         import matplotlib

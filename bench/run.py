@@ -342,7 +342,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--doors-only",
         action="store_true",
-        help="only the Responses and Messages doors beside their relays (writes doors.json, not latest.*)",
+        help="only the Responses and Messages doors beside their relays (writes doors.json and doors.md, not latest.*)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, SQLite files)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results go")
@@ -363,8 +363,10 @@ def main(argv: list[str] | None = None) -> int:
         report.write(results, args.out, plot_it=not args.no_plot)
     else:
         args.out.mkdir(parents=True, exist_ok=True)
-        name = "quick.json" if args.quick else "doors.json"
-        (args.out / name).write_text(json.dumps(results, indent=2, default=str))
+        name = "quick" if args.quick else "doors"
+        (args.out / f"{name}.json").write_text(json.dumps(results, indent=2, default=str))
+        if not args.quick:
+            (args.out / "doors.md").write_text(report.doors_markdown(results))
     return 0
 
 
