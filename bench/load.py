@@ -16,7 +16,11 @@ from typing import Any
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 GRACE_S = 10.0
 DOOR_PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "messages": "/v1/messages"}
-STREAM_ENDS = {"chat": b"data: [DONE]", "responses": b"response.completed", "messages": b"message_stop"}
+STREAM_ENDS = {
+    "chat": b"data: [DONE]",
+    "responses": b"event: response.completed\n",
+    "messages": b"event: message_stop\n",
+}
 """What the last event of a complete stream holds, by door: a stream cut short or ended by an error
 event (Responses' `response.failed`, Messages' `error`) does not count as answered."""
 DOOR_HEADERS = {"messages": "anthropic-version: 2023-06-01\r\n"}
