@@ -19,7 +19,16 @@ from .procs import running
 from .run import Bench, parse_args
 from .targets import baseline_server, chatgw_env, chatgw_server, create_key, upstream_server
 
-MODES = {"buffered": (False, 20), "stream20": (True, 20), "stream100": (True, 100)}  # (streamed, chunks)
+MODES = {  # (streamed, chunks, door): the doors' modes need that door in both trees
+    "buffered": (False, 20, "chat"),
+    "stream20": (True, 20, "chat"),
+    "stream100": (True, 100, "chat"),
+    "responses:buffered": (False, 20, "responses"),
+    "responses:stream20": (True, 20, "responses"),
+    "messages:buffered": (False, 20, "messages"),
+    "messages:stream20": (True, 20, "messages"),
+}
+DEFAULT_MODES = ["buffered", "stream20", "stream100"]
 
 
 def main() -> int:
@@ -29,7 +38,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--requests", type=int, default=1500)
     parser.add_argument("--seconds", type=float, default=6.0)
-    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=DEFAULT_MODES)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="chatgw-ab-") as tmp:
         work = Path(tmp)
@@ -45,11 +54,17 @@ def main() -> int:
                 running(chatgw_server("after", env, work / "after.log")) as after,
             ):
                 for _ in range(args.rounds):
-                    for stream, chunks in (MODES[m] for m in args.modes):
+                    for stream, chunks, door in (MODES[m] for m in args.modes):
                         for server, name in ((base, "baseline"), (before, "chatgw-before"), (after, "chatgw-after")):
                             target = "chatgw-sqlite" if name.startswith("chatgw") else name
                             row = bench.measure(
-                                server, target, key, stream=stream, chunks=chunks, concurrency=args.concurrency
+                                server,
+                                target,
+                                key,
+                                stream=stream,
+                                chunks=chunks,
+                                concurrency=args.concurrency,
+                                door=door,
                             )
                             row["target"] = name
     cpu: dict[str, dict[str, list[float]]] = {}
