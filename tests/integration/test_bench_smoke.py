@@ -50,9 +50,9 @@ def test_quick_bench_prints_the_table(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(300)
 def test_quick_bench_measures_each_door_beside_a_pass_through_of_its_dialect(tmp_path: Path) -> None:
-    """The Responses door (and the Messages door, in a tree that has it): buffered and 20-event streams
-    through chatgw and through the baseline relaying the same dialect, every answer complete (a stream
-    counts only when it ends with its dialect's last event), and a budget line for each."""
+    """The Responses and Messages doors: buffered and 20-event streams through chatgw and through the
+    baseline relaying the same dialect, every answer complete (a stream counts only when it ends with
+    its dialect's last event), and a budget line for each."""
     done = subprocess.run(
         [
             sys.executable,
@@ -77,11 +77,10 @@ def test_quick_bench_measures_each_door_beside_a_pass_through_of_its_dialect(tmp
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| door | mode |" in done.stdout
     results = json.loads((tmp_path / "quick.json").read_text())
-    doors = ["responses"] + (["messages"] if results["features"]["messages_door"] else [])
-    assert results["features"]["responses_door"]
+    assert results["features"]["responses_door"] and results["features"]["messages_door"]
     runs = {(r["target"], r["mode"]): r for r in results["runs"]}
     budget = {b["line"] for b in results["budget"]}
-    for door in doors:
+    for door in ("responses", "messages"):
         for target in ("upstream", "baseline", "chatgw-sqlite"):
             for mode in ("buffered", "stream20"):
                 row = runs[(target, f"{door}:{mode}")]
