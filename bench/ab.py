@@ -13,6 +13,7 @@ import json
 import statistics
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from .procs import running
@@ -43,7 +44,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="chatgw-ab-") as tmp:
         work = Path(tmp)
         bench = Bench(parse_args(["--requests", str(args.requests), "--seconds", str(args.seconds)]), work)
-        f = bench.features
+        doors = {MODES[m][2] for m in args.modes}
+        # only the doors asked for: an older tree's catalog would refuse a backend it does not have
+        f = replace(
+            bench.features,
+            responses_door=bench.features.responses_door and "responses" in doors,
+            messages_door=bench.features.messages_door and "messages" in doors,
+        )
         with running(upstream_server(work / "upstream.log")) as upstream:
             env = chatgw_env(work / "state", upstream.port, f, None)
             key = create_key(env)

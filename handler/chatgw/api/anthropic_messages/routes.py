@@ -156,6 +156,12 @@ def router(service: Service, settings: Settings, authenticate: Authenticate) -> 
     routes.add_api_route("/v1/messages", messages, methods=["POST"], include_in_schema=False)
     count = count_tokens_route(service, settings, authenticate)
     routes.add_api_route("/v1/messages/count_tokens", count, methods=["POST"], include_in_schema=False)
+    return routes
+
+
+def models_router(service: Service, authenticate: Authenticate) -> APIRouter:
+    """`GET /` (Claude Code probes its base URL) and the model lists in Anthropic's shape."""
+    routes = APIRouter()
 
     @routes.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def root() -> dict[str, str]:

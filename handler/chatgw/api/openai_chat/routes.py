@@ -90,6 +90,13 @@ def router(service: Service, settings: Settings, authenticate: Authenticate) -> 
     chat = chat_route(service, settings, authenticate)
     routes.add_api_route("/v2/llms/chat/completions", chat, methods=["POST"], openapi_extra=CHAT_OPENAPI)
     routes.add_api_route("/v1/chat/completions", chat, methods=["POST"], openapi_extra=CHAT_OPENAPI)
+    return routes
+
+
+def lists_router(service: Service, authenticate: Authenticate) -> APIRouter:
+    """The model lists in OpenAI's shape (after the answer routes of every door: every request
+    walks the routes in order, and the answers are most of them)."""
+    routes = APIRouter()
 
     @routes.get("/v2/llms", response_model=None)
     async def list_llms(request: Request) -> dict[str, Any]:
