@@ -356,3 +356,23 @@ def test_an_upstream_that_never_answers_is_a_timeout_within_the_deadline(fake_an
             await backend.complete(chat("m", "hi"), Deadline.in_seconds(0.5))
 
     run(backend_for(fake_anthropic), scenario)
+
+
+def test_a_connection_never_made_is_unsent_so_the_ledger_books_nothing() -> None:
+    """No connection (a closed port): the upstream did no work, as for the openai backend."""
+    from chatgw.metering.usage import reached_upstream
+    from tests.support.servers import free_port
+
+    def make(deps: BackendDeps) -> AnthropicBackend:
+        entry = {"base_url": f"http://127.0.0.1:{free_port()}", "max_retries": 0, "api_key_env": "ANTHROPIC_TEST_KEY"}
+        backend = build_backend("anthropic", "claude-public-name", entry, deps)
+        assert isinstance(backend, AnthropicBackend)
+        return backend
+
+    async def scenario(backend: AnthropicBackend) -> UpstreamError:
+        with pytest.raises(UpstreamError) as caught:
+            await backend.complete(chat("claude-public-name", "hi"), Deadline.in_seconds(10))
+        return caught.value
+
+    error = run(make, scenario)
+    assert error.unsent and not reached_upstream(error)

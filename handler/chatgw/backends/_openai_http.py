@@ -232,18 +232,7 @@ class OpenAIHTTP:
         return UpstreamError(f"The upstream of model '{self.name}' answered {what}.", cause="malformed")
 
     def transport_error(self, exc: httpx.HTTPError) -> tuple[ChatgwError, bool]:
-        """The error for a failed connection, and whether a new try may help."""
-        if isinstance(exc, httpx.TimeoutException):
-            timeout = self.timeout()
-            timeout.unsent = isinstance(exc, httpx.ConnectTimeout)  # no connection: nothing was sent
-            return timeout, timeout.unsent
-        what = type(exc).__name__
-        error = UpstreamError(
-            f"The connection to the upstream of model '{self.name}' failed ({what}).",
-            cause="connect",
-            unsent=isinstance(exc, httpx.ConnectError),  # no connection: nothing was sent
-        )
-        return error, isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError)
+        return transport_error(self.name, exc, self.timeout())
 
     def _status_error(self, status: int, headers: httpx.Headers, raw: bytes) -> ChatgwError | Retryable:
         message, param = self._upstream_message(raw)
@@ -301,3 +290,17 @@ class OpenAIHTTP:
         message = error.get("message") if isinstance(error, dict) else error
         text = self.scrub(str(message)) if message else "an error"
         return UpstreamError(f"The upstream of model '{self.name}' failed: {text}")
+
+
+def transport_error(name: str, exc: httpx.HTTPError, timeout: UpstreamTimeout) -> tuple[ChatgwError, bool]:
+    """An HTTP upstream's failed connection as an error, and whether a new try may help. A connection
+    never made is `unsent`: the upstream did no work, and the ledger books nothing for it."""
+    if isinstance(exc, httpx.TimeoutException):
+        timeout.unsent = isinstance(exc, httpx.ConnectTimeout)
+        return timeout, timeout.unsent
+    error = UpstreamError(
+        f"The connection to the upstream of model '{name}' failed ({type(exc).__name__}).",
+        cause="connect",
+        unsent=isinstance(exc, httpx.ConnectError),
+    )
+    return error, isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError)

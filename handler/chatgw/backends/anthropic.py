@@ -16,6 +16,7 @@ import httpx
 
 from chatgw.backends import _anthropic_dialect as dialect
 from chatgw.backends._drain import drain_to_end
+from chatgw.backends._openai_http import transport_error
 from chatgw.backends._options import Options
 from chatgw.backends._retry import Retryable, retry_after_seconds, with_retries
 from chatgw.backends._scrub import scrub
@@ -281,13 +282,7 @@ class AnthropicBackend:
         return UpstreamError(f"The upstream of model '{self.name}' answered {what}.", cause="malformed")
 
     def _transport_error(self, exc: httpx.HTTPError) -> tuple[ChatgwError, bool]:
-        """The error for a failed connection, and whether a new try may help."""
-        if isinstance(exc, httpx.TimeoutException):
-            return self._timeout(), isinstance(exc, httpx.ConnectTimeout)
-        error = UpstreamError(
-            f"The connection to the upstream of model '{self.name}' failed ({type(exc).__name__}).", cause="connect"
-        )
-        return error, isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError)
+        return transport_error(self.name, exc, self._timeout())
 
     def _overloaded(self, message: str) -> UpstreamOverloaded:
         return UpstreamOverloaded(f"The upstream of model '{self.name}' is overloaded: {message}", cause="overloaded")
