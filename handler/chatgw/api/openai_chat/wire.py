@@ -30,6 +30,21 @@ Refused wherever they appear in a body (they are unknown fields everywhere, and
 refused as keys of the free-form `metadata` map too)."""
 
 
+def check_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
+    """OpenAI's `metadata` rules (16 pairs, keys up to 64 characters), and no key that names where or
+    how the gateway connects."""
+    if value is None:
+        return value
+    if len(value) > 16:
+        raise ValueError("at most 16 metadata pairs")
+    for key in value:
+        if len(key) > 64:
+            raise ValueError(f"metadata key {key[:64]!r}... is longer than 64 characters")
+        if key.lower() in ROUTING_OR_CREDENTIAL_FIELDS:
+            raise ValueError(f"metadata key {key!r} is not allowed: the gateway chooses upstreams")
+    return value
+
+
 class _Strict(BaseModel):
     # The parts of a request build no validator of their own at import (defer_build): ChatRequest's
     # validator, built at import, holds them all, and nothing validates a part alone on the request
@@ -249,16 +264,7 @@ class ChatRequest(_Strict):
     @field_validator("metadata")
     @classmethod
     def _metadata_keys(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        if value is None:
-            return value
-        if len(value) > 16:
-            raise ValueError("at most 16 metadata pairs")
-        for key in value:
-            if len(key) > 64:
-                raise ValueError(f"metadata key {key[:64]!r}... is longer than 64 characters")
-            if key.lower() in ROUTING_OR_CREDENTIAL_FIELDS:
-                raise ValueError(f"metadata key {key!r} is not allowed: the gateway chooses upstreams")
-        return value
+        return check_metadata(value)
 
     # Each rule on the field it is about (fields are validated in order: `stream` before
     # `stream_options`, `logprobs` before `top_logprobs`, `tools` before `tool_choice`).

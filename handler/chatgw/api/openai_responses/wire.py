@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
-from chatgw.api.openai_chat.wire import ROUTING_OR_CREDENTIAL_FIELDS
+from chatgw.api.openai_chat.wire import check_metadata
 
 STATEFUL = ("previous_response_id", "conversation", "background")
 """Fields that need responses kept on the server: the gateway keeps none."""
@@ -294,16 +294,7 @@ class ResponsesRequest(_Strict):
     @field_validator("metadata")
     @classmethod
     def _metadata_keys(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        if value is None:
-            return value
-        if len(value) > 16:
-            raise ValueError("at most 16 metadata pairs")
-        for key in value:
-            if len(key) > 64:
-                raise ValueError(f"metadata key {key[:64]!r}... is longer than 64 characters")
-            if key.lower() in ROUTING_OR_CREDENTIAL_FIELDS:
-                raise ValueError(f"metadata key {key!r} is not allowed: the gateway chooses upstreams")
-        return value
+        return check_metadata(value)
 
     @field_validator("input")
     @classmethod
