@@ -37,6 +37,12 @@ from .targets import AWS_ENV
 
 FLOOR = "import fastapi, mangum, boto3; boto3.client('dynamodb')"
 ENTRY = "import chatgw.aws_lambda.buffered"
+OLD_ENTRY = "import chatgw.lambda_buffered"  # where it was before the house went by layer
+
+
+def entry_of(handler: Path) -> str:
+    """The buffered entry's import in another tree, as that tree names it."""
+    return ENTRY if (handler / "chatgw" / "aws_lambda" / "buffered.py").exists() else OLD_ENTRY
 CGROUP_ROOT = Path("/sys/fs/cgroup/cpu")
 PERIOD_US = 100_000
 LAMBDA_FULL_VCPU_MB = 1769
@@ -290,8 +296,9 @@ def run(
                     ]
                     if before is not None:
                         before_env = {**base_env, "PYTHONPATH": os.pathsep.join([str(before), str(ROOT)])}
-                        imports.append(("before: buffered entry + DynamoDB", ENTRY, {**before_env, **DYNAMODB_ENV}))
-                        imports.append(("before: as deployed: + pepper secret", ENTRY, {**before_env, **deployed_env}))
+                        entry = entry_of(before)
+                        imports.append(("before: buffered entry + DynamoDB", entry, {**before_env, **DYNAMODB_ENV}))
+                        imports.append(("before: as deployed: + pepper secret", entry, {**before_env, **deployed_env}))
                     for name, code, env in imports:
                         wall, cpu = timed_child(code, env, share)
                         rows.setdefault(f"{name} wall s", []).append(wall)
