@@ -1,7 +1,9 @@
 """The container's SnapStart hooks: what must not be shared by the environments restored from one
 snapshot (AWS: "Handling uniqueness with Lambda SnapStart").
 
-Before the snapshot: pooled connections are dropped, so that no socket is in it. After each restore:
+Before the snapshot: pooled connections are dropped, so that no socket is in it, and the modules the
+doors load at their first request are loaded (`api/lazy.py`), so that a restored environment has
+them. After each restore:
 connections dropped again (anything opened in between belongs to the snapshot), the `random` module
 reseeded from the OS (retry jitter must differ between environments), the key cache and the upstream
 keys read so far forgotten (their age is the snapshot's, not this environment's), and a new container
@@ -19,6 +21,7 @@ from typing import Protocol
 
 import snapshot_restore_py
 
+from chatgw.api import lazy
 from chatgw.observability import logs
 from chatgw.store.base import DropsConnections
 
@@ -28,6 +31,7 @@ class ForgetsKeys(Protocol):
 
 
 def before_snapshot(*holders: object) -> None:
+    lazy.load_all()
     _drop(holders)
     logs.event("snapshot")
 

@@ -1,6 +1,5 @@
-"""The Messages door's routes: `POST /v1/messages` (Claude Code adds `?beta=true`),
-`POST /v1/messages/count_tokens`, the model list in Anthropic's shape (for a request that carries
-`anthropic-version`), and `HEAD /` and `GET /` (Claude Code probes the base URL)."""
+"""The Messages door's endpoints, `POST /v1/messages` (Claude Code adds `?beta=true`) and
+`POST /v1/messages/count_tokens`. Loaded by the door's first request (`routes.py`, `api/lazy.py`)."""
 
 from __future__ import annotations
 
@@ -8,19 +7,18 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 
 from chatgw.access.keys import KeyRecord, model_allowed
 from chatgw.api.anthropic_messages import fields
-from chatgw.api.anthropic_messages.errors import ANTHROPIC_ERRORS, anthropic_headers
+from chatgw.api.anthropic_messages.errors import anthropic_headers
 from chatgw.api.anthropic_messages.inbound import to_conversation
 from chatgw.api.anthropic_messages.outbound import message_body
 from chatgw.api.anthropic_messages.stream import MessagesGrammar
 from chatgw.api.anthropic_messages.validation import parse_messages_request
-from chatgw.api.http import SSEResponse, deadline_for, read_body, register_error_style, report_of
-from chatgw.api.openai_chat.routes import model_object
+from chatgw.api.http import SSEResponse, deadline_for, read_body, report_of
 from chatgw.catalog import ModelEntry
 from chatgw.conversation import Conversation
 from chatgw.deadline import Deadline
@@ -32,15 +30,6 @@ from chatgw.settings import Settings
 from chatgw.streaming import AnswerStream
 
 Authenticate = Callable[[Request, Deadline | None], Awaitable[KeyRecord]]
-PATHS = ("/v1/messages",)
-EPOCH = "1970-01-01T00:00:00Z"
-
-
-def is_messages_path(path: str) -> bool:
-    return path.rstrip("/") in PATHS or path.startswith("/v1/messages/")
-
-
-register_error_style(is_messages_path, ANTHROPIC_ERRORS)
 
 
 def speaks_anthropic(entry: ModelEntry) -> bool:
@@ -143,51 +132,3 @@ def count_tokens_route(service: Service, settings: Settings, authenticate: Authe
         return JSONResponse({"input_tokens": int(tokens)}, headers={"request-id": report.request_id})
 
     return count_tokens
-
-
-def anthropic_model(entry: ModelEntry) -> dict[str, Any]:
-    return {"type": "model", "id": entry.name, "display_name": entry.name, "created_at": EPOCH}
-
-
-def router(service: Service, settings: Settings, authenticate: Authenticate) -> APIRouter:
-    routes = APIRouter()
-    # Not in the OpenAPI document yet (it describes the chat door; Anthropic publishes its own).
-    messages = messages_route(service, settings, authenticate)
-    routes.add_api_route("/v1/messages", messages, methods=["POST"], include_in_schema=False)
-    count = count_tokens_route(service, settings, authenticate)
-    routes.add_api_route("/v1/messages/count_tokens", count, methods=["POST"], include_in_schema=False)
-    return routes
-
-
-def models_router(service: Service, authenticate: Authenticate) -> APIRouter:
-    """`GET /` (Claude Code probes its base URL) and the model lists in Anthropic's shape."""
-    routes = APIRouter()
-
-    @routes.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
-    async def root() -> dict[str, str]:
-        return {"status": "ok"}
-
-    # Registered before the chat door's routes of the same paths: a request without
-    # `anthropic-version` gets OpenAI's shape, as there.
-    @routes.get("/v1/models", response_model=None, include_in_schema=False)
-    async def list_models(request: Request) -> dict[str, Any]:
-        record = await authenticate(request, None)
-        entries = service.models_for(record)
-        if "anthropic-version" not in request.headers:
-            return {"object": "list", "data": [model_object(e.name, e.development) for e in entries]}
-        data = [anthropic_model(e) for e in entries]
-        first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
-        return {"data": data, "has_more": False, "first_id": first, "last_id": last}
-
-    @routes.get("/v1/models/{model:path}", response_model=None, include_in_schema=False)
-    async def get_model(request: Request) -> dict[str, Any]:
-        record = await authenticate(request, None)
-        model = str(request.path_params["model"])
-        for entry in service.models_for(record):
-            if entry.name == model:
-                if "anthropic-version" not in request.headers:
-                    return model_object(entry.name, entry.development)
-                return anthropic_model(entry)
-        raise NotFound(f"The model `{model}` does not exist.", param="model", code="model_not_found")
-
-    return routes

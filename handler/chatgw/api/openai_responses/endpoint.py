@@ -1,5 +1,5 @@
-"""The Responses door's route: `POST /v1/responses` (and `/v2/llms/responses`), stateless: each
-request carries its whole history, and the answer says `store: false`."""
+"""The Responses door's endpoint, stateless: each request carries its whole history, and the answer
+says `store: false`. Loaded by the door's first request (`routes.py`, `api/lazy.py`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 
@@ -99,12 +99,3 @@ def responses_route(
         return JSONResponse(response_body(answer, stamp, usage), headers=prepared.headers, background=settle)
 
     return responses
-
-
-def router(service: Service, settings: Settings, authenticate: Authenticate) -> APIRouter:
-    routes = APIRouter()
-    responses = responses_route(service, settings, authenticate)
-    # Not in the OpenAPI document yet (it documents the chat door's shapes, which it checks by fuzzing).
-    routes.add_api_route("/v2/llms/responses", responses, methods=["POST"], include_in_schema=False)
-    routes.add_api_route("/v1/responses", responses, methods=["POST"], include_in_schema=False)
-    return routes
