@@ -16,12 +16,12 @@ from tests.support.template import template as template  # the parsed template, 
 EMITTED = {(m.name, frozenset(dims)) for m in ALL for dims in m.dimension_sets}
 DIMENSION_VALUES = {"outcome": set(OUTCOMES), "reason": set(REFUSAL_REASONS)}
 AWS_METRICS = {
-    ("AWS/Lambda", "FunctionName"): {"Duration", "Errors", "Throttles", "ConcurrentExecutions"},
+    ("AWS/Lambda", "FunctionName"): {"Duration", "Errors", "Throttles", "ConcurrentExecutions", "AsyncEventsDropped"},
     ("AWS/DynamoDB", "TableName"): {"ReadThrottleEvents", "WriteThrottleEvents"},
     ("AWS/ApiGateway", "ApiName,Stage"): {"Count", "4XXError", "5XXError"},
 }
 OWN = {
-    "FunctionName": {"Function"},
+    "FunctionName": {"Function", "LedgerReplayFunction"},
     "TableName": {"KeysTable", "UsageTable"},
     "ApiName": {"AWS::StackName"},
     "Stage": {"StageName"},
@@ -135,6 +135,18 @@ def test_the_dashboard_answers_the_operators_questions(template: dict[str, Any])
         for w in dashboard(template)["widgets"]
     ]
     assert percentiles.count({"p50", "p90", "p99"}) >= 3  # latency, time to first token, Lambda duration
+
+
+def test_the_ledger_replay_functions_failures_are_alarmed(template: dict[str, Any]) -> None:
+    """A failed batch (retried) and a dropped one (its lines need `chatgw replay`) each page the topic."""
+    on_replay = {
+        name: logical_id
+        for _, name, dimensions, logical_id in alarm_metrics(template)
+        if dimensions == {"FunctionName": {"Ref": "LedgerReplayFunction"}}
+    }
+    assert set(on_replay) == {"Errors", "AsyncEventsDropped"}
+    for logical_id in on_replay.values():
+        assert template["Resources"][logical_id]["Properties"]["Threshold"] == 0
 
 
 @pytest.mark.parametrize("kind", ["AWS::CloudWatch::Alarm"])
