@@ -1,10 +1,11 @@
-"""The version is written once, in pyproject.toml: `chatgw --version` and the app's OpenAPI
-document say that one, and a copy of chatgw that is not installed says it does not know."""
+"""The version is written once, in `chatgw/version.py`: the installed distribution (pyproject.toml
+reads it), `chatgw --version` and the app's OpenAPI document say that one."""
 
 from __future__ import annotations
 
 import tomllib
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -12,20 +13,21 @@ import pytest
 from chatgw import __version__
 from chatgw.cli.main import main
 from chatgw.compose import Container
-from chatgw.version import UNKNOWN, installed_version
 
-PROJECT = tomllib.loads((Path(__file__).resolve().parents[3] / "pyproject.toml").read_text())["project"]
+PYPROJECT = tomllib.loads((Path(__file__).resolve().parents[3] / "pyproject.toml").read_text())
 
 
-def test_the_cli_and_the_app_say_the_projects_version(
+def test_pyproject_reads_the_version_from_the_package() -> None:
+    assert "version" not in PYPROJECT["project"]
+    assert PYPROJECT["project"]["dynamic"] == ["version"]
+    assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "chatgw.version.__version__"}
+
+
+def test_the_distribution_the_cli_and_the_app_say_the_same_version(
     make_container: Callable[..., Container], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert __version__ == PROJECT["version"]
+    assert version("chatgw") == __version__  # the editable install `make install` made
     with pytest.raises(SystemExit):
         main(["--version"])
-    assert capsys.readouterr().out.strip() == f"chatgw {PROJECT['version']}"
-    assert make_container().app.version == PROJECT["version"]
-
-
-def test_a_copy_that_is_not_installed_says_so() -> None:
-    assert installed_version("chatgw-not-installed-anywhere") == UNKNOWN
+    assert capsys.readouterr().out.strip() == f"chatgw {__version__}"
+    assert make_container().app.version == __version__
