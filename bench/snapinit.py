@@ -43,6 +43,8 @@ OLD_ENTRY = "import chatgw.lambda_buffered"  # where it was before the house wen
 def entry_of(handler: Path) -> str:
     """The buffered entry's import in another tree, as that tree names it."""
     return ENTRY if (handler / "chatgw" / "aws_lambda" / "buffered.py").exists() else OLD_ENTRY
+
+
 CGROUP_ROOT = Path("/sys/fs/cgroup/cpu")
 PERIOD_US = 100_000
 LAMBDA_FULL_VCPU_MB = 1769
