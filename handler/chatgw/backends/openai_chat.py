@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from chatgw.backends import _chat_dialect as dialect
-from chatgw.backends._openai_http import COMMON_OPTIONS, EventReader, OpenAIHTTP, api_of, transport_options
+from chatgw.backends._http import EventReader
+from chatgw.backends._openai_http import COMMON_OPTIONS, OpenAIHTTP, api_of, transport_options
 from chatgw.backends._options import Options
 from chatgw.backends._sse import SSEEvent
 from chatgw.backends.base import BackendDeps, ChatBackend
