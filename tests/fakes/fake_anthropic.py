@@ -13,19 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .model import Answer, arguments_json, think
-from .server import Stall, ThreadedServer
+from .server import HTTPFake
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 ERROR_TYPES = {
@@ -86,53 +83,16 @@ def error_body(status: int, message: str, kind: str | None = None) -> dict[str, 
     }
 
 
-class FakeAnthropic:
+class FakeAnthropic(HTTPFake[Script, Recorded]):
+    backend = {"backend": "anthropic"}
+
     def __init__(self) -> None:
-        self.scripts: deque[Script] = deque()
-        self.requests: list[Recorded] = []
-        self.stream_aborted = threading.Event()
-        self.stream_completed = threading.Event()
-        self.stall = Stall()
-        routes = [
-            Route("/v1/messages", self._messages, methods=["POST"]),
-            Route("/v1/messages/count_tokens", self._count, methods=["POST"]),
-        ]
-        self._server = ThreadedServer(Starlette(routes=routes))
-
-    # ---- test-facing --------------------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        return self._server.url
-
-    def catalog_entry(self, name: str, **extra: Any) -> dict[str, Any]:
-        """A `CHATGW_MODELS` entry for an anthropic-backend model served by this fake (no retries)."""
-        return {
-            "backend": "anthropic",
-            "base_url": self.base_url,
-            "upstream_model": f"up-{name}",
-            "api_key_env": "FAKE_UPSTREAM_KEY",
-            "max_retries": 0,
-            **extra,
-        }
-
-    def start(self) -> FakeAnthropic:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def reset(self) -> None:
-        self.scripts.clear()
-        self.requests.clear()
-        self.stream_aborted.clear()
-        self.stream_completed.clear()
-        self.stall.release()
-
-    def then(self, *scripts: Script) -> FakeAnthropic:
-        self.scripts.extend(scripts)
-        return self
+        super().__init__(
+            [
+                Route("/v1/messages", self._messages, methods=["POST"]),
+                Route("/v1/messages/count_tokens", self._count, methods=["POST"]),
+            ]
+        )
 
     # ---- the server ---------------------------------------------------------------------------
 

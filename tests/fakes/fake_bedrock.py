@@ -13,20 +13,17 @@ import asyncio
 import base64
 import json
 import threading
-import time
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from . import eventstream, fake_anthropic
 from .model import Answer, think
-from .server import Stall, ThreadedServer
+from .server import ScriptedFake
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 
@@ -68,7 +65,7 @@ class Recorded:
     images: list[bytes] = field(default_factory=list)
 
 
-class FakeBedrock:
+class FakeBedrock(ScriptedFake[Script, Recorded]):
     AWS_ENV = {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -78,50 +75,24 @@ class FakeBedrock:
     }
 
     def __init__(self) -> None:
-        self.scripts: deque[Script] = deque()
-        self.requests: list[Recorded] = []
-        self.stream_aborted = threading.Event()
-        self.stream_completed = threading.Event()
+        super().__init__(
+            [
+                Route("/model/{model_id:path}/converse", self._converse, methods=["POST"]),
+                Route("/model/{model_id:path}/converse-stream", self._converse_stream, methods=["POST"]),
+                Route("/model/{model_id:path}/invoke", self._invoke, methods=["POST"]),
+                Route("/model/{model_id:path}/invoke-with-response-stream", self._invoke_stream, methods=["POST"]),
+                Route("/model/{model_id:path}/count-tokens", self._count_tokens, methods=["POST"]),
+            ]
+        )
         self.gate_timed_out = False
-        self.stall = Stall()
-        routes = [
-            Route("/model/{model_id:path}/converse", self._converse, methods=["POST"]),
-            Route("/model/{model_id:path}/converse-stream", self._converse_stream, methods=["POST"]),
-            Route("/model/{model_id:path}/invoke", self._invoke, methods=["POST"]),
-            Route("/model/{model_id:path}/invoke-with-response-stream", self._invoke_stream, methods=["POST"]),
-            Route("/model/{model_id:path}/count-tokens", self._count_tokens, methods=["POST"]),
-        ]
-        self._server = ThreadedServer(Starlette(routes=routes))
 
     @property
     def url(self) -> str:
         return self._server.url
 
-    def start(self) -> FakeBedrock:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
     def reset(self) -> None:
-        self.scripts.clear()
-        self.requests.clear()
-        self.stream_aborted.clear()
-        self.stream_completed.clear()
+        super().reset()
         self.gate_timed_out = False
-        self.stall.release()
-
-    def wait_for_requests(self, count: int, timeout: float = 10.0) -> int:
-        """How many requests arrived, once `count` did (or `timeout` passed): for calls that were abandoned."""
-        limit = time.monotonic() + timeout
-        while len(self.requests) < count and time.monotonic() < limit:
-            time.sleep(0.01)
-        return len(self.requests)
-
-    def then(self, *scripts: Script) -> FakeBedrock:
-        self.scripts.extend(scripts)
-        return self
 
     def client(self, service: str = "bedrock-runtime", region: str | None = None) -> Any:
         """A real boto3 client pointed at this server (an `aws_client_factory` for `BackendDeps`)."""

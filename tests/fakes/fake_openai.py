@@ -12,18 +12,16 @@ import asyncio
 import json
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .model import Answer, arguments_json, think
-from .server import Stall, ThreadedServer
+from .server import HTTPFake
 
 
 @dataclass
@@ -73,61 +71,21 @@ class Recorded:
     """Every header line as sent, repeats included."""
 
 
-class FakeOpenAI:
+class FakeOpenAI(HTTPFake[Script, Recorded]):
+    backend = {"backend": "openai"}
+    path_prefix = "/v1"
+
     def __init__(self) -> None:
-        self.scripts: deque[Script] = deque()
-        self.requests: list[Recorded] = []
-        self.stream_aborted = threading.Event()
-        self.stream_completed = threading.Event()
+        super().__init__([Route("/v1/chat/completions", self._chat, methods=["POST"])])
         self.last_chunk_sent_at: float | None = None
         self.gate_timed_out = False
-        self.stall = Stall()
-        routes = [Route("/v1/chat/completions", self._chat, methods=["POST"])]
-        self._server = ThreadedServer(Starlette(routes=routes))
 
     # ---- test-facing --------------------------------------------------------------------------
 
-    @property
-    def base_url(self) -> str:
-        return f"{self._server.url}/v1"
-
-    def catalog_entry(self, name: str, **extra: Any) -> dict[str, Any]:
-        """A `CHATGW_MODELS` entry for an openai-backend model served by this fake (no retries)."""
-        return {
-            "backend": "openai",
-            "base_url": self.base_url,
-            "upstream_model": f"up-{name}",
-            "api_key_env": "FAKE_UPSTREAM_KEY",
-            "max_retries": 0,
-            **extra,
-        }
-
-    def start(self) -> FakeOpenAI:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
     def reset(self) -> None:
-        self.scripts.clear()
-        self.requests.clear()
-        self.stream_aborted.clear()
-        self.stream_completed.clear()
+        super().reset()
         self.last_chunk_sent_at = None
         self.gate_timed_out = False
-        self.stall.release()
-
-    def wait_for_requests(self, count: int, timeout: float = 10.0) -> int:
-        """How many requests arrived, once `count` did (or `timeout` passed): for calls that were abandoned."""
-        limit = time.monotonic() + timeout
-        while len(self.requests) < count and time.monotonic() < limit:
-            time.sleep(0.01)
-        return len(self.requests)
-
-    def then(self, *scripts: Script) -> FakeOpenAI:
-        self.scripts.extend(scripts)
-        return self
 
     # ---- the server ---------------------------------------------------------------------------
 

@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .fake_openai import Recorded
 from .model import Answer, ToolCallOut, arguments_json, think
-from .server import Stall, ThreadedServer
+from .server import HTTPFake
 
 ENCRYPTED = "gAAAAB-fake-encrypted-reasoning=="
 SUMMARY = "Thinking about the question."
@@ -65,51 +62,14 @@ class Script:
     """A stream: send this many events, then nothing more (the connection kept open)."""
 
 
-class FakeResponses:
+class FakeResponses(HTTPFake[Script, Recorded]):
+    """Catalog entries: the openai backend with `api: responses`."""
+
+    backend = {"backend": "openai", "api": "responses"}
+    path_prefix = "/v1"
+
     def __init__(self) -> None:
-        self.scripts: deque[Script] = deque()
-        self.requests: list[Recorded] = []
-        self.stream_aborted = threading.Event()
-        self.stream_completed = threading.Event()
-        self.stall = Stall()
-        routes = [Route("/v1/responses", self._responses, methods=["POST"])]
-        self._server = ThreadedServer(Starlette(routes=routes))
-
-    # ---- test-facing --------------------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        return f"{self._server.url}/v1"
-
-    def catalog_entry(self, name: str, **extra: Any) -> dict[str, Any]:
-        """A `CHATGW_MODELS` entry for an openai-backend model with `api: responses` served here."""
-        return {
-            "backend": "openai",
-            "api": "responses",
-            "base_url": self.base_url,
-            "upstream_model": f"up-{name}",
-            "api_key_env": "FAKE_UPSTREAM_KEY",
-            "max_retries": 0,
-            **extra,
-        }
-
-    def start(self) -> FakeResponses:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def reset(self) -> None:
-        self.scripts.clear()
-        self.requests.clear()
-        self.stream_aborted.clear()
-        self.stream_completed.clear()
-        self.stall.release()
-
-    def then(self, *scripts: Script) -> FakeResponses:
-        self.scripts.extend(scripts)
-        return self
+        super().__init__([Route("/v1/responses", self._responses, methods=["POST"])])
 
     # ---- the server ---------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Run an ASGI app with uvicorn in a thread, on a free loopback port, for the length of a test."""
+"""Run an ASGI app with uvicorn in a thread, on a free loopback port, for the length of a test; and
+what every fake upstream has alike (`ScriptedFake`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import asyncio
 import socket
 import threading
 import time
-from typing import Any
+from collections import deque
+from typing import Any, Generic, Self, TypeVar
 
 import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import Route
 
 
 class ThreadedServer:
@@ -67,3 +71,70 @@ class Stall:
     def release(self) -> None:
         self._generation += 1
         self.reached.clear()
+
+
+ScriptT = TypeVar("ScriptT")
+RecordedT = TypeVar("RecordedT")
+
+
+class ScriptedFake(Generic[ScriptT, RecordedT]):
+    """What every fake upstream has alike: a queue of scripts (each request takes the next), the
+    requests it received, stream events a test waits on, and a stall. A fake adds its routes and answers."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        self.scripts: deque[ScriptT] = deque()
+        self.requests: list[RecordedT] = []
+        self.stream_aborted = threading.Event()
+        self.stream_completed = threading.Event()
+        self.stall = Stall()
+        self._server = ThreadedServer(Starlette(routes=routes))
+
+    def start(self) -> Self:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def reset(self) -> None:
+        self.scripts.clear()
+        self.requests.clear()
+        self.stream_aborted.clear()
+        self.stream_completed.clear()
+        self.stall.release()
+
+    def then(self, *scripts: ScriptT) -> Self:
+        self.scripts.extend(scripts)
+        return self
+
+    def wait_for_requests(self, count: int, timeout: float = 10.0) -> int:
+        """How many requests arrived, once `count` did (or `timeout` passed): for calls that were abandoned."""
+        limit = time.monotonic() + timeout
+        while len(self.requests) < count and time.monotonic() < limit:
+            time.sleep(0.01)
+        return len(self.requests)
+
+
+class HTTPFake(ScriptedFake[ScriptT, RecordedT]):
+    """A fake of an HTTP upstream a catalog entry points at with `base_url`."""
+
+    backend: dict[str, str]
+    """The catalog entry's own fields (`{"backend": "openai"}`, ...)."""
+    path_prefix = ""
+    """Appended to the server's URL for `base_url` (the OpenAI SDK's convention is `/v1`)."""
+
+    @property
+    def base_url(self) -> str:
+        return self._server.url + self.path_prefix
+
+    def catalog_entry(self, name: str, **extra: Any) -> dict[str, Any]:
+        """A `CHATGW_MODELS` entry for a model served by this fake (no retries, the key from
+        `FAKE_UPSTREAM_KEY`)."""
+        return {
+            **self.backend,
+            "base_url": self.base_url,
+            "upstream_model": f"up-{name}",
+            "api_key_env": "FAKE_UPSTREAM_KEY",
+            "max_retries": 0,
+            **extra,
+        }
