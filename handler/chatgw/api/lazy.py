@@ -9,13 +9,13 @@ door pays for that door only. Before a SnapStart snapshot every such module is l
 from __future__ import annotations
 
 import importlib
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+from chatgw.api.door import Endpoint
+
 MODULES: set[str] = set()
 
 

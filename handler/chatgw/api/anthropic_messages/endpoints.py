@@ -3,33 +3,27 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
-from starlette.background import BackgroundTask
 
 from chatgw.access.keys import KeyRecord, model_allowed
+from chatgw.api import door
 from chatgw.api.anthropic_messages import fields
 from chatgw.api.anthropic_messages.errors import anthropic_headers
 from chatgw.api.anthropic_messages.inbound import to_conversation
 from chatgw.api.anthropic_messages.outbound import message_body
 from chatgw.api.anthropic_messages.stream import MessagesGrammar
 from chatgw.api.anthropic_messages.validation import parse_messages_request
-from chatgw.api.http import SSEResponse, deadline_for, read_body, report_of
+from chatgw.api.door import Authenticate, Endpoint, arrive
+from chatgw.api.http import deadline_for, read_body, report_of
 from chatgw.catalog import ModelEntry
-from chatgw.conversation import Conversation
-from chatgw.deadline import Deadline
+from chatgw.conversation import Answer, Conversation, Usage
 from chatgw.errors import ModelNotFound, NotFound
 from chatgw.metering.estimate import estimate_prompt_tokens
-from chatgw.observability import logs
-from chatgw.service import Call, Service
+from chatgw.service import Service
 from chatgw.settings import Settings
-from chatgw.streaming import AnswerStream
-
-Authenticate = Callable[[Request, Deadline | None], Awaitable[KeyRecord]]
 
 
 def speaks_anthropic(entry: ModelEntry) -> bool:
@@ -63,33 +57,16 @@ def check_fields(service: Service, record: KeyRecord, conversation: Conversation
             return
 
 
-def messages_route(service: Service, settings: Settings, authenticate: Authenticate) -> Callable[..., Any]:
+def messages_route(service: Service, settings: Settings, authenticate: Authenticate) -> Endpoint:
     async def messages(request: Request) -> Response:
-        started = time.monotonic()
-        deadline = deadline_for(request.scope, settings)
-        report = report_of(request.scope)
-        record = await authenticate(request, deadline)
-        report.key_id = record.key_id
-        body = await read_body(request, settings.max_body_bytes)
-        parsed = parse_messages_request(body)
-        report.asked(parsed.model, bool(parsed.stream))
-        call = Call(report.request_id, deadline, report=report, now=service.wall_clock())
-        if settings.log_prompts:
-            logs.event("prompt", request_id=call.request_id, key_id=record.key_id, body=body.decode("utf-8", "replace"))
-        conversation = to_conversation(parsed, body, beta_flags(request))
-        check_fields(service, record, conversation, call.request_id)
-        prepared = await service.prepare(record, conversation, call)
-        logs.event(
-            "messages",
-            10,
-            request_id=call.request_id,
-            key_id=record.key_id,
-            model=parsed.model,
-            stream=bool(parsed.stream),
-            auth_ms=int((time.monotonic() - started) * 1000),
-        )
+        arrival = await arrive(request, service, settings, authenticate, parse_messages_request)
+        parsed, call = arrival.parsed, arrival.call
+        conversation = to_conversation(parsed, arrival.body, beta_flags(request))
+        check_fields(service, arrival.record, conversation, call.request_id)
+        prepared = await service.prepare(arrival.record, conversation, call)
+        arrival.admitted("messages")
         message_id = f"msg_{call.request_id}"
-        headers = anthropic_headers(prepared.headers, call.request_id, call.now)
+        grammar = None
         if parsed.stream:
             grammar = MessagesGrammar(
                 message_id=message_id,
@@ -97,20 +74,18 @@ def messages_route(service: Service, settings: Settings, authenticate: Authentic
                 input_tokens=estimate_prompt_tokens(prepared.conversation),
                 stop=prepared.conversation.stop,
             )
-            stream = AnswerStream(service, prepared, call, grammar)
-            await stream.start(first_byte_wait=settings.keepalive_s)
-            return SSEResponse(stream, settings.keepalive_s, headers)
-        answer, usage, event = await service.complete(prepared, call)
-        answer_body = message_body(
-            answer, message_id=message_id, model=parsed.model, usage=usage, stop=prepared.conversation.stop
-        )
-        settle = BackgroundTask(service.record, event, call.deadline)
-        return JSONResponse(answer_body, headers=headers, background=settle)
+
+        def body_of(answer: Answer, usage: Usage) -> dict[str, Any]:
+            stop = prepared.conversation.stop
+            return message_body(answer, message_id=message_id, model=parsed.model, usage=usage, stop=stop)
+
+        headers = anthropic_headers(prepared.headers, call.request_id, call.now)
+        return await door.answer(service, settings, prepared, call, grammar=grammar, body_of=body_of, headers=headers)
 
     return messages
 
 
-def count_tokens_route(service: Service, settings: Settings, authenticate: Authenticate) -> Callable[..., Any]:
+def count_tokens_route(service: Service, settings: Settings, authenticate: Authenticate) -> Endpoint:
     """The backend's own count, or a 404: never an estimate (Claude Code decides when to compact a
     conversation by it). Outside the key's rate limits: editors call it many times at start."""
 

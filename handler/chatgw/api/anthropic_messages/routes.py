@@ -6,23 +6,20 @@ its error envelope is registered here, for every request of its paths."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 
-from chatgw.access.keys import KeyRecord
 from chatgw.api import lazy
 from chatgw.api.anthropic_messages.errors import ANTHROPIC_ERRORS
+from chatgw.api.door import Authenticate
 from chatgw.api.http import register_error_style
 from chatgw.api.openai_chat.routes import model_object
 from chatgw.catalog import ModelEntry
-from chatgw.deadline import Deadline
 from chatgw.errors import NotFound
 from chatgw.service import Service
 from chatgw.settings import Settings
 
-Authenticate = Callable[[Request, Deadline | None], Awaitable[KeyRecord]]
 PATHS = ("/v1/messages",)
 EPOCH = "1970-01-01T00:00:00Z"
 ENDPOINTS = "chatgw.api.anthropic_messages.endpoints"

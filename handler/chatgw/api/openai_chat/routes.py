@@ -3,29 +3,21 @@ model lists in OpenAI's shape."""
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
-from starlette.background import BackgroundTask
+from fastapi.responses import Response
 
-from chatgw.access.keys import KeyRecord
-from chatgw.api.http import SSEResponse, deadline_for, read_body, report_of
+from chatgw.api import door
+from chatgw.api.door import Authenticate, Endpoint, arrive
 from chatgw.api.openai_chat.completion import ChunkGrammar, completion_body
 from chatgw.api.openai_chat.inbound import to_conversation
 from chatgw.api.openai_chat.validation import parse_chat_request
-from chatgw.deadline import Deadline
+from chatgw.conversation import Answer, Usage
 from chatgw.errors import NotFound
-from chatgw.observability import logs
-from chatgw.service import Call, Service
+from chatgw.service import Service
 from chatgw.settings import Settings
-from chatgw.streaming import AnswerStream
 
-Authenticate = Callable[[Request, Deadline | None], Awaitable[KeyRecord]]
-Route = Callable[[Request], Awaitable[Response]]
 CHAT_OPENAPI = {
     "requestBody": {
         "required": True,
@@ -39,32 +31,14 @@ def model_object(name: str, development: bool) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": "chatgw-development" if development else "chatgw"}
 
 
-def chat_route(
-    service: Service, settings: Settings, authenticate: Authenticate
-) -> Callable[[Request], Awaitable[Response]]:
+def chat_route(service: Service, settings: Settings, authenticate: Authenticate) -> Endpoint:
     async def chat(request: Request) -> Response:
-        started = time.monotonic()
-        deadline = deadline_for(request.scope, settings)  # counted from the request's arrival
-        report = report_of(request.scope)
-        record = await authenticate(request, deadline)
-        report.key_id = record.key_id
-        body = await read_body(request, settings.max_body_bytes)
-        chat_request = parse_chat_request(body)
-        report.asked(chat_request.model, bool(chat_request.stream))
-        call = Call(report.request_id, deadline, report=report, now=service.wall_clock())
-        if settings.log_prompts:
-            logs.event("prompt", request_id=call.request_id, key_id=record.key_id, body=body.decode("utf-8", "replace"))
-        prepared = await service.prepare(record, to_conversation(chat_request, body), call)
-        logs.event(
-            "chat",
-            logging.DEBUG,
-            request_id=call.request_id,
-            key_id=record.key_id,
-            model=chat_request.model,
-            stream=bool(chat_request.stream),
-            auth_ms=int((time.monotonic() - started) * 1000),
-        )
+        arrival = await arrive(request, service, settings, authenticate, parse_chat_request)
+        chat_request, call = arrival.parsed, arrival.call
+        prepared = await service.prepare(arrival.record, to_conversation(chat_request, arrival.body), call)
+        arrival.admitted("chat")
         completion_id, created = f"chatcmpl-{call.request_id}", int(call.now.timestamp())
+        grammar = None
         if chat_request.stream:
             grammar = ChunkGrammar(
                 completion_id=completion_id,
@@ -72,15 +46,15 @@ def chat_route(
                 model=chat_request.model,
                 include_usage=chat_request.include_usage,
             )
-            stream = AnswerStream(service, prepared, call, grammar)
-            await stream.start(first_byte_wait=settings.keepalive_s)
-            return SSEResponse(stream, settings.keepalive_s, prepared.headers)
-        answer, usage, event = await service.complete(prepared, call)
-        answer_body = completion_body(
-            answer, completion_id=completion_id, created=created, model=chat_request.model, usage=usage
+
+        def body_of(answer: Answer, usage: Usage) -> dict[str, Any]:
+            return completion_body(
+                answer, completion_id=completion_id, created=created, model=chat_request.model, usage=usage
+            )
+
+        return await door.answer(
+            service, settings, prepared, call, grammar=grammar, body_of=body_of, headers=prepared.headers
         )
-        settle = BackgroundTask(service.record, event, call.deadline)
-        return JSONResponse(answer_body, headers=prepared.headers, background=settle)
 
     return chat
 

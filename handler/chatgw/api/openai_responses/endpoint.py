@@ -4,28 +4,22 @@ says `store: false`. Loaded by the door's first request (`routes.py`, `api/lazy.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Awaitable, Callable
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
-from starlette.background import BackgroundTask
+from fastapi.responses import Response
 
-from chatgw.access.keys import KeyRecord
-from chatgw.api.http import SSEResponse, deadline_for, read_body, report_of
+from chatgw.api import door
+from chatgw.api.door import Authenticate, Endpoint, arrive
 from chatgw.api.openai_responses.grammar import ResponsesGrammar
 from chatgw.api.openai_responses.inbound import hosted_rule, to_conversation
 from chatgw.api.openai_responses.outbound import response_body, stamp_for
 from chatgw.api.openai_responses.validation import parse_responses_request
 from chatgw.api.openai_responses.wire import ResponsesRequest
-from chatgw.deadline import Deadline
 from chatgw.errors import ChatgwError, UnsupportedParameter
 from chatgw.observability import logs
-from chatgw.service import Call, Service
+from chatgw.service import Service
 from chatgw.settings import Settings
-from chatgw.streaming import AnswerStream
 
-Authenticate = Callable[[Request, Deadline | None], Awaitable[KeyRecord]]
 DIALECT = "openai_responses"
 
 
@@ -56,33 +50,14 @@ def check_hosted_tools(service: Service, request: ResponsesRequest, request_id: 
     logs.event("hosted_tools_dropped", logging.INFO, request_id=request_id, model=request.model, tools=hosted)
 
 
-def responses_route(
-    service: Service, settings: Settings, authenticate: Authenticate
-) -> Callable[[Request], Awaitable[Response]]:
+def responses_route(service: Service, settings: Settings, authenticate: Authenticate) -> Endpoint:
     async def responses(request: Request) -> Response:
-        started = time.monotonic()
-        deadline = deadline_for(request.scope, settings)
-        report = report_of(request.scope)
-        record = await authenticate(request, deadline)
-        report.key_id = record.key_id
-        body = await read_body(request, settings.max_body_bytes)
-        parsed = parse_responses_request(body)
-        report.asked(parsed.model, bool(parsed.stream))
-        call = Call(report.request_id, deadline, report=report, now=service.wall_clock())
-        if settings.log_prompts:
-            logs.event("prompt", request_id=call.request_id, key_id=record.key_id, body=body.decode("utf-8", "replace"))
+        arrival = await arrive(request, service, settings, authenticate, parse_responses_request)
+        parsed, call = arrival.parsed, arrival.call
         check_hosted_tools(service, parsed, call.request_id)
-        conversation = to_conversation(parsed, body)
-        prepared = await service.prepare(record, conversation, call)
-        logs.event(
-            "responses",
-            logging.DEBUG,
-            request_id=call.request_id,
-            key_id=record.key_id,
-            model=parsed.model,
-            stream=bool(parsed.stream),
-            auth_ms=int((time.monotonic() - started) * 1000),
-        )
+        conversation = to_conversation(parsed, arrival.body)
+        prepared = await service.prepare(arrival.record, conversation, call)
+        arrival.admitted("responses")
         assert conversation.original is not None
         stamp = stamp_for(
             parsed,
@@ -90,12 +65,14 @@ def responses_route(
             response_id=f"resp_{call.request_id}",
             created_at=int(call.now.timestamp()),
         )
-        if parsed.stream:
-            stream = AnswerStream(service, prepared, call, ResponsesGrammar(stamp))
-            await stream.start(first_byte_wait=settings.keepalive_s)
-            return SSEResponse(stream, settings.keepalive_s, prepared.headers)
-        answer, usage, event = await service.complete(prepared, call)
-        settle = BackgroundTask(service.record, event, call.deadline)
-        return JSONResponse(response_body(answer, stamp, usage), headers=prepared.headers, background=settle)
+        return await door.answer(
+            service,
+            settings,
+            prepared,
+            call,
+            grammar=ResponsesGrammar(stamp) if parsed.stream else None,
+            body_of=lambda answer, usage: response_body(answer, stamp, usage),
+            headers=prepared.headers,
+        )
 
     return responses

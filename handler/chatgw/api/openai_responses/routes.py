@@ -3,17 +3,13 @@ module (`endpoint.py`, with the door's request models) is imported by the door's
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Request
-
-from chatgw.access.keys import KeyRecord
 from chatgw.api import lazy
-from chatgw.deadline import Deadline
+from chatgw.api.door import Authenticate
 from chatgw.service import Service
 from chatgw.settings import Settings
 
-Authenticate = Callable[[Request, Deadline | None], Awaitable[KeyRecord]]
 ENDPOINT = "chatgw.api.openai_responses.endpoint"
 
 
