@@ -4,11 +4,13 @@ that streams an `AnswerStream`, keys from headers, the deadline, and the body re
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
+import pydantic
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,6 +20,7 @@ from chatgw.errors import (
     AuthenticationFailed,
     ChatgwError,
     InternalError,
+    InvalidRequest,
     RequestTooLarge,
 )
 from chatgw.observability import logs
@@ -25,6 +28,7 @@ from chatgw.observability.observer import Observer, Report
 from chatgw.settings import Settings
 from chatgw.streaming import AnswerStream
 
+ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
 REQUEST_ID = "chatgw.request_id"
 LAMBDA_MARGIN_S = 1.0
 
@@ -190,3 +194,24 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise RequestTooLarge(f"The request body is larger than the limit of {limit} bytes.")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def parse_json_body(
+    model: type[ModelT], body: bytes, kind: str, to_invalid: Callable[[list[Any], Any], ChatgwError]
+) -> ModelT:
+    """`body` validated as the door's `model`. An empty body, or what pydantic found wrong, is the
+    door's 400: `to_invalid(errors, data)` words it, `data` being the parsed input (to name fields by
+    their paths in it), or None when the body is not JSON at all."""
+    if not body.strip():
+        raise InvalidRequest(f"The request body is empty: send a JSON {kind} request.", param="body")
+    try:
+        return model.model_validate_json(body)
+    except pydantic.ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        data = None
+        if not any(e["type"] == "json_invalid" for e in errors):  # never re-parse what pydantic could not
+            try:
+                data = json.loads(body)
+            except (ValueError, RecursionError):  # deep nesting must not be a 500
+                data = None
+        raise to_invalid(errors, data) from None

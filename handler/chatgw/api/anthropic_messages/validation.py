@@ -4,30 +4,16 @@ shows the message to its user verbatim)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import pydantic
-
 from chatgw.api.anthropic_messages.wire import CountTokensRequest, MessagesRequest
+from chatgw.api.http import parse_json_body
 from chatgw.errors import InvalidRequest
 
 
 def parse_messages_request(body: bytes, *, counting: bool = False) -> MessagesRequest:
     """The request of `POST /v1/messages` (or of its `count_tokens`, which has no `max_tokens`)."""
-    if not body.strip():
-        raise InvalidRequest("The request body is empty: send a JSON Messages request.", param="body")
-    try:
-        return (CountTokensRequest if counting else MessagesRequest).model_validate_json(body)
-    except pydantic.ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        data = None
-        if not any(e["type"] == "json_invalid" for e in errors):
-            try:
-                data = json.loads(body)
-            except (ValueError, RecursionError):
-                data = None
-        raise to_invalid_request(errors, data) from None
+    return parse_json_body(CountTokensRequest if counting else MessagesRequest, body, "Messages", to_invalid_request)
 
 
 def _path(loc: tuple[Any, ...], data: Any, missing: bool) -> str:

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import pydantic
-
+from chatgw.api.http import parse_json_body
 from chatgw.api.openai_chat.wire import ROUTING_OR_CREDENTIAL_FIELDS, ChatRequest
 from chatgw.errors import InvalidRequest, UnknownParameter
 
 
 def parse_chat_request(body: bytes) -> ChatRequest:
-    if not body.strip():
-        raise InvalidRequest("The request body is empty: send a JSON chat-completions request.", param="body")
-    try:
-        return ChatRequest.model_validate_json(body)
-    except pydantic.ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        data = None
-        if not any(e["type"] == "json_invalid" for e in errors):  # never re-parse what pydantic could not
-            try:
-                data = json.loads(body)
-            except (ValueError, RecursionError):  # deep nesting must not be a 500
-                data = None
-        raise to_invalid_request(errors, data) from None
+    return parse_json_body(ChatRequest, body, "chat-completions", to_invalid_request)
 
 
 def _path(loc: tuple[Any, ...], data: Any, missing: bool = False) -> str:

@@ -3,31 +3,16 @@
 
 from __future__ import annotations
 
-import json
-
-import pydantic
-
+from chatgw.api.http import parse_json_body
 from chatgw.api.openai_chat.validation import to_invalid_request
 from chatgw.api.openai_responses.wire import STATEFUL, ItemReference, ResponsesRequest
-from chatgw.errors import InvalidRequest, UnsupportedParameter
+from chatgw.errors import UnsupportedParameter
 
 NO_STATE = "the gateway keeps no responses or conversations: send the whole history in `input` (with `store: false`)"
 
 
 def parse_responses_request(body: bytes) -> ResponsesRequest:
-    if not body.strip():
-        raise InvalidRequest("The request body is empty: send a JSON Responses request.", param="body")
-    try:
-        request = ResponsesRequest.model_validate_json(body)
-    except pydantic.ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        data = None
-        if not any(e["type"] == "json_invalid" for e in errors):
-            try:
-                data = json.loads(body)
-            except (ValueError, RecursionError):
-                data = None
-        raise to_invalid_request(errors, data) from None
+    request = parse_json_body(ResponsesRequest, body, "Responses", to_invalid_request)
     refuse_stateful(request)
     return request
 
