@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 
 from chatgw.access.keys import Limits
-from chatgw.api.openai_chat.inbound import conversation_of
 from chatgw.compose import Container
 from chatgw.errors import ChatgwError, UpstreamError, UpstreamRateLimited, UpstreamRejected
 from chatgw.metering.estimate import estimate_prompt_tokens
 from tests.fakes.backends import ScriptedBackend
 from tests.support.asgi import CHAT, run
+from tests.support.conversations import conversation_of
 from tests.support.keys import add_key
 from tests.support.polling import eventually
 

@@ -10,12 +10,12 @@ from dataclasses import replace
 from typing import Any
 
 from chatgw.access.keys import Limits
-from chatgw.api.openai_chat.inbound import conversation_of
 from chatgw.catalog import Catalog, ModelEntry
 from chatgw.compose import Container, build
 from chatgw.metering.estimate import estimate_prompt_tokens
 from tests.fakes.backends import ScriptedBackend
 from tests.support.asgi import CHAT, run
+from tests.support.conversations import conversation_of
 from tests.support.keys import add_key
 from tests.support.polling import eventually
 

@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatgw.access.keys import Limits, new_key
-from chatgw.api.openai_chat.inbound import conversation_of
 from chatgw.compose import Container, build
 from chatgw.metering.estimate import estimate_prompt_tokens
 from tests.fakes.backends import ScriptedBackend
 from tests.support.asgi import CHAT, Reply, call
+from tests.support.conversations import conversation_of
 
 BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
 

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from chatgw.access.keys import Limits, new_key
-from chatgw.api.openai_chat.inbound import conversation_of
 from chatgw.catalog import Catalog, ModelEntry
 from chatgw.cli import main as chatgw_cli
 from chatgw.compose import Container, build
@@ -23,6 +22,7 @@ from chatgw.errors import UpstreamError
 from chatgw.metering.estimate import estimate_prompt_tokens
 from tests.fakes.backends import ScriptedBackend
 from tests.support.asgi import CHAT, captured_logs, run
+from tests.support.conversations import conversation_of
 from tests.support.failing_store import failing_table
 
 USER = [{"role": "user", "content": "hi"}]

@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from chatgw.access.limits import month_of
-from chatgw.api.openai_chat.inbound import conversation_of
 from chatgw.compose import Container, build
 from chatgw.metering.estimate import estimate_prompt_tokens
 from chatgw.store import UsageQuery
 from tests.fakes.fake_openai import FakeOpenAI, Script
+from tests.support.conversations import conversation_of
 from tests.support.keys import add_key
 from tests.support.polling import eventually
 from tests.support.sdk import openai_client

@@ -9,8 +9,8 @@ import pytest
 from openai import OpenAI
 
 from chatgw.access.keys import Limits
-from chatgw.api.openai_chat.inbound import conversation_of
 from chatgw.metering.estimate import estimate_prompt_tokens
+from tests.support.conversations import conversation_of
 from tests.support.polling import eventually
 from tests.support.sdk import openai_client
 from tests.support.servers import Gateway, running_gateway

@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from chatgw.access.keys import Limits
-from chatgw.api.openai_chat.inbound import conversation_of
 from chatgw.compose import Container
 from chatgw.metering.estimate import estimate_prompt_tokens
 from tests.fakes.fake_openai import FakeOpenAI
+from tests.support.conversations import conversation_of
 from tests.support.keys import add_key
 from tests.support.polling import eventually
 from tests.support.servers import ThreadServer

@@ -11,13 +11,13 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from chatgw.api.openai_chat.inbound import conversation_of
 from chatgw.backends import build_backend
 from chatgw.backends.base import BackendDeps
 from chatgw.deadline import Deadline
 from chatgw.errors import UpstreamError
 from tests.fakes.fake_bedrock import FakeBedrock
 from tests.fakes.fake_openai import FakeOpenAI
+from tests.support.conversations import conversation_of
 
 REQUEST = conversation_of({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
 

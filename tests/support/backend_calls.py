@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from chatgw.api.openai_chat.completion import ChunkGrammar, completion_body
-from chatgw.api.openai_chat.inbound import conversation_of
 from chatgw.conversation import Answer, Conversation, Event, StopReason, ToolDelta, Usage, text_of
 from chatgw.errors import ChatgwError
+from tests.support.conversations import conversation_of
 
 
 def chat(model: str, content: str, *, stream: bool = False, **params: Any) -> Conversation:

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from chatgw.api.openai_chat.inbound import conversation_of
 from chatgw.backends import _anthropic_dialect as dialect
 from chatgw.conversation import Conversation, Document, Message, Reasoning, Text, Tool, ToolCall
 from chatgw.errors import UnsupportedParameter
 from tests.support.backend_calls import stops, tool_deltas
+from tests.support.conversations import conversation_of
 
 TOOLS = [{"type": "function", "function": {"name": "lookup"}}]
 

@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from chatgw.api.openai_chat.completion import usage_dict
-from chatgw.api.openai_chat.inbound import conversation_of
 from chatgw.backends import _converse_mapping as mapping
 from chatgw.conversation import (
     Conversation,
@@ -22,6 +21,7 @@ from chatgw.conversation import (
 )
 from chatgw.errors import UnsupportedParameter
 from tests.support.backend_calls import stops, tool_deltas
+from tests.support.conversations import conversation_of
 
 TOOLS = [{"type": "function", "function": {"name": "lookup"}}]
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from chatgw.api.openai_chat.inbound import conversation_of
 from chatgw.conversation import Conversation
 from chatgw.metering.estimate import FILE_REFERENCE_TOKENS, IMAGE_TOKENS, count_tokens, estimate_prompt_tokens
+from tests.support.conversations import conversation_of
 
 ESTIMATOR = Path(__file__).resolve().parents[3] / "bench" / "estimator"
 CORPUS: dict[str, str] = json.loads((ESTIMATOR / "corpus.json").read_text())

@@ -138,12 +138,3 @@ def _response_format(request: ChatRequest) -> ResponseFormat | None:
         s = value.json_schema
         return ResponseFormat("json_schema", s.name, s.schema_, s.strict, s.description)
     return ResponseFormat(value.type)
-
-
-def conversation_of(body: dict[str, Any]) -> Conversation:
-    """A chat-completions body (a dict) as the conversation the service gets, validated as the door
-    validates it."""
-    import json
-
-    raw = json.dumps(body).encode()
-    return to_conversation(ChatRequest.model_validate_json(raw), raw)
