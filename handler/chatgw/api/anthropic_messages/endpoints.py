@@ -18,6 +18,7 @@ from chatgw.api.anthropic_messages.stream import MessagesGrammar
 from chatgw.api.anthropic_messages.validation import parse_messages_request
 from chatgw.api.door import Authenticate, Endpoint, arrive
 from chatgw.api.http import deadline_for, read_body, report_of
+from chatgw.backends.base import CountsTokens
 from chatgw.catalog import ModelEntry
 from chatgw.conversation import Answer, Conversation, Usage
 from chatgw.errors import ModelNotFound, NotFound
@@ -97,13 +98,12 @@ def count_tokens_route(service: Service, settings: Settings, authenticate: Authe
         body = await read_body(request, settings.max_body_bytes)
         parsed = parse_messages_request(body, counting=True)
         entry = _entry(service, record, parsed.model)
-        counter = getattr(entry.backend, "count_tokens", None)
-        if counter is None:
+        if not isinstance(entry.backend, CountsTokens):
             raise NotFound(
                 f"The backend of model '{parsed.model}' cannot count tokens: this gateway answers only an "
                 "upstream's own count, never an estimate."
             )
-        tokens = await counter(to_conversation(parsed, body, beta_flags(request)), deadline)
+        tokens = await entry.backend.count_tokens(to_conversation(parsed, body, beta_flags(request)), deadline)
         return JSONResponse({"input_tokens": int(tokens)}, headers={"request-id": report.request_id})
 
     return count_tokens
