@@ -2,19 +2,21 @@
 backends' `_openai_http`, the `anthropic` backend): the catalog's URL and key options, a POST over
 the container's `httpx.AsyncClient` with retries before the first byte, reading a JSON body or an
 event stream within the deadline, and the errors of the connection and of the HTTP status. A
-backend supplies its own errors (`Upstream`) and the statuses its dialect gives a meaning of its own."""
+backend subclasses `Upstream`: it signs its calls its own way and maps the statuses its dialect
+gives a meaning of its own."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
 from chatgw.backends._drain import drain_to_end
 from chatgw.backends._options import Options
 from chatgw.backends._retry import Retryable, retry_after_seconds, with_retries
+from chatgw.backends._scrub import scrub
 from chatgw.backends._sse import LineDecoder, SSEEvent, SSEParser
 from chatgw.backends._upstream_keys import KeySource
 from chatgw.backends.base import BackendDeps
@@ -25,16 +27,71 @@ KEY_OPTIONS = {"api_key_env": "env", "api_key_secret": "secret", "api_key_parame
 ERROR_SNIPPET = 300
 
 
-class Upstream(Protocol):
-    """What a backend gives the shared call: its name and its errors."""
+class Upstream:
+    """One upstream endpoint over HTTP: its name, key, configured headers and limits, and the errors
+    every HTTP upstream gives. A backend adds how its dialect signs a call (`send`'s headers) and the
+    statuses and in-band errors that mean something of their own in it."""
 
-    name: str
+    def __init__(
+        self,
+        name: str,
+        *,
+        key: KeySource | None,
+        headers: dict[str, str],
+        timeout_s: float,
+        max_retries: int,
+        deps: BackendDeps,
+    ) -> None:
+        self.name = name
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self._key = key
+        self._headers = headers
+        self._deps = deps
 
-    def timeout(self) -> UpstreamTimeout: ...
+    async def aclose(self) -> None:
+        """The HTTP client is the container's; `BackendDeps.aclose` closes it."""
 
-    def garbage(self, what: str) -> UpstreamError: ...
+    async def key(self) -> str | None:
+        return None if self._key is None else await self._key.get()
 
-    def status_error(self, status: int, headers: httpx.Headers, raw: bytes) -> ChatgwError | Retryable: ...
+    async def send(
+        self, url: httpx.URL, body: dict[str, Any], signed: dict[str, str], deadline: Deadline
+    ) -> httpx.Response:
+        """POST `body` (JSON) with the configured headers and the dialect's own (`signed`): the
+        answer with status 200, its body not read yet."""
+        headers = httpx.Headers({"accept": "application/json"})
+        headers.update(self._headers)
+        headers["content-type"] = "application/json"
+        headers.update(signed)
+        client: httpx.AsyncClient = self._deps.http_client()
+        return await post(
+            self, client, url, body, headers, deadline, timeout_s=self.timeout_s, max_retries=self.max_retries
+        )
+
+    # ---- errors ------------------------------------------------------------------------------
+
+    def timeout(self) -> UpstreamTimeout:
+        return UpstreamTimeout(f"The upstream of model '{self.name}' did not answer in time.", cause="timeout")
+
+    def garbage(self, what: str) -> UpstreamError:
+        return UpstreamError(f"The upstream of model '{self.name}' answered {what}.", cause="malformed")
+
+    def status_error(self, status: int, headers: httpx.Headers, raw: bytes) -> ChatgwError | Retryable:
+        message, param = error_message(raw)
+        return status_error(self, status, headers, self.scrub(message), param)
+
+    def in_band_error(self, error: Any) -> UpstreamError:
+        """An error the upstream sent inside a 200 answer or stream."""
+        return UpstreamError(f"The upstream of model '{self.name}' failed: {self.in_band_message(error)}")
+
+    def in_band_message(self, error: Any) -> str:
+        message = error.get("message") if isinstance(error, dict) else error
+        return self.scrub(str(message)) if message else "an error"
+
+    def scrub(self, message: str) -> str:
+        """An upstream's words without the key, its prefixes, or any configured header value."""
+        return scrub(message, [self._key.cached if self._key is not None else None, *self._headers.values()])
 
 
 # ---- catalog options ---------------------------------------------------------------------------

@@ -12,13 +12,11 @@ import httpx
 
 from chatgw.backends import _http as http
 from chatgw.backends._options import Options
-from chatgw.backends._retry import Retryable
-from chatgw.backends._scrub import scrub
 from chatgw.backends._upstream_keys import KeySource
 from chatgw.backends.base import BackendDeps
 from chatgw.conversation import Conversation
 from chatgw.deadline import Deadline
-from chatgw.errors import ChatgwError, UnsupportedParameter, UpstreamError, UpstreamTimeout
+from chatgw.errors import UnsupportedParameter
 
 COMMON_OPTIONS = {
     "base_url",
@@ -62,7 +60,7 @@ def api_of(name: str, options: Mapping[str, Any]) -> str:
     return str(api)
 
 
-class OpenAIHTTP:
+class OpenAIHTTP(http.Upstream):
     """One OpenAI-compatible endpoint: what both OpenAI backends do the same way."""
 
     kind = "openai"
@@ -80,15 +78,10 @@ class OpenAIHTTP:
         unsupported: frozenset[str],
         deps: BackendDeps,
     ) -> None:
-        self.name = name
+        super().__init__(name, key=key, headers=headers, timeout_s=timeout_s, max_retries=max_retries, deps=deps)
         self.url = url
         self.upstream_model = upstream_model
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self._key = key
-        self._headers = headers
         self._unsupported = unsupported
-        self._deps = deps
 
     def refuse_listed(self, request: Conversation) -> None:
         """Refuse what the catalog lists in `unsupported_params`, by the client's name for it."""
@@ -98,47 +91,12 @@ class OpenAIHTTP:
                 param=param,
             )
 
-    async def aclose(self) -> None:
-        """The HTTP client is the container's; `BackendDeps.aclose` closes it."""
-
     async def read_json(self, body: dict[str, Any], deadline: Deadline) -> Any:
         """A buffered call: the upstream's answer parsed as JSON, within the model's timeout."""
         deadline = Deadline(min(deadline.at, time.monotonic() + self.timeout_s))
         return await http.read_json(self, await self.open(body, deadline), deadline)
 
-    async def _headers_for_call(self) -> httpx.Headers:
-        headers = httpx.Headers({"accept": "application/json"})
-        headers.update(self._headers)
-        headers["content-type"] = "application/json"
-        if self._key is not None:
-            headers["authorization"] = f"Bearer {await self._key.get()}"
-        return headers
-
     async def open(self, body: dict[str, Any], deadline: Deadline) -> httpx.Response:
         """The upstream's answer with status 200, its body not read yet."""
-        headers = await self._headers_for_call()
-        client: httpx.AsyncClient = self._deps.http_client()
-        return await http.post(
-            self, client, self.url, body, headers, deadline, timeout_s=self.timeout_s, max_retries=self.max_retries
-        )
-
-    # ---- errors ------------------------------------------------------------------------------
-
-    def timeout(self) -> UpstreamTimeout:
-        return UpstreamTimeout(f"The upstream of model '{self.name}' did not answer in time.", cause="timeout")
-
-    def garbage(self, what: str) -> UpstreamError:
-        return UpstreamError(f"The upstream of model '{self.name}' answered {what}.", cause="malformed")
-
-    def status_error(self, status: int, headers: httpx.Headers, raw: bytes) -> ChatgwError | Retryable:
-        message, param = http.error_message(raw)
-        return http.status_error(self, status, headers, self.scrub(message), param)
-
-    def scrub(self, message: str) -> str:
-        """An upstream's words without the key, its prefixes, or any configured header value."""
-        return scrub(message, [self._key.cached if self._key is not None else None, *self._headers.values()])
-
-    def in_band_error(self, error: Any) -> UpstreamError:
-        message = error.get("message") if isinstance(error, dict) else error
-        text = self.scrub(str(message)) if message else "an error"
-        return UpstreamError(f"The upstream of model '{self.name}' failed: {text}")
+        key = await self.key()
+        return await self.send(self.url, body, {} if key is None else {"authorization": f"Bearer {key}"}, deadline)

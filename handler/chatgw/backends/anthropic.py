@@ -17,7 +17,6 @@ from chatgw.backends import _anthropic_dialect as dialect
 from chatgw.backends import _http as http
 from chatgw.backends._options import Options
 from chatgw.backends._retry import Retryable, retry_after_seconds
-from chatgw.backends._scrub import scrub
 from chatgw.backends._sse import SSEEvent
 from chatgw.backends._upstream_keys import KeySource
 from chatgw.backends.base import BackendDeps
@@ -28,7 +27,6 @@ from chatgw.errors import (
     RequestTooLarge,
     UpstreamError,
     UpstreamOverloaded,
-    UpstreamTimeout,
 )
 
 OPTIONS = {
@@ -90,7 +88,7 @@ def from_options(name: str, options: Mapping[str, Any], deps: BackendDeps) -> An
     )
 
 
-class AnthropicBackend:
+class AnthropicBackend(http.Upstream):
     kind = "anthropic"
     native_dialect = "anthropic"
     """A door of this dialect sends the client's body through (`Original`)."""
@@ -109,16 +107,11 @@ class AnthropicBackend:
         max_retries: int,
         deps: BackendDeps,
     ) -> None:
-        self.name = name
+        super().__init__(name, key=key, headers=headers, timeout_s=timeout_s, max_retries=max_retries, deps=deps)
         self.url = url
         self.count_url = count_url
         self.upstream_model = upstream_model
         self.beta_flags = beta_flags
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self._key = key
-        self._headers = headers
-        self._deps = deps
 
     def check(self, request: Conversation) -> None:
         dialect.check(request)
@@ -127,7 +120,7 @@ class AnthropicBackend:
         deadline = Deadline(min(deadline.at, time.monotonic() + self.timeout_s))
         data = await self._json(self.url, self._body(request, stream=False), request, deadline)
         if isinstance(data, dict) and data.get("type") == "error":
-            raise self._in_band_error(data.get("error"))
+            raise self.in_band_error(data.get("error"))
         try:
             return dialect.answer_from(data)
         except dialect.Garbage as exc:
@@ -162,10 +155,7 @@ class AnthropicBackend:
         finally:
             await response.aclose()
 
-    async def aclose(self) -> None:
-        """The HTTP client is the container's; `BackendDeps.aclose` closes it."""
-
-    # ---- one upstream call, with retries before the first byte ------------------------------
+    # ---- one upstream call -------------------------------------------------------------------
 
     def _body(self, request: Conversation, *, stream: bool) -> dict[str, Any]:
         body = dialect.request_body(request, model=self.upstream_model)
@@ -175,18 +165,6 @@ class AnthropicBackend:
             body.pop("stream", None)
         return body
 
-    async def _headers_for_call(self, request: Conversation) -> httpx.Headers:
-        headers = httpx.Headers({"accept": "application/json"})
-        headers.update(self._headers)
-        headers["content-type"] = "application/json"
-        headers["anthropic-version"] = API_VERSION
-        flags = dialect.betas(request, self.beta_flags)
-        if flags:
-            headers["anthropic-beta"] = ",".join(flags)
-        if self._key is not None:
-            headers["x-api-key"] = await self._key.get()
-        return headers
-
     async def _json(self, url: httpx.URL, body: dict[str, Any], request: Conversation, deadline: Deadline) -> Any:
         return await http.read_json(self, await self._open(url, body, request, deadline), deadline)
 
@@ -194,19 +172,16 @@ class AnthropicBackend:
         self, url: httpx.URL, body: dict[str, Any], request: Conversation, deadline: Deadline
     ) -> httpx.Response:
         """The upstream's answer with status 200, its body not read yet."""
-        headers = await self._headers_for_call(request)
-        client: httpx.AsyncClient = self._deps.http_client()
-        return await http.post(
-            self, client, url, body, headers, deadline, timeout_s=self.timeout_s, max_retries=self.max_retries
-        )
+        signed = {"anthropic-version": API_VERSION}
+        flags = dialect.betas(request, self.beta_flags)
+        if flags:
+            signed["anthropic-beta"] = ",".join(flags)
+        key = await self.key()
+        if key is not None:
+            signed["x-api-key"] = key
+        return await self.send(url, body, signed, deadline)
 
     # ---- errors ------------------------------------------------------------------------------
-
-    def timeout(self) -> UpstreamTimeout:
-        return UpstreamTimeout(f"The upstream of model '{self.name}' did not answer in time.", cause="timeout")
-
-    def garbage(self, what: str) -> UpstreamError:
-        return UpstreamError(f"The upstream of model '{self.name}' answered {what}.", cause="malformed")
 
     def _overloaded(self, message: str) -> UpstreamOverloaded:
         return UpstreamOverloaded(f"The upstream of model '{self.name}' is overloaded: {message}", cause="overloaded")
@@ -214,16 +189,12 @@ class AnthropicBackend:
     def status_error(self, status: int, headers: httpx.Headers, raw: bytes) -> ChatgwError | Retryable:
         """Anthropic's own statuses (529 overloaded, 413 too large), then what every HTTP upstream means;
         a 4xx keeps the upstream's words: Claude Code's recovery reads them."""
-        message = self._scrub(http.error_message(raw)[0])
+        message = self.scrub(http.error_message(raw)[0])
         if status == OVERLOADED:
             return Retryable(self._overloaded(message or "HTTP 529"), retry_after_seconds(headers))
         if status == 413:
             return RequestTooLarge(message or "The upstream found the request too large (HTTP 413).")
         return http.status_error(self, status, headers, message)
-
-    def _scrub(self, message: str) -> str:
-        """An upstream's words without the key, its prefixes, or any configured header value."""
-        return scrub(message, [self._key.cached if self._key is not None else None, *self._headers.values()])
 
     # ---- the answer --------------------------------------------------------------------------
 
@@ -235,15 +206,13 @@ class AnthropicBackend:
         if not isinstance(data, dict):
             raise self.garbage("an event that is not an object")
         if data.get("type") == "error" or sse_event.event == "error":
-            raise self._in_band_error(data.get("error", data))
+            raise self.in_band_error(data.get("error", data))
         try:
             return mapper.feed(data)
         except dialect.Garbage as exc:
             raise self.garbage(str(exc)) from None
 
-    def _in_band_error(self, error: Any) -> UpstreamError:
-        message = error.get("message") if isinstance(error, dict) else error
-        text = self._scrub(str(message)) if message else "an error"
+    def in_band_error(self, error: Any) -> UpstreamError:
         if isinstance(error, dict) and error.get("type") == "overloaded_error":
-            return self._overloaded(text)
-        return UpstreamError(f"The upstream of model '{self.name}' failed: {text}")
+            return self._overloaded(self.in_band_message(error))
+        return super().in_band_error(error)
